@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -154,7 +155,7 @@ func (r *Registry) WriteText(w io.Writer) error {
 			return err
 		}
 		for _, s := range f.series {
-			if _, err := fmt.Fprintf(w, "%s%s %v\n", f.name, s.labels, s.value()); err != nil {
+			if _, err := fmt.Fprintf(w, "%s%s %s\n", f.name, s.labels, strconv.FormatFloat(s.value(), 'f', -1, 64)); err != nil {
 				return err
 			}
 		}

@@ -11,7 +11,7 @@ func TestWriteText(t *testing.T) {
 	r.Counter("relay_dropped_total", "Messages dropped.", "reason", "oversize").Inc()
 	// Same series again returns the same counter.
 	r.Counter("relay_dropped_total", "Messages dropped.", "reason", "frames").Inc()
-	r.Gauge("relay_connections", "Open connections.", "side", "inbound").Set(7)
+	r.Gauge("relay_connections", "Open connections.", "side", "inbound").Set(7000000)
 	r.GaugeFunc("relay_up", "Always 1.", func() float64 { return 1 })
 
 	var b strings.Builder
@@ -20,7 +20,7 @@ func TestWriteText(t *testing.T) {
 	}
 	want := `# HELP relay_connections Open connections.
 # TYPE relay_connections gauge
-relay_connections{side="inbound"} 7
+relay_connections{side="inbound"} 7000000
 # HELP relay_dropped_total Messages dropped.
 # TYPE relay_dropped_total counter
 relay_dropped_total{reason="frames"} 4
