@@ -64,7 +64,9 @@ type Registry struct {
 }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{families: map[string]*family{}, owners: map[string]any{}} }
+func NewRegistry() *Registry {
+	return &Registry{families: map[string]*family{}, owners: map[string]any{}}
+}
 
 // Counter registers (or returns the existing) counter with the given name, help
 // text and label pairs ("key", "value", ...).
