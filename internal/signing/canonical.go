@@ -1,0 +1,582 @@
+// Package signing implements fedmsg's X.509 message signing scheme
+// (fedmsg.crypto.x509 / x509_ng): Python-exact canonical JSON, signing with an
+// RSA key pair from <ssldir>/<certname>.{key,crt}, and validation against a CA,
+// a CRL and a routing policy.
+//
+// Canonical JSON is what fedmsg signs and validators recompute: Python's
+// json.dumps(json.loads(body), sort_keys=True, separators=(',', ':')) with
+// ensure_ascii. This file reproduces it byte for byte without going through
+// Python's data model: integer literals keep their digits, float literals are
+// printed by Python's repr rules, strings are kept as code point sequences so
+// lone surrogates (valid \u escapes in JSON) survive as Python keeps them.
+package signing
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+const (
+	// maxDepth bounds nesting: CPython's decoder raises RecursionError a little
+	// under 1000 levels, so anything deeper could not be validated anyway.
+	maxDepth = 500
+	// maxIntDigits is CPython's default int_max_str_digits (3.11+): json.loads
+	// raises ValueError for longer integer literals.
+	maxIntDigits = 4300
+)
+
+// Canonical returns Python's json.dumps(obj, sort_keys=True,
+// separators=(',', ':')) (ensure_ascii=True) of the JSON document in body, or
+// an error wrapping ErrInvalidJSON or ErrNotReproducible when Python would
+// reject the body or write something other than valid JSON (NaN, Infinity).
+func Canonical(body []byte) ([]byte, error) {
+	v, err := parse(body)
+	if err != nil {
+		return nil, err
+	}
+	return v.appendTo(make([]byte, 0, len(body))), nil
+}
+
+type kind uint8
+
+const (
+	kindNull kind = iota
+	kindTrue
+	kindFalse
+	kindNumber
+	kindString
+	kindArray
+	kindObject
+)
+
+// value is a decoded JSON value. For numbers, text is the Python rendering; for
+// strings it is the decoded text in WTF-8 (UTF-8 that also encodes lone
+// surrogates), whose byte order is code point order, as Python sorts keys.
+type value struct {
+	kind    kind
+	text    string
+	elems   []value  // kindArray
+	members []member // kindObject: sorted by key, keys unique
+}
+
+type member struct {
+	key string
+	val value
+}
+
+// get returns the member named key of an object.
+func (v *value) get(key string) (*value, bool) {
+	i, ok := slices.BinarySearchFunc(v.members, key, compareKey)
+	if !ok {
+		return nil, false
+	}
+	return &v.members[i].val, true
+}
+
+// set adds or replaces the member named key of an object, keeping the order.
+func (v *value) set(key string, val value) {
+	i, ok := slices.BinarySearchFunc(v.members, key, compareKey)
+	if ok {
+		v.members[i].val = val
+		return
+	}
+	v.members = slices.Insert(v.members, i, member{key: key, val: val})
+}
+
+// without returns a copy of object v without the named members.
+func (v *value) without(keys ...string) value {
+	out := *v
+	out.members = slices.DeleteFunc(slices.Clone(v.members), func(m member) bool {
+		return slices.Contains(keys, m.key)
+	})
+	return out
+}
+
+func compareKey(m member, key string) int { return strings.Compare(m.key, key) }
+
+func stringValue(s string) value { return value{kind: kindString, text: s} }
+
+func parse(body []byte) (value, error) {
+	p := parser{data: body}
+	p.skipSpace()
+	v, err := p.value(0)
+	if err != nil {
+		return value{}, err
+	}
+	p.skipSpace()
+	if p.pos != len(p.data) {
+		return value{}, p.errorf("extra data after the document")
+	}
+	return v, nil
+}
+
+type parser struct {
+	data []byte
+	pos  int
+	buf  []byte // scratch space for strings with escapes
+}
+
+func (p *parser) errorf(format string, args ...any) error {
+	return fmt.Errorf("%w: offset %d: %s", ErrInvalidJSON, p.pos, fmt.Sprintf(format, args...))
+}
+
+func (p *parser) unreproducible(format string, args ...any) error {
+	return fmt.Errorf("%w: offset %d: %s", ErrNotReproducible, p.pos, fmt.Sprintf(format, args...))
+}
+
+func (p *parser) skipSpace() {
+	for p.pos < len(p.data) {
+		switch p.data[p.pos] {
+		case ' ', '\t', '\n', '\r':
+			p.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (p *parser) literal(word string) bool {
+	if bytes.HasPrefix(p.data[p.pos:], []byte(word)) {
+		p.pos += len(word)
+		return true
+	}
+	return false
+}
+
+func (p *parser) value(depth int) (value, error) {
+	if p.pos >= len(p.data) {
+		return value{}, p.errorf("unexpected end of input")
+	}
+	switch c := p.data[p.pos]; {
+	case c == '{':
+		return p.object(depth + 1)
+	case c == '[':
+		return p.array(depth + 1)
+	case c == '"':
+		s, err := p.string()
+		return stringValue(s), err
+	case c == '-' || c >= '0' && c <= '9':
+		if p.literal("-Infinity") {
+			return value{}, p.unreproducible("-Infinity")
+		}
+		return p.number()
+	case p.literal("null"):
+		return value{kind: kindNull}, nil
+	case p.literal("true"):
+		return value{kind: kindTrue}, nil
+	case p.literal("false"):
+		return value{kind: kindFalse}, nil
+	case p.literal("NaN"), p.literal("Infinity"):
+		// Python reads these and writes them back, but they are not JSON.
+		return value{}, p.unreproducible("NaN or Infinity")
+	}
+	return value{}, p.errorf("unexpected character %q", p.data[p.pos])
+}
+
+func (p *parser) object(depth int) (value, error) {
+	if depth > maxDepth {
+		return value{}, p.unreproducible("nesting deeper than %d", maxDepth)
+	}
+	p.pos++ // '{'
+	v := value{kind: kindObject}
+	p.skipSpace()
+	if p.pos < len(p.data) && p.data[p.pos] == '}' {
+		p.pos++
+		return v, nil
+	}
+	for {
+		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
+			return value{}, p.errorf("expecting a property name")
+		}
+		key, err := p.string()
+		if err != nil {
+			return value{}, err
+		}
+		p.skipSpace()
+		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
+			return value{}, p.errorf("expecting ':'")
+		}
+		p.pos++
+		p.skipSpace()
+		val, err := p.value(depth)
+		if err != nil {
+			return value{}, err
+		}
+		v.members = append(v.members, member{key: key, val: val})
+		p.skipSpace()
+		if p.pos >= len(p.data) {
+			return value{}, p.errorf("unterminated object")
+		}
+		c := p.data[p.pos]
+		p.pos++
+		if c == '}' {
+			break
+		}
+		if c != ',' {
+			p.pos--
+			return value{}, p.errorf("expecting ',' or '}'")
+		}
+		p.skipSpace()
+	}
+	v.members = sortMembers(v.members)
+	return v, nil
+}
+
+// sortMembers sorts by key and keeps only the last of duplicate keys, as a
+// Python dict built from the pairs in order does.
+func sortMembers(members []member) []member {
+	slices.SortStableFunc(members, func(a, b member) int { return strings.Compare(a.key, b.key) })
+	out := members[:0]
+	for i, m := range members {
+		if i+1 < len(members) && members[i+1].key == m.key {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+func (p *parser) array(depth int) (value, error) {
+	if depth > maxDepth {
+		return value{}, p.unreproducible("nesting deeper than %d", maxDepth)
+	}
+	p.pos++ // '['
+	v := value{kind: kindArray}
+	p.skipSpace()
+	if p.pos < len(p.data) && p.data[p.pos] == ']' {
+		p.pos++
+		return v, nil
+	}
+	for {
+		elem, err := p.value(depth)
+		if err != nil {
+			return value{}, err
+		}
+		v.elems = append(v.elems, elem)
+		p.skipSpace()
+		if p.pos >= len(p.data) {
+			return value{}, p.errorf("unterminated array")
+		}
+		c := p.data[p.pos]
+		p.pos++
+		if c == ']' {
+			return v, nil
+		}
+		if c != ',' {
+			p.pos--
+			return value{}, p.errorf("expecting ',' or ']'")
+		}
+		p.skipSpace()
+	}
+}
+
+// number reads a JSON number. Integers keep their digits (Python ints are
+// exact); anything with a fraction or exponent is a Python float.
+func (p *parser) number() (value, error) {
+	start := p.pos
+	if p.data[p.pos] == '-' {
+		p.pos++
+	}
+	intStart := p.pos
+	switch {
+	case p.pos < len(p.data) && p.data[p.pos] == '0':
+		p.pos++
+	case p.pos < len(p.data) && p.data[p.pos] >= '1' && p.data[p.pos] <= '9':
+		p.skipDigits()
+	default:
+		return value{}, p.errorf("invalid number")
+	}
+	intDigits := p.pos - intStart
+	isFloat := false
+	if p.pos+1 < len(p.data) && p.data[p.pos] == '.' && isDigit(p.data[p.pos+1]) {
+		p.pos++
+		p.skipDigits()
+		isFloat = true
+	}
+	if p.pos < len(p.data) && (p.data[p.pos] == 'e' || p.data[p.pos] == 'E') {
+		q := p.pos + 1
+		if q < len(p.data) && (p.data[q] == '+' || p.data[q] == '-') {
+			q++
+		}
+		if q < len(p.data) && isDigit(p.data[q]) {
+			p.pos = q
+			p.skipDigits()
+			isFloat = true
+		}
+	}
+	lit := string(p.data[start:p.pos])
+	if !isFloat {
+		if intDigits > maxIntDigits {
+			return value{}, p.unreproducible("integer of %d digits exceeds Python's limit of %d", intDigits, maxIntDigits)
+		}
+		if lit == "-0" {
+			lit = "0"
+		}
+		return value{kind: kindNumber, text: lit}, nil
+	}
+	f, err := strconv.ParseFloat(lit, 64)
+	if err != nil || math.IsInf(f, 0) {
+		return value{}, p.unreproducible("float %.40q is out of range", lit)
+	}
+	return value{kind: kindNumber, text: string(appendPyFloat(nil, f))}, nil
+}
+
+func (p *parser) skipDigits() {
+	for p.pos < len(p.data) && isDigit(p.data[p.pos]) {
+		p.pos++
+	}
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
+// string reads a JSON string and returns its decoded text in WTF-8.
+func (p *parser) string() (string, error) {
+	p.pos++ // opening quote
+	start := p.pos
+	// Fast path: no escapes, only printable ASCII.
+	for p.pos < len(p.data) {
+		c := p.data[p.pos]
+		if c == '"' {
+			p.pos++
+			return string(p.data[start : p.pos-1]), nil
+		}
+		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+			break
+		}
+		p.pos++
+	}
+	buf := append(p.buf[:0], p.data[start:p.pos]...)
+	for {
+		if p.pos >= len(p.data) {
+			return "", p.errorf("unterminated string")
+		}
+		c := p.data[p.pos]
+		switch {
+		case c == '"':
+			p.pos++
+			p.buf = buf
+			return string(buf), nil
+		case c < 0x20:
+			return "", p.errorf("invalid control character in string")
+		case c >= utf8.RuneSelf:
+			r, size := utf8.DecodeRune(p.data[p.pos:])
+			if r == utf8.RuneError && size <= 1 {
+				return "", p.errorf("invalid UTF-8")
+			}
+			buf = append(buf, p.data[p.pos:p.pos+size]...)
+			p.pos += size
+		case c == '\\':
+			var err error
+			if buf, err = p.escape(buf); err != nil {
+				return "", err
+			}
+		default:
+			buf = append(buf, c)
+			p.pos++
+		}
+	}
+}
+
+var shortEscapes = [256]byte{'"': '"', '\\': '\\', '/': '/', 'b': '\b', 'f': '\f', 'n': '\n', 'r': '\r', 't': '\t'}
+
+// escape decodes the escape sequence at p.pos and appends it to buf. Like
+// CPython, \uD8xx\uDCxx pairs combine and any other surrogate stays alone.
+func (p *parser) escape(buf []byte) ([]byte, error) {
+	if p.pos+1 >= len(p.data) {
+		return nil, p.errorf("unterminated escape")
+	}
+	c := p.data[p.pos+1]
+	if c != 'u' {
+		if shortEscapes[c] == 0 {
+			return nil, p.errorf("invalid escape \\%c", c)
+		}
+		p.pos += 2
+		return append(buf, shortEscapes[c]), nil
+	}
+	unit, ok := hex4(p.data[p.pos+2:])
+	if !ok {
+		return nil, p.errorf("invalid \\u escape")
+	}
+	p.pos += 6
+	if unit >= 0xD800 && unit < 0xDC00 && p.pos+1 < len(p.data) && p.data[p.pos] == '\\' && p.data[p.pos+1] == 'u' {
+		if low, ok := hex4(p.data[p.pos+2:]); ok && low >= 0xDC00 && low < 0xE000 {
+			p.pos += 6
+			return utf8.AppendRune(buf, 0x10000+(unit-0xD800)<<10+(low-0xDC00)), nil
+		}
+	}
+	return appendWTF8(buf, unit), nil
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		var d byte
+		switch {
+		case c >= '0' && c <= '9':
+			d = c - '0'
+		case c >= 'a' && c <= 'f':
+			d = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(d)
+	}
+	return r, true
+}
+
+// appendWTF8 appends a BMP code point, including a lone surrogate, which
+// utf8.AppendRune would replace with U+FFFD.
+func appendWTF8(buf []byte, r rune) []byte {
+	if r < 0xD800 || r >= 0xE000 {
+		return utf8.AppendRune(buf, r)
+	}
+	return append(buf, 0xE0|byte(r>>12), 0x80|byte(r>>6)&0x3F, 0x80|byte(r)&0x3F)
+}
+
+// appendTo writes v as Python's compact, sorted, ASCII-only json.dumps does.
+func (v *value) appendTo(dst []byte) []byte {
+	switch v.kind {
+	case kindNull:
+		return append(dst, "null"...)
+	case kindTrue:
+		return append(dst, "true"...)
+	case kindFalse:
+		return append(dst, "false"...)
+	case kindNumber:
+		return append(dst, v.text...)
+	case kindString:
+		return appendPyString(dst, v.text)
+	case kindArray:
+		dst = append(dst, '[')
+		for i := range v.elems {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = v.elems[i].appendTo(dst)
+		}
+		return append(dst, ']')
+	default:
+		dst = append(dst, '{')
+		for i := range v.members {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendPyString(dst, v.members[i].key)
+			dst = append(dst, ':')
+			dst = v.members[i].val.appendTo(dst)
+		}
+		return append(dst, '}')
+	}
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendPyString writes s (WTF-8) as CPython's ensure_ascii encoder does:
+// printable ASCII as is except '"' and '\\', short escapes for \b \f \n \r \t,
+// \u00XX for other control characters and DEL, \uXXXX (lower case) for the
+// BMP and surrogate pairs above it. '/' is not escaped.
+func appendPyString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			i++
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c == '\b':
+				dst = append(dst, '\\', 'b')
+			case c == '\f':
+				dst = append(dst, '\\', 'f')
+			case c == '\n':
+				dst = append(dst, '\\', 'n')
+			case c == '\r':
+				dst = append(dst, '\\', 'r')
+			case c == '\t':
+				dst = append(dst, '\\', 't')
+			case c < 0x20 || c == 0x7F:
+				dst = appendUnit(dst, rune(c))
+			default:
+				dst = append(dst, c)
+			}
+			continue
+		}
+		// The text was validated (or built) by the parser, so the lead byte
+		// gives the length; 3-byte sequences may be lone surrogates.
+		var r rune
+		switch {
+		case c >= 0xF0:
+			r = rune(c&0x07)<<18 | rune(s[i+1]&0x3F)<<12 | rune(s[i+2]&0x3F)<<6 | rune(s[i+3]&0x3F)
+			i += 4
+		case c >= 0xE0:
+			r = rune(c&0x0F)<<12 | rune(s[i+1]&0x3F)<<6 | rune(s[i+2]&0x3F)
+			i += 3
+		default:
+			r = rune(c&0x1F)<<6 | rune(s[i+1]&0x3F)
+			i += 2
+		}
+		if r >= 0x10000 {
+			r -= 0x10000
+			dst = appendUnit(dst, 0xD800+r>>10)
+			dst = appendUnit(dst, 0xDC00+r&0x3FF)
+			continue
+		}
+		dst = appendUnit(dst, r)
+	}
+	return append(dst, '"')
+}
+
+func appendUnit(dst []byte, u rune) []byte {
+	return append(dst, '\\', 'u', hexDigits[u>>12&0xF], hexDigits[u>>8&0xF], hexDigits[u>>4&0xF], hexDigits[u&0xF])
+}
+
+// appendPyFloat writes f as Python's repr(float) does: the shortest digits
+// that round-trip, in exponent form when the decimal exponent is below -4 or
+// at least 16 (1e-05, 1e+16, 1.5e+300), otherwise positional with at least
+// one digit after the point (0.0001, 1.0, 1000000000000000.0, -0.0).
+func appendPyFloat(dst []byte, f float64) []byte {
+	var scratch [32]byte
+	sci := strconv.AppendFloat(scratch[:0], f, 'e', -1, 64) // [-]d[.ddd]e±XX
+	mark := bytes.IndexByte(sci, 'e')
+	exp, _ := strconv.Atoi(string(sci[mark+1:]))
+	if exp < -4 || exp >= 16 {
+		// Go's shortest exponent form already matches Python's repr here.
+		return append(dst, sci...)
+	}
+	mantissa := sci[:mark]
+	if mantissa[0] == '-' {
+		dst = append(dst, '-')
+		mantissa = mantissa[1:]
+	}
+	digits := make([]byte, 0, 17)
+	for _, c := range mantissa {
+		if c != '.' {
+			digits = append(digits, c)
+		}
+	}
+	point := exp + 1 // digits before the decimal point
+	switch {
+	case point <= 0:
+		dst = append(dst, "0."...)
+		dst = append(dst, strings.Repeat("0", -point)...)
+		return append(dst, digits...)
+	case point >= len(digits):
+		dst = append(dst, digits...)
+		dst = append(dst, strings.Repeat("0", point-len(digits))...)
+		return append(dst, ".0"...)
+	default:
+		dst = append(dst, digits[:point]...)
+		dst = append(dst, '.')
+		return append(dst, digits[point:]...)
+	}
+}
