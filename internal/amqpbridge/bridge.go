@@ -1,0 +1,215 @@
+package amqpbridge
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+)
+
+const dialTimeout = 10 * time.Second
+
+// Bridge copies relayed messages to RabbitMQ and, when configured, consumed
+// RabbitMQ messages into the bus. Publish is safe for concurrent use.
+type Bridge struct {
+	cfg     Config
+	log     hclog.Logger
+	tls     *tls.Config // nil for amqp://
+	spool   *spool
+	metrics *bridgeMetrics
+
+	injectedSeq atomic.Uint64 // the "i" of injected envelopes
+	maxSentSeq  uint64        // highest spool seq ever published (publisher goroutine only)
+	closeOnce   sync.Once
+	closeErr    error
+}
+
+// New opens (or recovers) the spool and prepares the bridge; nothing connects
+// until Run. cfg gets its defaults applied here.
+func New(cfg Config, log hclog.Logger, reg *metrics.Registry) (*Bridge, error) {
+	cfg.SetDefaults()
+	if errs := cfg.Validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("amqp bridge config: %w", errors.Join(errs...))
+	}
+	if !cfg.Enabled() {
+		return nil, errors.New("amqp bridge config: amqp.url is not set")
+	}
+	tlsConfig, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bridge{cfg: cfg, log: log, tls: tlsConfig}
+	// The spool reports through metrics that need the spool: break the cycle with a closure.
+	b.spool, err = openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes, log, spoolEvents{
+		appended: func(n int) { b.metrics.spooled.Add(uint64(n)) },
+		dropped:  func(reason string, n uint64) { b.metrics.drop(reason, n) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.metrics = newBridgeMetrics(reg, b.spool)
+	return b, nil
+}
+
+func loadTLS(cfg Config) (*tls.Config, error) {
+	if cfg.CACert == "" && cfg.ClientCert == "" {
+		return nil, nil
+	}
+	c := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CACert != "" {
+		pem, err := os.ReadFile(cfg.CACert)
+		if err != nil {
+			return nil, fmt.Errorf("amqp.ca_cert: %w", err)
+		}
+		c.RootCAs = x509.NewCertPool()
+		if !c.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("amqp.ca_cert: %s: no PEM certificate found", cfg.CACert)
+		}
+	}
+	if cfg.ClientCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.ClientCert, cfg.ClientKey)
+		if err != nil {
+			return nil, fmt.Errorf("amqp.client_cert/client_key: %w", err)
+		}
+		c.Certificates = []tls.Certificate{cert}
+	}
+	return c, nil
+}
+
+// Publish hands one relayed message to the bridge. It copies topic and body
+// and returns at once; it never waits for the disk or the broker. Messages
+// injected by an AMQP bridge are skipped so they do not loop.
+func (b *Bridge) Publish(topic, body []byte) {
+	if fromBridge(body) {
+		b.metrics.drop(dropLoop, 1)
+		return
+	}
+	if ok, reason := b.spool.append(topic, body, time.Now()); !ok {
+		b.metrics.drop(reason, 1)
+	}
+}
+
+// Run publishes spooled messages, and consumes the configured queue into
+// inject, until ctx is done. inject must publish one message into the bus; a
+// delivery is acknowledged only after inject returned nil.
+func (b *Bridge) Run(ctx context.Context, inject func(topic, body []byte) error) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		b.keepConnected(ctx, directionPublish, b.publishSession)
+	}()
+	if b.cfg.Consume.Queue != "" && inject != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b.keepConnected(ctx, directionConsume, func(ctx context.Context, conn *amqp.Connection) (bool, error) {
+				return b.consumeSession(ctx, conn, inject)
+			})
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// Close writes pending messages and the confirmation cursor to the spool.
+// Call it after Run returned; later Publish calls drop their message.
+func (b *Bridge) Close() error {
+	b.closeOnce.Do(func() { b.closeErr = b.spool.close() })
+	return b.closeErr
+}
+
+// session runs on one connection until it fails or ctx is done. progressed
+// tells whether it got anything done, which resets the reconnect backoff.
+type session func(ctx context.Context, conn *amqp.Connection) (progressed bool, err error)
+
+// keepConnected runs sessions one after another, with exponential backoff
+// and jitter between failed ones, until ctx is done.
+func (b *Bridge) keepConnected(ctx context.Context, direction string, run session) {
+	log := b.log.With("direction", direction, "url", redactURL(b.cfg.URL))
+	delay := b.cfg.ReconnectMin
+	for {
+		progressed, err := b.runSession(ctx, direction, log, run)
+		if ctx.Err() != nil {
+			return
+		}
+		if progressed {
+			delay = b.cfg.ReconnectMin
+		}
+		// Full jitter on the upper half spreads reconnecting relays apart.
+		wait := delay/2 + rand.N(delay/2+1)
+		log.Warn("amqp: broker connection lost, reconnecting", "error", err, "delay", wait.Round(time.Millisecond))
+		b.metrics.reconnects[direction].Inc()
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+		delay = min(delay*2, b.cfg.ReconnectMax)
+	}
+}
+
+func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Logger, run session) (bool, error) {
+	conn, err := b.dial(direction)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close()
+	log.Info("amqp: connected to broker", "server", conn.RemoteAddr().String())
+	b.metrics.connected[direction].Set(1)
+	defer b.metrics.connected[direction].Set(0)
+
+	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 1))
+	sessionCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for {
+			select {
+			case bl, ok := <-blocked:
+				if !ok {
+					return
+				}
+				if bl.Active {
+					log.Warn("amqp: broker blocked the connection (resource alarm); messages wait in the spool", "reason", bl.Reason)
+				} else {
+					log.Info("amqp: broker unblocked the connection")
+				}
+			case <-sessionCtx.Done():
+				// Closing the connection unblocks a publish stuck on a blocked broker.
+				conn.Close()
+				return
+			}
+		}
+	}()
+	return run(sessionCtx, conn)
+}
+
+func (b *Bridge) dial(direction string) (*amqp.Connection, error) {
+	props := amqp.NewConnectionProperties()
+	props.SetClientConnectionName("fedmsg-relay amqp bridge (" + direction + ")")
+	cfg := amqp.Config{
+		Heartbeat:       b.cfg.Heartbeat,
+		TLSClientConfig: b.tls,
+		Properties:      props,
+		Dial:            amqp.DefaultDial(dialTimeout),
+	}
+	if b.tls != nil && len(b.tls.Certificates) > 0 {
+		cfg.SASL = []amqp.Authentication{&amqp.ExternalAuth{}}
+	}
+	conn, err := amqp.DialConfig(b.cfg.URL, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", redactURL(b.cfg.URL), err)
+	}
+	return conn, nil
+}

@@ -1,0 +1,71 @@
+package amqpbridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+const consumerTag = "fedmsg-relay-amqp-bridge"
+
+// consumeSession injects each delivery of the configured queue into the bus
+// and acknowledges it once inject succeeded. An inject error ends the session:
+// the broker redelivers the unacknowledged messages on the next one.
+func (b *Bridge) consumeSession(ctx context.Context, conn *amqp.Connection, inject func(topic, body []byte) error) (progressed bool, err error) {
+	cc := b.cfg.Consume
+	ch, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open channel: %w", err)
+	}
+	if err := ch.Qos(cc.Prefetch, 0, false); err != nil {
+		return false, fmt.Errorf("set prefetch %d: %w", cc.Prefetch, err)
+	}
+	if cc.DeclareQueue {
+		if _, err := ch.QueueDeclare(cc.Queue, true, false, false, false, nil); err != nil {
+			return false, fmt.Errorf("declare queue %q: %w", cc.Queue, err)
+		}
+	}
+	for _, key := range cc.BindingKeys {
+		if err := ch.QueueBind(cc.Queue, key, cc.Exchange, false, nil); err != nil {
+			return false, fmt.Errorf("bind queue %q to %q with %q: %w", cc.Queue, cc.Exchange, key, err)
+		}
+	}
+	deliveries, err := ch.ConsumeWithContext(ctx, cc.Queue, consumerTag, false, false, false, false, nil)
+	if err != nil {
+		return false, fmt.Errorf("consume queue %q: %w", cc.Queue, err)
+	}
+	b.log.Info("amqp: consuming", "queue", cc.Queue, "exchange", cc.Exchange, "binding_keys", cc.BindingKeys)
+	for {
+		var d amqp.Delivery
+		var ok bool
+		select {
+		case d, ok = <-deliveries:
+		case <-ctx.Done():
+			return progressed, ctx.Err()
+		}
+		if !ok {
+			return progressed, errors.New("delivery channel closed")
+		}
+		b.metrics.consumed.Inc()
+		topic, body, err := toEnvelope(d, b.injectedSeq.Add(1), time.Now())
+		if err != nil {
+			b.log.Warn("amqp: rejecting consumed message", "routing_key", d.RoutingKey, "message_id", d.MessageId, "error", err)
+			b.metrics.drop(dropConsumed, 1)
+			if err := d.Nack(false, false); err != nil {
+				return progressed, fmt.Errorf("reject delivery: %w", err)
+			}
+			continue
+		}
+		if err := inject(topic, body); err != nil {
+			return progressed, fmt.Errorf("inject into bus: %w", err)
+		}
+		if err := d.Ack(false); err != nil {
+			return progressed, fmt.Errorf("ack delivery: %w", err)
+		}
+		b.metrics.injected.Inc()
+		progressed = true
+	}
+}

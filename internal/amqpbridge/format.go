@@ -1,0 +1,163 @@
+package amqpbridge
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// The fedora-messaging wire format (fedora_messaging/message.py, base Message):
+// JSON body, these properties and headers. Severity 20 is fedora-messaging's INFO.
+const (
+	BridgeUsername  = "amqp-bridge" // username of envelopes injected from AMQP; never bridged back
+	schemaHeader    = "fedora_messaging_schema"
+	severityHeader  = "fedora_messaging_severity"
+	sentAtHeader    = "sent-at"
+	priorityHeader  = "priority"
+	baseSchema      = "base.message"
+	severityInfo    = int32(20)
+	contentType     = "application/json"
+	contentEncoding = "utf-8"
+	// sentAtLayout is Python's datetime.isoformat() of an aware UTC datetime
+	// without microseconds, as fedora-messaging writes it.
+	sentAtLayout = "2006-01-02T15:04:05+00:00"
+	// maxShortString is AMQP's limit for routing keys and message ids.
+	maxShortString = 255
+)
+
+var bridgeUsernameJSON = []byte(`"` + BridgeUsername + `"`)
+
+// errInvalid marks a message that can never be published (and so is dropped).
+var errInvalid = errors.New("invalid message")
+
+// fedmsgEnvelope is the part of a fedmsg body the bridge reads.
+type fedmsgEnvelope struct {
+	Msg      json.RawMessage `json:"msg"`
+	MsgID    string          `json:"msg_id"`
+	Username string          `json:"username"`
+}
+
+// fromBridge reports whether a fedmsg body was injected by an AMQP bridge. The
+// byte search keeps the full parse off the hot path for all other messages.
+func fromBridge(body []byte) bool {
+	if !bytes.Contains(body, bridgeUsernameJSON) {
+		return false
+	}
+	var env struct {
+		Username string `json:"username"`
+	}
+	return json.Unmarshal(body, &env) == nil && env.Username == BridgeUsername
+}
+
+// toPublishing converts a fedmsg message to its fedora-messaging form.
+func toPublishing(topic, body []byte, received time.Time) (amqp.Publishing, error) {
+	if len(topic) == 0 || len(topic) > maxShortString || !utf8.Valid(topic) {
+		return amqp.Publishing{}, fmt.Errorf("%w: topic must be 1..%d bytes of UTF-8", errInvalid, maxShortString)
+	}
+	var env fedmsgEnvelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return amqp.Publishing{}, fmt.Errorf("%w: body: %v", errInvalid, err)
+	}
+	msg := bytes.TrimSpace(env.Msg)
+	if len(msg) == 0 || msg[0] != '{' {
+		// fedora-messaging's base schema requires the body to be a JSON object.
+		return amqp.Publishing{}, fmt.Errorf("%w: \"msg\" is not a JSON object", errInvalid)
+	}
+	msgID := env.MsgID
+	if msgID == "" {
+		msgID = newMsgID(received)
+	}
+	if len(msgID) > maxShortString {
+		return amqp.Publishing{}, fmt.Errorf("%w: msg_id longer than %d bytes", errInvalid, maxShortString)
+	}
+	return amqp.Publishing{
+		Headers: amqp.Table{
+			schemaHeader:   baseSchema,
+			severityHeader: severityInfo,
+			sentAtHeader:   received.UTC().Format(sentAtLayout),
+			priorityHeader: int32(0),
+		},
+		ContentType:     contentType,
+		ContentEncoding: contentEncoding,
+		DeliveryMode:    amqp.Persistent,
+		MessageId:       msgID,
+		Body:            msg,
+	}, nil
+}
+
+// injectedEnvelope is the fedmsg body built for a message consumed from AMQP.
+type injectedEnvelope struct {
+	Topic     string          `json:"topic"`
+	Msg       json.RawMessage `json:"msg"`
+	MsgID     string          `json:"msg_id"`
+	I         uint64          `json:"i"`
+	Timestamp int64           `json:"timestamp"`
+	Username  string          `json:"username"`
+}
+
+// toEnvelope converts a delivery to a fedmsg message [topic, body]; i is the
+// envelope's counter, now the time used when the delivery carries none.
+func toEnvelope(d amqp.Delivery, i uint64, now time.Time) (topic, body []byte, err error) {
+	if d.RoutingKey == "" || !utf8.ValidString(d.RoutingKey) {
+		return nil, nil, fmt.Errorf("%w: routing key %q", errInvalid, d.RoutingKey)
+	}
+	if !json.Valid(d.Body) {
+		return nil, nil, fmt.Errorf("%w: body is not JSON", errInvalid)
+	}
+	sent := now
+	if s, ok := d.Headers[sentAtHeader].(string); ok {
+		if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+			sent = t
+		}
+	} else if !d.Timestamp.IsZero() {
+		sent = d.Timestamp
+	}
+	msgID := d.MessageId
+	switch {
+	case msgID == "":
+		msgID = newMsgID(sent)
+	case !hasYearPrefix(msgID):
+		msgID = strconv.Itoa(sent.UTC().Year()) + "-" + msgID
+	}
+	body, err = json.Marshal(injectedEnvelope{
+		Topic:     d.RoutingKey,
+		Msg:       d.Body,
+		MsgID:     msgID,
+		I:         i,
+		Timestamp: sent.Unix(),
+		Username:  BridgeUsername,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode envelope: %w", err)
+	}
+	return []byte(d.RoutingKey), body, nil
+}
+
+// hasYearPrefix reports whether id starts like fedmsg's "<year>-<uuid4>".
+func hasYearPrefix(id string) bool {
+	if len(id) < 5 || id[4] != '-' {
+		return false
+	}
+	for _, c := range id[:4] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// newMsgID returns a fedmsg message id, "<year>-<uuid4>".
+func newMsgID(t time.Time) string {
+	var u [16]byte
+	_, _ = rand.Read(u[:]) // crypto/rand.Read never fails on Linux
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return fmt.Sprintf("%d-%x-%x-%x-%x-%x", t.UTC().Year(), u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}

@@ -1,0 +1,61 @@
+package amqpbridge
+
+import "github.com/fedora-infra/fedmsg-relay/internal/metrics"
+
+// Reasons a message is dropped, the `reason` label of fedmsg_relay_amqp_dropped_total.
+const (
+	dropSpoolFull  = "spool_full"  // oldest unconfirmed messages removed to stay under spool_max_bytes
+	dropBufferFull = "buffer_full" // the spool writer fell behind by more than pendingLimit
+	dropClosed     = "closed"      // Publish after Close
+	dropSpoolError = "spool_error" // writing or reading the spool failed
+	dropLoop       = "loop"        // the message came from an AMQP bridge
+	dropInvalid    = "invalid"     // cannot be expressed as a fedora-messaging message
+	dropConsumed   = "consume_invalid"
+)
+
+var dropReasons = []string{dropSpoolFull, dropBufferFull, dropClosed, dropSpoolError, dropLoop, dropInvalid, dropConsumed}
+
+const (
+	directionPublish = "publish"
+	directionConsume = "consume"
+)
+
+type bridgeMetrics struct {
+	published, confirmed, nacked, duplicates, spooled, consumed, injected *metrics.Counter
+	reconnects, dropped                                                  map[string]*metrics.Counter
+	connected                                                            map[string]*metrics.Gauge
+}
+
+func newBridgeMetrics(reg *metrics.Registry, s *spool) *bridgeMetrics {
+	const p = "fedmsg_relay_amqp_"
+	m := &bridgeMetrics{
+		published:  reg.Counter(p+"published_total", "Messages published to the broker, resends included."),
+		confirmed:  reg.Counter(p+"confirmed_total", "Messages the broker confirmed (ack)."),
+		nacked:     reg.Counter(p+"nacked_total", "Messages the broker refused (nack); they are resent."),
+		duplicates: reg.Counter(p+"duplicates_resent_total", "Messages published again after a nack, timeout or lost connection."),
+		spooled:    reg.Counter(p+"spooled_total", "Messages written to the on-disk spool."),
+		consumed:   reg.Counter(p+"consumed_total", "Messages received from the consumed queue."),
+		injected:   reg.Counter(p+"injected_total", "Consumed messages published into the ZeroMQ bus and acknowledged."),
+		reconnects: map[string]*metrics.Counter{},
+		connected:  map[string]*metrics.Gauge{},
+		dropped:    map[string]*metrics.Counter{},
+	}
+	for _, dir := range []string{directionPublish, directionConsume} {
+		m.reconnects[dir] = reg.Counter(p+"reconnects_total", "Broker connection attempts after a failure.", "direction", dir)
+		m.connected[dir] = reg.Gauge(p+"connected", "1 while connected to the broker.", "direction", dir)
+	}
+	for _, r := range dropReasons {
+		m.dropped[r] = reg.Counter(p+"dropped_total", "Messages not bridged, by reason.", "reason", r)
+	}
+	reg.GaugeFunc(p+"spool_bytes", "Size of the on-disk spool.", func() float64 {
+		_, bytes := s.state()
+		return float64(bytes)
+	})
+	reg.GaugeFunc(p+"spool_messages", "Messages spooled and not yet confirmed.", func() float64 {
+		n, _ := s.state()
+		return float64(n)
+	})
+	return m
+}
+
+func (m *bridgeMetrics) drop(reason string, n uint64) { m.dropped[reason].Add(n) }

@@ -1,0 +1,165 @@
+package amqpbridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// inflight is a spooled record published or skipped but not yet confirmed.
+type inflight struct {
+	seq  uint64
+	tag  uint64 // delivery tag; 0 for a record dropped as invalid
+	sent time.Time
+}
+
+// publishSession publishes the spool from its oldest unconfirmed record on,
+// keeping up to ConfirmWindow messages unconfirmed. Any nack, confirm timeout
+// or channel error ends the session; the next one resends from the oldest
+// unconfirmed record, in order.
+func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (progressed bool, err error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return false, fmt.Errorf("open channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		return false, fmt.Errorf("enable publisher confirms: %w", err)
+	}
+	if b.cfg.DeclareExchange {
+		if err := ch.ExchangeDeclare(b.cfg.Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+			return false, fmt.Errorf("declare exchange %q: %w", b.cfg.Exchange, err)
+		}
+	}
+	window := b.cfg.ConfirmWindow
+	// Buffered for the whole window: the library's reader never waits on us.
+	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, window))
+	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	returned := ch.NotifyReturn(make(chan amqp.Return, 1))
+
+	s := b.spool
+	s.mu.Lock()
+	start := s.commitSeq
+	s.mu.Unlock()
+	reader := s.newReader()
+	defer reader.closeFile()
+	reader.seek(start)
+
+	var (
+		pending []inflight // oldest first
+		nextTag uint64     = 1
+		timer              = time.NewTimer(time.Hour)
+	)
+	defer timer.Stop()
+	// settle commits the confirmed prefix of pending (skipped records included).
+	settle := func() {
+		for len(pending) > 0 && pending[0].tag == 0 {
+			pending = pending[1:]
+		}
+		if len(pending) > 0 {
+			s.commit(pending[0].seq)
+		} else {
+			s.commit(reader.seq)
+		}
+	}
+
+	for {
+		for len(pending) < window {
+			rec, ok, err := reader.next()
+			if err != nil {
+				b.log.Error("amqp: spool damaged, skipping to the next segment", "error", err)
+				b.metrics.drop(dropSpoolError, 1)
+				continue
+			}
+			if !ok {
+				break
+			}
+			msg, err := toPublishing(rec.topic, rec.body, rec.received)
+			if err != nil {
+				b.log.Debug("amqp: dropping message", "topic", string(rec.topic), "error", err)
+				b.metrics.drop(dropInvalid, 1)
+				pending = append(pending, inflight{seq: rec.seq})
+				settle()
+				continue
+			}
+			// Not mandatory: an unroutable message is confirmed and gone, like on the
+			// ZeroMQ bus when nobody listens.
+			if err := ch.PublishWithContext(ctx, b.cfg.Exchange, string(rec.topic), false, false, msg); err != nil {
+				return progressed, fmt.Errorf("publish: %w", err)
+			}
+			b.metrics.published.Inc()
+			if rec.seq <= b.maxSentSeq && b.maxSentSeq != 0 {
+				b.metrics.duplicates.Inc()
+			}
+			b.maxSentSeq = max(b.maxSentSeq, rec.seq)
+			pending = append(pending, inflight{seq: rec.seq, tag: nextTag, sent: time.Now()})
+			nextTag++
+		}
+
+		var readable <-chan struct{}
+		if len(pending) < window {
+			readable = s.readable
+		}
+		resetTimer(timer, pending, b.cfg.ConfirmTimeout)
+		select {
+		case c := <-confirms:
+			err := b.confirmReceived(c, confirms, &pending)
+			settle()
+			if err != nil {
+				return progressed, err
+			}
+			progressed = true
+		case <-readable:
+		case <-timer.C:
+			return progressed, fmt.Errorf("no confirm for %d messages within %s", len(pending), b.cfg.ConfirmTimeout)
+		case r := <-returned:
+			b.log.Warn("amqp: broker returned a message", "routing_key", r.RoutingKey, "reply", r.ReplyText)
+		case err := <-closed:
+			if err == nil {
+				return progressed, errors.New("channel closed")
+			}
+			return progressed, fmt.Errorf("channel closed by broker: %w", err)
+		case <-ctx.Done():
+			return progressed, ctx.Err()
+		}
+	}
+}
+
+// confirmReceived removes c and every confirm already queued behind it from
+// the front of pending. Confirms arrive in delivery tag order.
+func (b *Bridge) confirmReceived(c amqp.Confirmation, confirms <-chan amqp.Confirmation, pending *[]inflight) error {
+	for {
+		p := *pending
+		for len(p) > 0 && p[0].tag == 0 {
+			p = p[1:]
+		}
+		*pending = p
+		if len(p) == 0 || p[0].tag != c.DeliveryTag {
+			return fmt.Errorf("confirm for unexpected delivery tag %d", c.DeliveryTag)
+		}
+		if !c.Ack {
+			b.metrics.nacked.Inc()
+			return fmt.Errorf("broker nacked the message with spool sequence %d", p[0].seq)
+		}
+		b.metrics.confirmed.Inc()
+		*pending = p[1:]
+		select {
+		case c = <-confirms:
+		default:
+			return nil
+		}
+	}
+}
+
+// resetTimer arms timer for the confirm deadline of the oldest pending message.
+func resetTimer(timer *time.Timer, pending []inflight, timeout time.Duration) {
+	timer.Stop()
+	for _, p := range pending {
+		if p.tag != 0 {
+			timer.Reset(time.Until(p.sent.Add(timeout)))
+			return
+		}
+	}
+}
