@@ -1,0 +1,181 @@
+#include "forward.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char unknown_reason[] = "refused:unknown";
+
+fwd_t *fwd_new(void *pub) {
+    fwd_t *f = calloc(1, sizeof(fwd_t));
+    if (f == NULL) return NULL;
+    f->pub = pub;
+    for (int i = 0; i < FWD_MAX_REASONS; i++) f->reason[i] = unknown_reason;
+    return f;
+}
+
+static void free_reason(fwd_t *f, int code) {
+    if (f->reason[code] != unknown_reason) free((void *)f->reason[code]);
+    f->reason[code] = unknown_reason;
+}
+
+void fwd_free(fwd_t *f) {
+    if (f == NULL) return;
+    for (int i = 0; i < FWD_MAX_REASONS; i++) free_reason(f, i);
+    free(f);
+}
+
+int fwd_add_source(fwd_t *f, void *socket, int kind) {
+    if (f->nsources >= FWD_MAX_SOURCES) {
+        errno = EINVAL;
+        return -1;
+    }
+    f->source[f->nsources] = socket;
+    f->kind[f->nsources] = kind;
+    f->nsources++;
+    return 0;
+}
+
+void fwd_set_reason(fwd_t *f, int code, const char *text) {
+    if (code < FWD_DROP || code >= FWD_MAX_REASONS) return;
+    free_reason(f, code);
+    char *copy = strdup(text);
+    if (copy != NULL) f->reason[code] = copy;
+}
+
+static int more(zmq_msg_t *m) { return zmq_msg_more(m); }
+
+// Receive one whole message from source s into slot i. Returns 1 when a
+// message was stored, 0 when none was waiting, -1 on error.
+static int recv_one(fwd_t *f, int s, int i) {
+    void *sock = f->source[s];
+    int kind = f->kind[s];
+    zmq_msg_t *first = kind == FWD_ROUTER ? &f->ident[i] : &f->topic[i];
+    zmq_msg_init(first);
+    if (zmq_msg_recv(first, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(first);
+        return errno == EAGAIN ? 0 : -1;
+    }
+    // The rest of a multipart message is already queued: no waiting below.
+    f->src[i] = s;
+    f->frames[i] = 0;
+    f->size[i] = 0;
+    int has_more = more(first);
+    if (kind == FWD_ROUTER) {
+        zmq_msg_init(&f->topic[i]);
+        if (!has_more || zmq_msg_recv(&f->topic[i], sock, 0) < 0) {
+            // An identity alone cannot happen in ZMTP; keep the slot consistent.
+            zmq_msg_init_size(&f->topic[i], 0);
+        } else {
+            has_more = more(&f->topic[i]);
+        }
+    }
+    f->frames[i] = 1;
+    f->size[i] = zmq_msg_size(&f->topic[i]);
+    zmq_msg_init(&f->body[i]);
+    if (has_more) {
+        zmq_msg_recv(&f->body[i], sock, 0);
+        f->frames[i] = 2;
+        f->size[i] += zmq_msg_size(&f->body[i]);
+        has_more = more(&f->body[i]);
+    }
+    while (has_more) { // frames beyond two: count and discard
+        zmq_msg_t extra;
+        zmq_msg_init(&extra);
+        if (zmq_msg_recv(&extra, sock, 0) < 0) {
+            zmq_msg_close(&extra);
+            break;
+        }
+        f->frames[i]++;
+        f->size[i] += zmq_msg_size(&extra);
+        has_more = more(&extra);
+        zmq_msg_close(&extra);
+    }
+    f->topic_data[i] = zmq_msg_data(&f->topic[i]);
+    f->topic_len[i] = zmq_msg_size(&f->topic[i]);
+    f->body_data[i] = zmq_msg_data(&f->body[i]);
+    f->body_len[i] = zmq_msg_size(&f->body[i]);
+    f->verdict[i] = FWD_SEND;
+    return 1;
+}
+
+// Drain every source without waiting, round-robin, until the batch is full
+// or nothing is left.
+static int drain(fwd_t *f) {
+    int idle = 0;
+    int s = f->next_source;
+    while (f->n < FWD_BATCH && idle < f->nsources) {
+        int r = recv_one(f, s, f->n);
+        if (r < 0) return -1;
+        if (r == 0) {
+            idle++;
+        } else {
+            idle = 0;
+            f->n++;
+        }
+        s = (s + 1) % f->nsources;
+    }
+    f->next_source = s;
+    return f->n;
+}
+
+int fwd_recv(fwd_t *f, int timeout_ms) {
+    f->n = 0;
+    if (drain(f) != 0) return f->n > 0 ? f->n : -1;
+    zmq_pollitem_t items[FWD_MAX_SOURCES];
+    for (int s = 0; s < f->nsources; s++) {
+        items[s].socket = f->source[s];
+        items[s].fd = 0;
+        items[s].events = ZMQ_POLLIN;
+        items[s].revents = 0;
+    }
+    int rc = zmq_poll(items, f->nsources, timeout_ms);
+    if (rc < 0) return errno == EINTR ? 0 : -1;
+    if (rc == 0) return 0;
+    return drain(f);
+}
+
+int fwd_replace_body(fwd_t *f, int i, const void *data, size_t len) {
+    zmq_msg_close(&f->body[i]);
+    if (zmq_msg_init_size(&f->body[i], len) != 0) return -1;
+    memcpy(zmq_msg_data(&f->body[i]), data, len);
+    f->verdict[i] = FWD_SEND_REPLACED;
+    return 0;
+}
+
+static void reply(fwd_t *f, int i, const char *text) {
+    void *router = f->source[f->src[i]];
+    if (zmq_msg_send(&f->ident[i], router, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&f->ident[i]);
+        return; // peer gone or over its HWM: it will time out and say so
+    }
+    zmq_send(router, text, strlen(text), ZMQ_DONTWAIT);
+}
+
+int fwd_flush(fwd_t *f) {
+    int sent = 0;
+    for (int i = 0; i < f->n; i++) {
+        int kind = f->kind[f->src[i]];
+        int v = f->verdict[i];
+        if (v == FWD_SEND || v == FWD_SEND_REPLACED) {
+            // PUB never blocks: at a subscriber's HWM libzmq drops for that
+            // subscriber only. zmq_msg_send takes ownership on success.
+            if (zmq_msg_send(&f->topic[i], f->pub, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
+                zmq_msg_send(&f->body[i], f->pub, ZMQ_DONTWAIT) < 0) {
+                f->send_errors++;
+                zmq_msg_close(&f->topic[i]);
+                zmq_msg_close(&f->body[i]);
+                if (kind == FWD_ROUTER) reply(f, i, "refused:send");
+                continue;
+            }
+            sent++;
+            if (kind == FWD_ROUTER) reply(f, i, "ok");
+        } else {
+            zmq_msg_close(&f->topic[i]);
+            zmq_msg_close(&f->body[i]);
+            if (kind == FWD_ROUTER) reply(f, i, v < FWD_MAX_REASONS ? f->reason[v] : unknown_reason);
+        }
+    }
+    f->n = 0;
+    return sent;
+}

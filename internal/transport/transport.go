@@ -1,0 +1,339 @@
+// Package transport owns the relay's libzmq sockets: it binds them with the
+// options that keep hostile peers in check and moves messages from the
+// inbound sockets to the outbound PUB socket.
+//
+// Sockets are created and configured through github.com/pebbe/zmq4. The hot
+// path is a small C loop (forward.c) over the same libzmq sockets that
+// receives a batch of messages and sends them on as zero-copy zmq_msg_t
+// moves: two cgo calls per batch instead of about twelve per message with
+// pebbe's per-frame API, which is what keeps the relay near libzmq's own
+// zmq_proxy speed with validation on.
+package transport
+
+/*
+#cgo pkg-config: libzmq
+#include <stdlib.h>
+#include "forward.h"
+
+static int socket_type(void *s) {
+    int type = -1;
+    size_t len = sizeof(type);
+    if (zmq_getsockopt(s, ZMQ_TYPE, &type, &len) != 0) return -1;
+    return type;
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// Options configure the sockets. Zero durations leave libzmq's defaults.
+type Options struct {
+	Inbound  []string // SUB sockets bind here (fedmsg's relay_inbound)
+	Confirm  []string // ROUTER for confirmed delivery (optional)
+	Outbound []string // PUB binds here (fedmsg's relay_outbound)
+
+	MaxMessageBytes   int64 // per frame, enforced by libzmq before allocating
+	InboundHWM        int
+	OutboundHWM       int // per subscriber
+	HandshakeTimeout  time.Duration
+	HeartbeatInterval time.Duration
+	TCPKeepalive      bool
+	IPv6              bool
+	Linger            time.Duration // how long Close waits for queued output
+}
+
+// Source says which kind of socket a message came in on.
+type Source int
+
+// Message sources.
+const (
+	FromSUB    Source = C.FWD_SUB
+	FromRouter Source = C.FWD_ROUTER
+	FromInject Source = C.FWD_PULL
+)
+
+// Verdict codes for SetVerdict: Send, or Drop plus a drop reason.
+const (
+	Send = int(C.FWD_SEND)
+	Drop = int(C.FWD_DROP)
+	// MaxReasons bounds Drop+reason.
+	MaxReasons = int(C.FWD_MAX_REASONS) - int(C.FWD_DROP)
+)
+
+// injectEndpoint is where in-process producers (the AMQP bridge) push.
+const injectEndpoint = "inproc://fedmsg-relay-inject"
+
+// Sockets is the relay's set of bound sockets and its forwarding loop state.
+// Recv, Message, SetVerdict, ReplaceBody, Flush and StopInbound must be
+// called from one goroutine (libzmq sockets are not thread-safe).
+type Sockets struct {
+	ctx     *zmq.Context
+	pub     *zmq.Socket
+	inbound []*zmq.Socket // SUB, ROUTER (if any), PULL, in fwd source order
+	bound   map[*zmq.Socket][]string
+	fwd     *C.fwd_t
+	monitor []*monitorSocket
+	closed  atomic.Bool
+}
+
+// Open creates, configures and binds every socket. On error nothing is left open.
+func Open(o Options) (s *Sockets, err error) {
+	ctx, err := zmq.NewContext()
+	if err != nil {
+		return nil, fmt.Errorf("zmq context: %w", err)
+	}
+	s = &Sockets{ctx: ctx, bound: map[*zmq.Socket][]string{}}
+	defer func() {
+		if err != nil {
+			s.Close()
+			s = nil
+		}
+	}()
+
+	if s.pub, err = s.socket(zmq.PUB, o, o.Outbound); err != nil {
+		return nil, err
+	}
+	if err = s.pub.SetSndhwm(o.OutboundHWM); err != nil {
+		return nil, fmt.Errorf("set outbound hwm: %w", err)
+	}
+	if err = s.bind(s.pub, o.Outbound); err != nil {
+		return nil, err
+	}
+	s.fwd = C.fwd_new(rawSocket(s.pub))
+	if s.fwd == nil {
+		return nil, errors.New("allocate forwarder")
+	}
+
+	sub, err := s.socket(zmq.SUB, o, o.Inbound)
+	if err != nil {
+		return nil, err
+	}
+	if err = sub.SetSubscribe(""); err != nil {
+		return nil, fmt.Errorf("subscribe: %w", err)
+	}
+	if err = s.addSource(sub, C.FWD_SUB, o.Inbound); err != nil {
+		return nil, err
+	}
+	if len(o.Confirm) > 0 {
+		router, err := s.socket(zmq.ROUTER, o, o.Confirm)
+		if err != nil {
+			return nil, err
+		}
+		if err = s.addSource(router, C.FWD_ROUTER, o.Confirm); err != nil {
+			return nil, err
+		}
+	}
+	pull, err := s.socket(zmq.PULL, o, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err = s.addSource(pull, C.FWD_PULL, []string{injectEndpoint}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// socket creates a socket with the options common to every relay socket.
+func (s *Sockets) socket(t zmq.Type, o Options, endpoints []string) (*zmq.Socket, error) {
+	sock, err := s.ctx.NewSocket(t)
+	if err != nil {
+		return nil, fmt.Errorf("new %v socket: %w", t, err)
+	}
+	s.bound[sock] = nil // tracked for Close even before binding
+	if err := verifyRawSocket(sock, t); err != nil {
+		return nil, err
+	}
+	type sockOpt struct {
+		name string
+		set  func() error
+	}
+	set := []sockOpt{
+		{"linger", func() error { return sock.SetLinger(o.Linger) }},
+		{"rcvhwm", func() error { return sock.SetRcvhwm(o.InboundHWM) }},
+		{"maxmsgsize", func() error { return sock.SetMaxmsgsize(o.MaxMessageBytes) }},
+		{"ipv6", func() error { return sock.SetIpv6(o.IPv6) }},
+	}
+	if o.HandshakeTimeout > 0 {
+		set = append(set, sockOpt{"handshake_ivl", func() error { return sock.SetHandshakeIvl(o.HandshakeTimeout) }})
+	}
+	if o.HeartbeatInterval > 0 {
+		// A peer silent for three intervals is dead: free its resources.
+		set = append(set,
+			sockOpt{"heartbeat_ivl", func() error { return sock.SetHeartbeatIvl(o.HeartbeatInterval) }},
+			sockOpt{"heartbeat_timeout", func() error { return sock.SetHeartbeatTimeout(3 * o.HeartbeatInterval) }})
+	}
+	if o.TCPKeepalive {
+		set = append(set, sockOpt{"tcp_keepalive", func() error { return sock.SetTcpKeepalive(1) }})
+	}
+	for _, opt := range set {
+		if err := opt.set(); err != nil {
+			return nil, fmt.Errorf("%v socket for %s: set %s: %w", t, strings.Join(endpoints, ","), opt.name, err)
+		}
+	}
+	return sock, nil
+}
+
+func (s *Sockets) bind(sock *zmq.Socket, endpoints []string) error {
+	for _, ep := range endpoints {
+		if err := sock.Bind(ep); err != nil {
+			return fmt.Errorf("bind %s: %w", ep, err)
+		}
+		s.bound[sock] = append(s.bound[sock], ep)
+	}
+	return nil
+}
+
+func (s *Sockets) addSource(sock *zmq.Socket, kind C.int, endpoints []string) error {
+	if err := s.bind(sock, endpoints); err != nil {
+		return err
+	}
+	if C.fwd_add_source(s.fwd, rawSocket(sock), kind) != 0 {
+		return errors.New("too many inbound sockets")
+	}
+	s.inbound = append(s.inbound, sock)
+	return nil
+}
+
+// rawSocket returns libzmq's socket handle behind a pebbe socket. pebbe keeps
+// it in the first, unexported field of Socket; verifyRawSocket checks the
+// assumption against libzmq itself for every socket we create, so a pebbe
+// release that changes the layout fails at start, loudly, not at run time.
+func rawSocket(s *zmq.Socket) unsafe.Pointer {
+	return *(*unsafe.Pointer)(unsafe.Pointer(s))
+}
+
+func verifyRawSocket(s *zmq.Socket, want zmq.Type) error {
+	if got := C.socket_type(rawSocket(s)); zmq.Type(got) != want {
+		return fmt.Errorf("pebbe/zmq4 socket layout changed: raw handle reports type %d, want %v", int(got), want)
+	}
+	return nil
+}
+
+// SetReason registers the reply text a confirming client gets for a drop code.
+func (s *Sockets) SetReason(code int, text string) {
+	cs := C.CString(text)
+	defer C.free(unsafe.Pointer(cs))
+	C.fwd_set_reason(s.fwd, C.int(Drop+code), cs)
+}
+
+// ErrClosed is returned by Recv once the sockets are closed.
+var ErrClosed = errors.New("sockets closed")
+
+// Recv receives a batch of messages, waiting at most timeout for the first,
+// and returns how many arrived. They stay valid until Flush.
+func (s *Sockets) Recv(timeout time.Duration) (int, error) {
+	n, err := C.fwd_recv(s.fwd, C.int(timeout.Milliseconds()))
+	if n < 0 {
+		if errors.Is(err, syscall.Errno(C.ETERM)) || s.closed.Load() {
+			return 0, ErrClosed
+		}
+		return 0, fmt.Errorf("receive: %w", err)
+	}
+	return int(n), nil
+}
+
+// Message is a zero-copy view of one received message. Topic and Body point
+// into libzmq's buffers and are valid only until Flush.
+type Message struct {
+	Source Source
+	Frames int
+	Size   int // all frames, in bytes
+	Topic  []byte
+	Body   []byte
+}
+
+// Message returns the i-th message of the current batch.
+func (s *Sockets) Message(i int) Message {
+	f := s.fwd
+	return Message{
+		Source: Source(f.src[i]),
+		Frames: int(f.frames[i]),
+		Size:   int(f.size[i]),
+		Topic:  unsafe.Slice((*byte)(f.topic_data[i]), int(f.topic_len[i])),
+		Body:   unsafe.Slice((*byte)(f.body_data[i]), int(f.body_len[i])),
+	}
+}
+
+// SetVerdict marks message i to be sent (Send) or dropped (Drop+reason code).
+func (s *Sockets) SetVerdict(i, verdict int) { s.fwd.verdict[i] = C.int(verdict) }
+
+// ReplaceBody makes message i go out with body instead of what arrived.
+func (s *Sockets) ReplaceBody(i int, body []byte) error {
+	var p unsafe.Pointer
+	if len(body) > 0 {
+		p = unsafe.Pointer(&body[0])
+	}
+	if C.fwd_replace_body(s.fwd, C.int(i), p, C.size_t(len(body))) != 0 {
+		return errors.New("replace body: out of memory")
+	}
+	return nil
+}
+
+// Flush sends the batch's accepted messages, answers confirming clients and
+// releases the rest. It returns how many were sent and how many sends failed.
+func (s *Sockets) Flush() (sent int, failed int) {
+	sent = int(C.fwd_flush(s.fwd))
+	failed = int(s.fwd.send_errors)
+	s.fwd.send_errors = 0
+	return sent, failed
+}
+
+// StopInbound unbinds every inbound endpoint, which also closes the
+// connections accepted on it, so that no new message arrives; what is
+// already queued can still be received.
+func (s *Sockets) StopInbound() {
+	for _, sock := range s.inbound {
+		for _, ep := range s.bound[sock] {
+			if ep == injectEndpoint {
+				continue
+			}
+			_ = sock.Unbind(ep) // best effort: we are shutting down
+		}
+	}
+}
+
+// NewInjector returns a socket that other goroutines use, one at a time, to
+// push messages into the relay as if they had arrived inbound.
+func (s *Sockets) NewInjector() (*zmq.Socket, error) {
+	push, err := s.ctx.NewSocket(zmq.PUSH)
+	if err != nil {
+		return nil, fmt.Errorf("inject socket: %w", err)
+	}
+	if err := push.Connect(injectEndpoint); err != nil {
+		push.Close()
+		return nil, fmt.Errorf("connect %s: %w", injectEndpoint, err)
+	}
+	return push, nil
+}
+
+// Context returns the libzmq context, for sockets outside the hot path.
+func (s *Sockets) Context() *zmq.Context { return s.ctx }
+
+// Close closes every socket (the PUB socket lingers for Options.Linger to
+// deliver what is queued) and terminates the context.
+func (s *Sockets) Close() {
+	if !s.closed.CompareAndSwap(false, true) {
+		return
+	}
+	for _, m := range s.monitor {
+		m.stop()
+	}
+	for sock := range s.bound {
+		sock.Close()
+	}
+	if s.fwd != nil {
+		C.fwd_free(s.fwd)
+		s.fwd = nil
+	}
+	s.ctx.Term()
+}
