@@ -52,6 +52,10 @@ const (
 	kindString
 	kindArray
 	kindObject
+	// kindNonFinite is NaN, Infinity, -Infinity or a float literal out of
+	// range: Python reads it but would write it back as non-JSON. It is only an
+	// error if it survives into the document (a duplicate key may drop it).
+	kindNonFinite
 )
 
 // value is a decoded JSON value. For numbers, text is the Python rendering; for
@@ -112,13 +116,40 @@ func parse(body []byte) (value, error) {
 	if p.pos != len(p.data) {
 		return value{}, p.errorf("extra data after the document")
 	}
+	if p.nonFinite {
+		if lit, found := v.findNonFinite(); found {
+			return value{}, fmt.Errorf("%w: %.40q is not finite", ErrNotReproducible, lit)
+		}
+	}
 	return v, nil
 }
 
+// findNonFinite returns the first non-finite number left in v.
+func (v *value) findNonFinite() (string, bool) {
+	switch v.kind {
+	case kindNonFinite:
+		return v.text, true
+	case kindArray:
+		for i := range v.elems {
+			if lit, found := v.elems[i].findNonFinite(); found {
+				return lit, true
+			}
+		}
+	case kindObject:
+		for i := range v.members {
+			if lit, found := v.members[i].val.findNonFinite(); found {
+				return lit, true
+			}
+		}
+	}
+	return "", false
+}
+
 type parser struct {
-	data []byte
-	pos  int
-	buf  []byte // scratch space for strings with escapes
+	data      []byte
+	pos       int
+	buf       []byte // scratch space for strings with escapes
+	nonFinite bool   // a kindNonFinite value was read
 }
 
 func (p *parser) errorf(format string, args ...any) error {
@@ -162,7 +193,7 @@ func (p *parser) value(depth int) (value, error) {
 		return stringValue(s), err
 	case c == '-' || c >= '0' && c <= '9':
 		if p.literal("-Infinity") {
-			return value{}, p.unreproducible("-Infinity")
+			return p.nonFiniteValue("-Infinity"), nil
 		}
 		return p.number()
 	case p.literal("null"):
@@ -171,9 +202,10 @@ func (p *parser) value(depth int) (value, error) {
 		return value{kind: kindTrue}, nil
 	case p.literal("false"):
 		return value{kind: kindFalse}, nil
-	case p.literal("NaN"), p.literal("Infinity"):
-		// Python reads these and writes them back, but they are not JSON.
-		return value{}, p.unreproducible("NaN or Infinity")
+	case p.literal("NaN"):
+		return p.nonFiniteValue("NaN"), nil
+	case p.literal("Infinity"):
+		return p.nonFiniteValue("Infinity"), nil
 	}
 	return value{}, p.errorf("unexpected character %q", p.data[p.pos])
 }
@@ -321,9 +353,14 @@ func (p *parser) number() (value, error) {
 	}
 	f, err := strconv.ParseFloat(lit, 64)
 	if err != nil || math.IsInf(f, 0) {
-		return value{}, p.unreproducible("float %.40q is out of range", lit)
+		return p.nonFiniteValue(lit), nil
 	}
 	return value{kind: kindNumber, text: string(appendPyFloat(nil, f))}, nil
+}
+
+func (p *parser) nonFiniteValue(lit string) value {
+	p.nonFinite = true
+	return value{kind: kindNonFinite, text: lit}
 }
 
 func (p *parser) skipDigits() {

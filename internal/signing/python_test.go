@@ -1,0 +1,68 @@
+package signing
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"os"
+	"os/exec"
+	"testing"
+)
+
+// systemPython is Debian's interpreter, which has python3-cryptography and
+// python3-openssl; the python3 on PATH may be another one.
+const systemPython = "/usr/bin/python3"
+
+// requirePython skips the test when Debian's Python or its crypto modules are
+// missing, except in CI (CI=true), where that is a failure.
+func requirePython(t testing.TB) {
+	t.Helper()
+	out, err := exec.Command(systemPython, "-c", "import cryptography, OpenSSL").CombinedOutput()
+	if err == nil {
+		return
+	}
+	msg := "need " + systemPython + " with python3-cryptography and python3-openssl: " + err.Error() + ": " + string(out)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
+// runReference runs testdata/fedmsg_x509.py with args, one request per line,
+// and returns its answers, one per request.
+func runReference(t testing.TB, requests []string, args ...string) []string {
+	t.Helper()
+	requirePython(t)
+	var stdin bytes.Buffer
+	for _, r := range requests {
+		stdin.WriteString(r)
+		stdin.WriteByte('\n')
+	}
+	cmd := exec.Command(systemPython, append([]string{"testdata/fedmsg_x509.py"}, args...)...)
+	cmd.Stdin = &stdin
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("python %v: %v\n%s", args, err, stderr.String())
+	}
+	var answers []string
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 64<<20)
+	for sc.Scan() {
+		answers = append(answers, sc.Text())
+	}
+	if len(answers) != len(requests) {
+		t.Fatalf("python %v: %d answers for %d requests\n%s", args, len(answers), len(requests), stderr.String())
+	}
+	return answers
+}
+
+// b64Lines encodes each body as one base64 line for the reference script.
+func b64Lines(bodies [][]byte) []string {
+	lines := make([]string, len(bodies))
+	for i, b := range bodies {
+		lines[i] = base64.StdEncoding.EncodeToString(b)
+	}
+	return lines
+}
