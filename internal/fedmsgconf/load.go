@@ -162,3 +162,33 @@ func SplitAddresses(values ...string) []string {
 	}
 	return out
 }
+
+// LoadFrom loads the config at location (a file or a directory of *.py), or
+// at Location() when location is empty.
+func LoadFrom(location string, log hclog.Logger) (Config, error) {
+	if location == "" {
+		location = Location()
+	}
+	files, err := Files(location)
+	if err != nil {
+		return nil, err
+	}
+	log.Debug("fedmsg config", "location", location, "files", files)
+	return Load(files, log), nil
+}
+
+// Pick chooses addresses by precedence: flag values, then the environment
+// variable env, then the config (fromConfig), then def.
+func Pick(flagValues []string, env string, fromConfig func() ([]string, error), def ...string) ([]string, error) {
+	if addrs := SplitAddresses(flagValues...); len(addrs) > 0 {
+		return addrs, nil
+	}
+	if addrs := SplitAddresses(os.Getenv(env)); len(addrs) > 0 {
+		return addrs, nil
+	}
+	addrs, err := fromConfig()
+	if err != nil || len(addrs) > 0 {
+		return addrs, err
+	}
+	return def, nil
+}

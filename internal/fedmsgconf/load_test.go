@@ -134,3 +134,27 @@ func TestAddressesTypes(t *testing.T) {
 		t.Errorf("SplitAddresses = %v", got)
 	}
 }
+
+func TestPick(t *testing.T) {
+	fromConfig := func() ([]string, error) { return []string{"tcp://config:1"}, nil }
+	none := func() ([]string, error) { return nil, nil }
+	cases := []struct {
+		name   string
+		flags  []string
+		env    string
+		config func() ([]string, error)
+		want   []string
+	}{
+		{"flag wins", []string{"tcp://flag:1,tcp://flag:2"}, "tcp://env:1", fromConfig, []string{"tcp://flag:1", "tcp://flag:2"}},
+		{"env over config", nil, "tcp://env:1", fromConfig, []string{"tcp://env:1"}},
+		{"config", nil, "", fromConfig, []string{"tcp://config:1"}},
+		{"default", nil, "", none, []string{"tcp://default:1"}},
+	}
+	for _, tc := range cases {
+		t.Setenv("FEDMSGCONF_TEST_ADDR", tc.env)
+		got, err := Pick(tc.flags, "FEDMSGCONF_TEST_ADDR", tc.config, "tcp://default:1")
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s: Pick(%v, env=%q) = %v, %v; want %v", tc.name, tc.flags, tc.env, got, err, tc.want)
+		}
+	}
+}
