@@ -22,8 +22,8 @@ const (
 
 type bridgeMetrics struct {
 	published, confirmed, nacked, duplicates, spooled, consumed, injected *metrics.Counter
-	reconnects, dropped                                                  map[string]*metrics.Counter
-	connected                                                            map[string]*metrics.Gauge
+	reconnects, dropped                                                   map[string]*metrics.Counter
+	connected                                                             map[string]*metrics.Gauge
 }
 
 func newBridgeMetrics(reg *metrics.Registry, s *spool) *bridgeMetrics {

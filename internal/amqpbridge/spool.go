@@ -87,9 +87,9 @@ type spool struct {
 	mu         sync.Mutex
 	segments   []*segment // oldest first; the last one is active
 	totalBytes int64
-	nextSeq    uint64 // sequence number of the next record written
-	commitSeq  uint64 // oldest record not yet confirmed
-	savedSeq   uint64 // commitSeq as last written to the cursor file
+	nextSeq    uint64        // sequence number of the next record written
+	commitSeq  uint64        // oldest record not yet confirmed
+	savedSeq   uint64        // commitSeq as last written to the cursor file
 	readable   chan struct{} // cap 1: records were written or dropped
 
 	stop    chan struct{}
@@ -493,11 +493,11 @@ func (s *spool) close() error {
 
 // spoolReader reads records in order, from any sequence number on.
 type spoolReader struct {
-	s      *spool
-	seq    uint64 // next record to return
-	file   *os.File
-	br     *bufio.Reader
-	first  uint64 // first seq of the open segment
+	s     *spool
+	seq   uint64 // next record to return
+	file  *os.File
+	br    *bufio.Reader
+	first uint64 // first seq of the open segment
 }
 
 func (s *spool) newReader() *spoolReader { return &spoolReader{s: s} }

@@ -1,0 +1,173 @@
+package amqpbridge
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// TestPublishFormat checks, field by field and in order, every message a
+// consumer receives for what was handed to Publish, and that loop and invalid
+// messages are dropped and counted.
+func TestPublishFormat(t *testing.T) {
+	b := requireBroker(t)
+	exchange, queue := testName(t), testName(t)
+	declareQueue(t, b.url(), exchange, queue)
+	got := startCollector(t, b.url(), queue)
+	bridge := startBridge(t, testConfig(t, b.url(), exchange), nil)
+
+	type sent struct{ topic, msgID, msg string }
+	var want []sent
+	before := time.Now().UTC().Truncate(time.Second)
+	for i := range 300 {
+		s := sent{
+			topic: fmt.Sprintf("org.fedoraproject.prod.git.receive.%d", i%7),
+			msgID: fmt.Sprintf("2026-%08d-0000-4000-8000-000000000000", i),
+			msg:   fmt.Sprintf(`{"commit": {"n": %d, "text": "caf\u00e9 \"quoted\""}, "list": [1, 2.5, null]}`, i),
+		}
+		want = append(want, s)
+		bridge.Publish([]byte(s.topic), fedmsgBody(s.topic, s.msgID, s.msg))
+		switch i {
+		case 10: // injected by an AMQP bridge: must not loop back
+			loop := []byte(`{"topic": "t.loop", "msg": {}, "msg_id": "2026-loop", "username": "amqp-bridge"}`)
+			bridge.Publish([]byte("t.loop"), loop)
+		case 20: // fedora-messaging bodies must be JSON objects
+			bridge.Publish([]byte("t.invalid"), fedmsgBody("t.invalid", "2026-invalid", `"just a string"`))
+		}
+	}
+	waitFor(t, 30*time.Second, "all messages at the consumer", func() bool {
+		unique, _ := got.counts()
+		return unique >= len(want)
+	})
+	after := time.Now().UTC()
+
+	deliveries := got.snapshot()
+	if len(deliveries) != len(want) {
+		t.Fatalf("consumer got %d deliveries, want %d", len(deliveries), len(want))
+	}
+	for i, d := range deliveries {
+		w := want[i]
+		sentAt, _ := d.Headers[sentAtHeader].(string)
+		at, err := time.Parse(sentAtLayout, sentAt)
+		if err != nil || at.Before(before) || at.After(after) {
+			t.Errorf("message %d: sent-at %q not a UTC second between %s and %s (%v)", i, sentAt, before, after, err)
+		}
+		checks := []struct {
+			field     string
+			got, want any
+		}{
+			{"exchange", d.Exchange, exchange},
+			{"routing key", d.RoutingKey, w.topic},
+			{"message_id", d.MessageId, w.msgID},
+			{"body", string(d.Body), w.msg},
+			{"content_type", d.ContentType, "application/json"},
+			{"content_encoding", d.ContentEncoding, "utf-8"},
+			{"delivery_mode", d.DeliveryMode, uint8(2)},
+			{"priority", d.Priority, uint8(0)},
+			{"headers", d.Headers, amqp.Table{
+				"fedora_messaging_schema":   "base.message",
+				"fedora_messaging_severity": int32(20),
+				"sent-at":                   sentAt,
+				"priority":                  int32(0),
+			}},
+		}
+		for _, c := range checks {
+			if !reflect.DeepEqual(c.got, c.want) {
+				t.Errorf("message %d (%s): %s = %#v, want %#v", i, w.msgID, c.field, c.got, c.want)
+			}
+		}
+	}
+	for series, want := range map[string]float64{
+		`fedmsg_relay_amqp_dropped_total{reason="loop"}`:    1,
+		`fedmsg_relay_amqp_dropped_total{reason="invalid"}`: 1,
+		`fedmsg_relay_amqp_confirmed_total`:                 float64(len(want)),
+		`fedmsg_relay_amqp_duplicates_resent_total`:         0,
+	} {
+		if got := bridge.metric(t, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+}
+
+// TestNoExchangeDeclared checks that by default the bridge never declares
+// the exchange (production users lack configure permission): with the exchange
+// missing nothing is published and messages wait in the spool until it exists.
+func TestNoExchangeDeclared(t *testing.T) {
+	b := requireBroker(t)
+	exchange, queue := testName(t), testName(t)
+	withChannel(t, b.url(), func(ch *amqp.Channel) error { return ch.ExchangeDelete(exchange, false, false) })
+	bridge := startBridge(t, testConfig(t, b.url(), exchange), nil)
+	bridge.Publish([]byte("t.a"), fedmsgBody("t.a", "2026-a", `{}`))
+	waitFor(t, 10*time.Second, "a failed publish attempt", func() bool {
+		return bridge.metric(t, `fedmsg_relay_amqp_reconnects_total{direction="publish"}`) >= 1
+	})
+	if n := bridge.metric(t, "fedmsg_relay_amqp_spool_messages"); n != 1 {
+		t.Fatalf("spool holds %v messages while the exchange is missing, want 1", n)
+	}
+	declareQueue(t, b.url(), exchange, queue) // the operator creates the exchange
+	got := startCollector(t, b.url(), queue)
+	waitFor(t, 10*time.Second, "the spooled message", func() bool {
+		unique, _ := got.counts()
+		return unique == 1
+	})
+}
+
+// TestDeclareExchange checks declare_exchange: true creates a durable topic exchange.
+func TestDeclareExchange(t *testing.T) {
+	b := requireBroker(t)
+	exchange := testName(t)
+	cfg := testConfig(t, b.url(), exchange)
+	cfg.DeclareExchange = true
+	bridge := startBridge(t, cfg, nil)
+	bridge.Publish([]byte("t.a"), fedmsgBody("t.a", "2026-a", `{}`))
+	waitFor(t, 10*time.Second, "the confirm", func() bool {
+		return bridge.metric(t, "fedmsg_relay_amqp_confirmed_total") == 1
+	})
+	withChannel(t, b.url(), func(ch *amqp.Channel) error {
+		return ch.ExchangeDeclarePassive(exchange, amqp.ExchangeTopic, true, false, false, false, nil)
+	})
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		want   []string // substrings, one per expected error, in order
+	}{
+		{"defaults are valid", func(*Config) {}, nil},
+		{"disabled needs nothing", func(c *Config) { *c = Config{} }, nil},
+		{"scheme", func(c *Config) { c.URL = "http://h/" }, []string{"amqp.url: scheme \"http\""}},
+		{"no host", func(c *Config) { c.URL = "amqp:///vhost" }, []string{"amqp.url: \"amqp:///vhost\" has no host"}},
+		{"tls on plain url", func(c *Config) { c.CACert = "/ca.crt" }, []string{"amqp.ca_cert/client_cert/client_key: set, but amqp.url"}},
+		{"cert without key", func(c *Config) { c.URL = "amqps://h/"; c.ClientCert = "/c.crt" }, []string{"amqp.client_cert and amqp.client_key: set both"}},
+		{"window", func(c *Config) { c.ConfirmWindow = 70000 }, []string{"amqp.confirm_window: 70000"}},
+		{"backoff order", func(c *Config) { c.ReconnectMax = time.Millisecond }, []string{"amqp.reconnect_max: 1ms is below amqp.reconnect_min"}},
+		{"negative timeout", func(c *Config) { c.ConfirmTimeout = -time.Second }, []string{"amqp.confirm_timeout: -1s: must be positive"}},
+		{"spool", func(c *Config) { c.SpoolDir = ""; c.SpoolMaxBytes = 10 }, []string{"amqp.spool_dir: required", "amqp.spool_max_bytes: 10"}},
+		{"consume loop", func(c *Config) { c.Consume.Queue = "q"; c.Consume.Exchange = "zmq.topic" }, []string{"amqp.consume.exchange: \"zmq.topic\" is also amqp.exchange"}},
+		{"keys without queue", func(c *Config) { c.Consume.BindingKeys = []string{"a.#"} }, []string{"amqp.consume.queue: required"}},
+		{"empty key", func(c *Config) { c.Consume.Queue = "q"; c.Consume.BindingKeys = []string{"a", ""} }, []string{"amqp.consume.binding_keys[1]: empty"}},
+		{"password hidden", func(c *Config) { c.URL = "amqp://u:secret@/" }, []string{"amqp.url: \"amqp://u:xxxxx@/\" has no host"}},
+	}
+	for _, tt := range tests {
+		cfg := Config{URL: "amqp://guest:guest@localhost/", SpoolDir: "/var/spool/x"}
+		tt.modify(&cfg)
+		cfg.SetDefaults()
+		errs := cfg.Validate()
+		var got []string
+		for _, e := range errs {
+			got = append(got, e.Error())
+		}
+		ok := len(got) == len(tt.want)
+		for i := 0; ok && i < len(got); i++ {
+			ok = strings.Contains(got[i], tt.want[i])
+		}
+		if !ok {
+			t.Errorf("%s: config %+v: errors %q, want %q", tt.name, cfg, got, tt.want)
+		}
+	}
+}
