@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"testing"
@@ -65,4 +66,17 @@ func b64Lines(bodies [][]byte) []string {
 		lines[i] = base64.StdEncoding.EncodeToString(b)
 	}
 	return lines
+}
+
+// signRequest asks the reference script to sign body with certname, written
+// as fedmsg.publish ("publish") or the Python signing relay ("moksha") does.
+func signRequest(certname, style string, body []byte) string {
+	req, _ := json.Marshal(map[string]any{"certname": certname, "style": style, "body": body})
+	return string(req)
+}
+
+// verifyRequest asks the reference script to validate body.
+func verifyRequest(body []byte) string {
+	req, _ := json.Marshal(map[string]any{"body": body})
+	return string(req)
 }

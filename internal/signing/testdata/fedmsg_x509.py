@@ -8,10 +8,10 @@ Debian's python3-cryptography and python3-openssl. One process handles a whole
 batch: one request per input line, one answer per output line.
 
   canonical                 base64 body -> "ok <canonical JSON>" | "err <exception>"
-  sign SSLDIR CERTNAME STYLE
-                            base64 body -> base64 of the published body | "err ..."
-                            STYLE publish: fedmsg.publish (sorted, compact);
-                            STYLE moksha: the signing relay (moksha's json.dumps)
+  sign SSLDIR               JSON {"certname", "style", "body": base64}
+                            -> base64 of the published body | "err ..."
+                            style publish: fedmsg.publish (sorted, compact);
+                            style moksha: the signing relay (moksha's json.dumps)
   verify CA CRL POLICY NITPICKY
                             JSON {"body": base64} -> "ok" | "fail <reason>"
                             CRL "" for none, POLICY a JSON object, NITPICKY 0/1
@@ -50,17 +50,24 @@ def canonical(line):
         return 'err ' + type(e).__name__
 
 
-def make_signer(ssldir, certname, style):
-    with open('%s/%s.key' % (ssldir, certname), 'rb') as f:
-        key = serialization.load_pem_private_key(f.read(), password=None)
-    with open('%s/%s.crt' % (ssldir, certname), 'rb') as f:
-        cert_pem = x509.load_pem_x509_certificate(f.read()).public_bytes(
-            serialization.Encoding.PEM)
-    certificate = split76(base64.b64encode(cert_pem).decode('ascii'))
+def make_signer(ssldir):
+    keys = {}
+
+    def load(certname):
+        if certname not in keys:
+            with open('%s/%s.key' % (ssldir, certname), 'rb') as f:
+                key = serialization.load_pem_private_key(f.read(), password=None)
+            with open('%s/%s.crt' % (ssldir, certname), 'rb') as f:
+                cert_pem = x509.load_pem_x509_certificate(f.read()).public_bytes(
+                    serialization.Encoding.PEM)
+            keys[certname] = key, split76(base64.b64encode(cert_pem).decode('ascii'))
+        return keys[certname]
 
     def sign(line):
         try:
-            message = loads(base64.b64decode(line))
+            request = json.loads(line)
+            key, certificate = load(request['certname'])
+            message = loads(base64.b64decode(request['body']))
             message['crypto'] = 'x509'
             signature = key.sign(dumps(message).encode('utf-8'),
                                  padding.PKCS1v15(), hashes.SHA1())
@@ -68,7 +75,7 @@ def make_signer(ssldir, certname, style):
                 ('signature', split76(base64.b64encode(signature).decode('ascii'))),
                 ('certificate', certificate),
             ])
-            out = dumps(signed) if style == 'publish' else json.dumps(signed)
+            out = dumps(signed) if request['style'] == 'publish' else json.dumps(signed)
             return base64.b64encode(out.encode('utf-8')).decode('ascii')
         except Exception as e:
             return 'err ' + type(e).__name__
@@ -140,7 +147,7 @@ def main(argv):
     if mode == 'canonical':
         handle = canonical
     elif mode == 'sign':
-        handle = make_signer(argv[2], argv[3], argv[4])
+        handle = make_signer(argv[2])
     elif mode == 'verify':
         handle = make_verifier(argv[2], argv[3], json.loads(argv[4]), argv[5] == '1')
     else:
