@@ -1,6 +1,9 @@
 package metrics
 
 import (
+	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -43,4 +46,34 @@ func TestKindClashPanics(t *testing.T) {
 		}
 	}()
 	r.Gauge("x", "x")
+}
+
+func TestHandler(t *testing.T) {
+	r := NewRegistry()
+	r.Counter("x_total", "X.").Add(2)
+	healthy := error(nil)
+	srv, err := Listen("127.0.0.1:0", Handler(r, func() error { return healthy }), func(err error) { t.Error(err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + srv.Addr.String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "x_total 2\n") {
+		t.Errorf("/metrics = %d %q", code, body)
+	}
+	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	healthy = errors.New("forwarding loop stalled")
+	if code, body := get("/healthz"); code != 503 || !strings.Contains(body, "stalled") {
+		t.Errorf("/healthz when unhealthy = %d %q", code, body)
+	}
 }

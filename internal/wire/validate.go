@@ -27,10 +27,11 @@ const (
 	Oversize
 	Signature
 	SignFailed
-	numReasons
+	// NumReasons counts the reasons, OK included.
+	NumReasons
 )
 
-var reasonNames = [numReasons]string{
+var reasonNames = [NumReasons]string{
 	OK:              "ok",
 	Frames:          "frames",
 	EmptyTopic:      "empty_topic",
@@ -45,7 +46,7 @@ var reasonNames = [numReasons]string{
 }
 
 func (r Reason) String() string {
-	if r < numReasons {
+	if r < NumReasons {
 		return reasonNames[r]
 	}
 	return "unknown"
@@ -53,8 +54,8 @@ func (r Reason) String() string {
 
 // Reasons lists every drop reason (not OK), for registering metrics up front.
 func Reasons() []Reason {
-	rs := make([]Reason, 0, numReasons-1)
-	for r := Frames; r < numReasons; r++ {
+	rs := make([]Reason, 0, NumReasons-1)
+	for r := Frames; r < NumReasons; r++ {
 		rs = append(rs, r)
 	}
 	return rs

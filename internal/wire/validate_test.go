@@ -124,7 +124,7 @@ func FuzzValidate(f *testing.F) {
 	f.Fuzz(func(t *testing.T, frames int, topicFrame, body []byte) {
 		p := &Policy{MaxBytes: 1 << 16}
 		got := p.Validate(frames, len(topicFrame)+len(body), topicFrame, body)
-		if got >= numReasons {
+		if got >= NumReasons {
 			t.Fatalf("unknown reason %d", got)
 		}
 		// Differential check of the scanner against encoding/json, for inputs

@@ -1,0 +1,208 @@
+// Command fedmsg-relay is the fedmsg bus relay: short-lived producers connect
+// PUB sockets to its inbound SUB socket, and every listener connects to its
+// outbound PUB socket. Installed as fedmsg-signing-relay it signs what it
+// publishes.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/config"
+	"github.com/fedora-infra/fedmsg-relay/internal/logging"
+	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+	"github.com/fedora-infra/fedmsg-relay/internal/relay"
+	"github.com/fedora-infra/fedmsg-relay/internal/sdnotify"
+	"github.com/fedora-infra/fedmsg-relay/internal/version"
+)
+
+const signingName = "fedmsg-signing-relay"
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	name := filepath.Base(os.Args[0])
+	flags := flag.NewFlagSet(name, flag.ContinueOnError)
+	configPath := flags.String("config", config.DefaultPath, `configuration file (YAML); "" for the built-in loopback defaults`)
+	checkOnly := flags.Bool("check-config", false, "validate the configuration, print any problems and exit")
+	sign := flags.Bool("sign", name == signingName, "sign every message published (fedmsg X.509); implied by the name "+signingName)
+	showVersion := flags.Bool("version", false, "print the version and exit")
+	if err := flags.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	if *showVersion {
+		fmt.Printf("%s %s\n", name, version.Version)
+		return 0
+	}
+
+	cfg, err := loadConfig(*configPath, flags)
+	if err == nil && *sign {
+		cfg.SignMessages = true
+		err = cfg.Validate()
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: invalid configuration:\n%v\n", name, err)
+		return 1
+	}
+	if *checkOnly {
+		fmt.Printf("%s: configuration ok\n", describeSource(cfg))
+		return 0
+	}
+
+	log, logOut, err := logging.Setup(logging.Options{
+		Name: "fedmsg-relay", Level: cfg.LogLevel, JSON: cfg.LogFormat == "json", File: cfg.LogFile,
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		return 1
+	}
+	defer logOut.Close()
+	if err := serve(cfg, log, logOut); err != nil {
+		log.Error("relay failed", "error", err)
+		return 1
+	}
+	return 0
+}
+
+// loadConfig reads path. A missing file at the default path is not an error:
+// the relay then serves the built-in loopback defaults, so that a first run
+// needs neither root nor a file.
+func loadConfig(path string, flags *flag.FlagSet) (*config.Config, error) {
+	explicit := false
+	flags.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "config" })
+	cfg, err := config.Load(path)
+	if !explicit && errors.Is(err, os.ErrNotExist) {
+		return config.Load("")
+	}
+	return cfg, err
+}
+
+func describeSource(cfg *config.Config) string {
+	if cfg.Path == "" {
+		return "built-in defaults"
+	}
+	return cfg.Path
+}
+
+func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
+	log.Info("starting", "version", version.Version, "config", describeSource(cfg), "pid", os.Getpid())
+	reg := metrics.NewRegistry()
+	reg.GaugeFunc("fedmsg_relay_build_info", "Build information.", func() float64 { return 1 }, "version", version.Version)
+	start := time.Now()
+	reg.GaugeFunc("fedmsg_relay_start_time_seconds", "Start time of the process since the Unix epoch.",
+		func() float64 { return float64(start.Unix()) })
+
+	r, err := relay.New(cfg, log.Named(logging.NameRelay), reg)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	if err := loadCrypto(cfg, r, log); err != nil {
+		return err
+	}
+	if cfg.MonitoringEndpoint != "" {
+		mon, err := r.StartMonitoring(log.Named(logging.NameMonitoring))
+		if err != nil {
+			return err
+		}
+		defer mon.Stop()
+	}
+	if cfg.MetricsAddress != "" {
+		mlog := log.Named(logging.NameMetrics)
+		healthy := func() error {
+			if !r.Alive(5 * time.Second) {
+				return errors.New("forwarding loop is not turning")
+			}
+			return nil
+		}
+		srv, err := metrics.Listen(cfg.MetricsAddress, metrics.Handler(reg, healthy), func(err error) { mlog.Error("serve", "error", err) })
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		mlog.Info("serving /metrics and /healthz", "address", srv.Addr.String())
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	notify(log, sdnotify.Ready)
+	stopWatchdog := startWatchdog(r, log)
+	defer stopWatchdog()
+
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(signals)
+	for {
+		select {
+		case err := <-done:
+			return err // the loop failed on its own
+		case sig := <-signals:
+			if sig == syscall.SIGHUP {
+				reload(cfg, r, log, logOut)
+				continue
+			}
+			log.Info("shutting down", "signal", sig.String(), "drain_timeout", cfg.DrainTimeout)
+			notify(log, sdnotify.Stopping)
+			cancel()
+			return <-done
+		}
+	}
+}
+
+// reload is SIGHUP's one job: reopen the log file (after logrotate) and
+// reload key material.
+func reload(cfg *config.Config, r *relay.Relay, log hclog.Logger, logOut *logging.Output) {
+	if err := logOut.Reopen(); err != nil {
+		log.Error("reopen log file", "error", err)
+	}
+	if err := loadCrypto(cfg, r, log); err != nil {
+		log.Error("reload keys; keeping the old ones", "error", err)
+	}
+	log.Info("reloaded", "log_file", cfg.LogFile)
+}
+
+func notify(log hclog.Logger, state string) {
+	if err := sdnotify.Notify(state); err != nil {
+		log.Warn("systemd notify", "error", err)
+	}
+}
+
+// startWatchdog pings systemd while the forwarding loop turns, so a wedged
+// relay gets restarted.
+func startWatchdog(r *relay.Relay, log hclog.Logger) (stop func()) {
+	interval := sdnotify.WatchdogInterval()
+	if interval == 0 {
+		return func() {}
+	}
+	quit := make(chan struct{})
+	go func() {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-t.C:
+				if r.Alive(interval) {
+					notify(log, sdnotify.Watchdog)
+				} else {
+					log.Warn("forwarding loop stalled: not pinging the watchdog")
+				}
+			}
+		}
+	}()
+	return func() { close(quit) }
+}

@@ -1,0 +1,238 @@
+// Package relay is the fedmsg relay: it takes messages from the inbound
+// sockets, checks them, and republishes the accepted ones unchanged on the
+// outbound PUB socket. One goroutine runs the forwarding loop; everything
+// else (metrics, monitoring, connection events) happens beside it.
+package relay
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/config"
+	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+	"github.com/fedora-infra/fedmsg-relay/internal/transport"
+	"github.com/fedora-infra/fedmsg-relay/internal/wire"
+)
+
+// pollInterval bounds how long the loop waits for input before it looks at
+// its context again; it also sets the watchdog's view of liveness.
+const pollInterval = 100 * time.Millisecond
+
+// Signer turns an accepted body into the body to publish (fedmsg X.509).
+type Signer interface {
+	Sign(body []byte) ([]byte, error)
+}
+
+// Verifier checks an inbound message's signature and routing policy.
+type Verifier interface {
+	Verify(topic string, body []byte) error
+}
+
+// Crypto is the key material in use; swapped as a whole on reload.
+type Crypto struct {
+	Signer   Signer   // nil: publish bodies as received
+	Verifier Verifier // nil: no signature validation
+}
+
+// Relay forwards fedmsg messages from its inbound sockets to its outbound one.
+type Relay struct {
+	cfg     *config.Config
+	log     hclog.Logger
+	sockets *transport.Sockets
+	policy  wire.Policy
+	stats   *stats
+	drops   *dropLogger
+	crypto  atomic.Pointer[Crypto]
+	tap     func(topic, body []byte) // sees every published message (AMQP bridge)
+
+	lastLoop atomic.Int64 // unix nanoseconds of the loop's last turn
+	backlog  atomic.Int64 // size of the last batch: how much was waiting
+	running  atomic.Bool
+}
+
+// New binds every socket of cfg. The relay serves nothing until Run.
+func New(cfg *config.Config, log hclog.Logger, reg *metrics.Registry) (*Relay, error) {
+	sockets, err := transport.Open(transport.Options{
+		Inbound:           cfg.RelayInbound,
+		Confirm:           cfg.RelayInboundConfirm,
+		Outbound:          cfg.RelayOutbound,
+		MaxMessageBytes:   cfg.MaxMessageBytes,
+		InboundHWM:        cfg.InboundHWM,
+		OutboundHWM:       cfg.OutboundHWM,
+		HandshakeTimeout:  cfg.HandshakeTimeout,
+		HeartbeatInterval: cfg.HeartbeatInterval,
+		TCPKeepalive:      cfg.TCPKeepalive,
+		IPv6:              cfg.IPv6,
+		Linger:            cfg.DrainTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	r := &Relay{
+		cfg:     cfg,
+		log:     log,
+		sockets: sockets,
+		policy:  newPolicy(cfg),
+		stats:   newStats(reg),
+		drops:   newDropLogger(log, cfg.DropLogInterval),
+	}
+	r.crypto.Store(&Crypto{})
+	for _, reason := range wire.Reasons() {
+		sockets.SetReason(int(reason), "refused:"+reason.String())
+	}
+	if err := sockets.Monitor(r.stats.connEvent); err != nil {
+		sockets.Close()
+		return nil, err
+	}
+	reg.GaugeFunc("fedmsg_relay_backlog", "Messages that were waiting in the last receive batch.",
+		func() float64 { return float64(r.backlog.Load()) })
+	return r, nil
+}
+
+func newPolicy(cfg *config.Config) wire.Policy {
+	p := wire.Policy{
+		MaxBytes:          int(cfg.MaxMessageBytes),
+		PassTopicMismatch: cfg.TopicMismatch == config.TopicMismatchPass,
+	}
+	for _, prefix := range cfg.AllowedTopicPrefixes() {
+		p.AllowedPrefixes = append(p.AllowedPrefixes, []byte(prefix))
+	}
+	return p
+}
+
+// SetCrypto installs (or, on reload, replaces) the signer and verifier.
+func (r *Relay) SetCrypto(c *Crypto) { r.crypto.Store(c) }
+
+// SetTap registers fn to see every published message, after it is sent.
+// fn must not block and must copy what it keeps. Call before Run.
+func (r *Relay) SetTap(fn func(topic, body []byte)) { r.tap = fn }
+
+// Sockets gives access to the transport, for in-process producers.
+func (r *Relay) Sockets() *transport.Sockets { return r.sockets }
+
+// Alive reports whether the forwarding loop turned recently: the systemd
+// watchdog pings only while it does.
+func (r *Relay) Alive(within time.Duration) bool {
+	return r.running.Load() && time.Since(time.Unix(0, r.lastLoop.Load())) < within
+}
+
+// Run forwards until ctx is cancelled, then drains: it stops accepting
+// inbound messages, publishes what was already received and returns. Close
+// afterwards lets the outbound socket linger to deliver it.
+func (r *Relay) Run(ctx context.Context) error {
+	r.running.Store(true)
+	defer r.running.Store(false)
+	r.log.Info("relaying", "inbound", strings.Join(r.cfg.RelayInbound, ","),
+		"outbound", strings.Join(r.cfg.RelayOutbound, ","),
+		"confirm", strings.Join(r.cfg.RelayInboundConfirm, ","))
+	for ctx.Err() == nil {
+		r.lastLoop.Store(time.Now().UnixNano())
+		if _, err := r.forwardBatch(pollInterval); err != nil {
+			return err
+		}
+	}
+	return r.drain()
+}
+
+// drain stops the inbound side and forwards whatever libzmq had queued.
+func (r *Relay) drain() error {
+	r.log.Info("draining: inbound closed, publishing what was received")
+	r.sockets.StopInbound()
+	total := 0
+	for {
+		n, err := r.forwardBatch(0)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		total += n
+	}
+	r.log.Info("drained", "messages", total)
+	return nil
+}
+
+// forwardBatch is the hot path: one receive, one verdict per message, one
+// send. Counters are summed locally and published once per batch.
+func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
+	s := r.sockets
+	n, err := s.Recv(wait)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	r.backlog.Store(int64(n))
+	var b batchCounts
+	crypto := r.crypto.Load()
+	for i := 0; i < n; i++ {
+		m := s.Message(i)
+		b.received[m.Source]++
+		b.receivedBytes += uint64(m.Size)
+		reason := r.policy.Validate(m.Frames, m.Size, m.Topic, m.Body)
+		if reason == wire.OK && (crypto.Verifier != nil || crypto.Signer != nil) {
+			reason = r.applyCrypto(crypto, i, m)
+		}
+		if reason != wire.OK {
+			s.SetVerdict(i, transport.Drop+int(reason))
+			b.dropped[reason]++
+			r.drops.note(reason, m)
+			continue
+		}
+		b.relayedBytes += uint64(m.Size)
+		if r.tap != nil {
+			r.tap(m.Topic, m.Body)
+		}
+	}
+	sent, failed := s.Flush()
+	b.relayed = uint64(sent)
+	b.sendErrors = uint64(failed)
+	r.stats.add(&b)
+	return n, nil
+}
+
+// applyCrypto verifies and/or signs message i; cold compared to forwarding
+// (RSA dominates), so clarity wins over speed here.
+func (r *Relay) applyCrypto(c *Crypto, i int, m transport.Message) wire.Reason {
+	if c.Verifier != nil {
+		if err := c.Verifier.Verify(string(m.Topic), m.Body); err != nil {
+			r.drops.noteErr(wire.Signature, m, err)
+			return wire.Signature
+		}
+	}
+	if c.Signer != nil {
+		signed, err := c.Signer.Sign(m.Body)
+		if err == nil {
+			err = r.sockets.ReplaceBody(i, signed)
+		}
+		if err != nil {
+			r.drops.noteErr(wire.SignFailed, m, err)
+			return wire.SignFailed
+		}
+	}
+	return wire.OK
+}
+
+// Close releases the sockets, letting queued output linger up to the drain
+// timeout.
+func (r *Relay) Close() {
+	r.sockets.Close()
+}
+
+// describe renders a message for a log line without flooding it.
+func describe(m transport.Message) []any {
+	const max = 80
+	topic := m.Topic
+	if len(topic) > max {
+		topic = topic[:max]
+	}
+	// Topics may be hostile: no invalid UTF-8 or control bytes in our log.
+	return []any{"frames", m.Frames, "bytes", m.Size, "topic", strconv.QuoteToGraphic(string(topic)), "source", sourceName(m.Source)}
+}

@@ -1,0 +1,149 @@
+package relay
+
+import (
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	zmq "github.com/pebbe/zmq4"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+	"github.com/fedora-infra/fedmsg-relay/internal/transport"
+	"github.com/fedora-infra/fedmsg-relay/internal/wire"
+)
+
+func sourceName(s transport.Source) string {
+	switch s {
+	case transport.FromRouter:
+		return "confirm"
+	case transport.FromInject:
+		return "inject"
+	}
+	return "inbound"
+}
+
+const numSources = 3
+
+// batchCounts accumulates one batch's counters on the stack.
+type batchCounts struct {
+	received      [numSources]uint64
+	receivedBytes uint64
+	relayed       uint64
+	relayedBytes  uint64
+	sendErrors    uint64
+	dropped       [wire.NumReasons]uint64
+}
+
+// stats are the relay's metrics.
+type stats struct {
+	received      [numSources]*metrics.Counter
+	receivedBytes *metrics.Counter
+	relayed       *metrics.Counter
+	relayedBytes  *metrics.Counter
+	sendErrors    *metrics.Counter
+	dropped       map[wire.Reason]*metrics.Counter
+
+	connections       map[transport.Side]*metrics.Gauge
+	accepted          map[transport.Side]*metrics.Counter
+	handshakeFailures map[transport.Side]*metrics.Counter
+	acceptFailures    map[transport.Side]*metrics.Counter
+}
+
+func newStats(reg *metrics.Registry) *stats {
+	s := &stats{
+		receivedBytes:     reg.Counter("fedmsg_relay_received_bytes_total", "Bytes of all frames received."),
+		relayed:           reg.Counter("fedmsg_relay_relayed_total", "Messages published on the outbound socket."),
+		relayedBytes:      reg.Counter("fedmsg_relay_relayed_bytes_total", "Bytes of all frames published."),
+		sendErrors:        reg.Counter("fedmsg_relay_send_errors_total", "Messages accepted but not published because the send failed."),
+		dropped:           map[wire.Reason]*metrics.Counter{},
+		connections:       map[transport.Side]*metrics.Gauge{},
+		accepted:          map[transport.Side]*metrics.Counter{},
+		handshakeFailures: map[transport.Side]*metrics.Counter{},
+		acceptFailures:    map[transport.Side]*metrics.Counter{},
+	}
+	for src := transport.Source(0); src < numSources; src++ {
+		s.received[src] = reg.Counter("fedmsg_relay_received_total", "Messages received, by inbound socket.", "source", sourceName(src))
+	}
+	for _, r := range wire.Reasons() {
+		s.dropped[r] = reg.Counter("fedmsg_relay_dropped_total", "Messages dropped, by reason.", "reason", r.String())
+	}
+	for _, side := range []transport.Side{transport.SideInbound, transport.SideConfirm, transport.SideOutbound} {
+		l := []string{"side", string(side)}
+		s.connections[side] = reg.Gauge("fedmsg_relay_connections", "Open connections (outbound: subscribers).", l...)
+		s.accepted[side] = reg.Counter("fedmsg_relay_connections_accepted_total", "Connections accepted.", l...)
+		s.handshakeFailures[side] = reg.Counter("fedmsg_relay_handshake_failures_total", "Connections closed during the ZMTP handshake (garbage, wrong socket type, timeout).", l...)
+		s.acceptFailures[side] = reg.Counter("fedmsg_relay_accept_failures_total", "Failed accepts (usually file descriptors exhausted).", l...)
+	}
+	return s
+}
+
+func (s *stats) add(b *batchCounts) {
+	for src, n := range b.received {
+		if n > 0 {
+			s.received[src].Add(n)
+		}
+	}
+	s.receivedBytes.Add(b.receivedBytes)
+	s.relayed.Add(b.relayed)
+	s.relayedBytes.Add(b.relayedBytes)
+	if b.sendErrors > 0 {
+		s.sendErrors.Add(b.sendErrors)
+	}
+	for r, n := range b.dropped {
+		if n > 0 {
+			s.dropped[wire.Reason(r)].Add(n)
+		}
+	}
+}
+
+// connEvent counts libzmq socket monitor events.
+func (s *stats) connEvent(ev transport.ConnEvent) {
+	switch {
+	case ev.Kind == zmq.EVENT_ACCEPTED:
+		s.accepted[ev.Side].Inc()
+		s.connections[ev.Side].Add(1)
+	case ev.Kind == zmq.EVENT_DISCONNECTED:
+		s.connections[ev.Side].Add(-1)
+	case ev.Kind == zmq.EVENT_ACCEPT_FAILED:
+		s.acceptFailures[ev.Side].Inc()
+	case ev.Kind&(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL|zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL|zmq.EVENT_HANDSHAKE_FAILED_AUTH) != 0:
+		s.handshakeFailures[ev.Side].Inc()
+	}
+}
+
+// dropLogger logs drops at most once per interval and reason, with the
+// number suppressed since: the original relay flooded its log under bad input.
+type dropLogger struct {
+	log      hclog.Logger
+	interval time.Duration
+	mu       sync.Mutex
+	last     map[wire.Reason]time.Time
+	skipped  map[wire.Reason]int
+}
+
+func newDropLogger(log hclog.Logger, interval time.Duration) *dropLogger {
+	return &dropLogger{log: log, interval: interval, last: map[wire.Reason]time.Time{}, skipped: map[wire.Reason]int{}}
+}
+
+func (d *dropLogger) note(r wire.Reason, m transport.Message) { d.noteErr(r, m, nil) }
+
+func (d *dropLogger) noteErr(r wire.Reason, m transport.Message, err error) {
+	now := time.Now()
+	d.mu.Lock()
+	if now.Sub(d.last[r]) < d.interval {
+		d.skipped[r]++
+		d.mu.Unlock()
+		return
+	}
+	skipped := d.skipped[r]
+	d.last[r], d.skipped[r] = now, 0
+	d.mu.Unlock()
+	args := append([]any{"reason", r.String()}, describe(m)...)
+	if err != nil {
+		args = append(args, "error", err)
+	}
+	if skipped > 0 {
+		args = append(args, "similar_drops_not_logged", skipped)
+	}
+	d.log.Warn("dropped message", args...)
+}
