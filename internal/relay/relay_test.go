@@ -1,0 +1,320 @@
+package relay
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/config"
+	"github.com/fedora-infra/fedmsg-relay/internal/logging"
+	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+)
+
+// testRelay is a relay running in this process on free loopback ports.
+type testRelay struct {
+	*Relay
+	cfg      *config.Config
+	reg      *metrics.Registry
+	inbound  string
+	outbound string
+}
+
+func startRelay(t *testing.T, mutate func(*config.Config)) *testRelay {
+	t.Helper()
+	cfg := config.Default()
+	cfg.RelayInbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
+	cfg.RelayOutbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
+	cfg.DrainTimeout = time.Second
+	if mutate != nil {
+		mutate(cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	reg := metrics.NewRegistry()
+	r, err := New(cfg, logging.ForTest(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		r.Close()
+	})
+	return &testRelay{Relay: r, cfg: cfg, reg: reg, inbound: cfg.RelayInbound[0], outbound: cfg.RelayOutbound[0]}
+}
+
+// metric returns the value of one series in the Prometheus text output.
+func (tr *testRelay) metric(t *testing.T, series string) string {
+	t.Helper()
+	var b strings.Builder
+	if err := tr.reg.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(b.String(), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	t.Fatalf("no series %s in:\n%s", series, b.String())
+	return ""
+}
+
+// waitMetric polls until series has the wanted value: counters are updated
+// once per batch, after the messages have been sent.
+func (tr *testRelay) waitMetric(t *testing.T, series, want string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := tr.metric(t, series)
+		if got == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %s, want %s", series, got, want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func fedmsgBody(topic string, i int, extra string) []byte {
+	return []byte(fmt.Sprintf(`{"topic": %q, "msg": {"n": %d%s}, "i": %d, "timestamp": 1764115200, "msg_id": "2026-%08d-0000-4000-8000-000000000000", "username": "relaytest"}`, topic, i, extra, i, i))
+}
+
+const testTopic = "org.fedoraproject.test.relay.msg"
+
+// Producers and listeners are pyzmq on libzmq: bodies arrive byte for byte,
+// every listener gets every message, and each producer's order is kept.
+func TestRelaysPythonProducersToPythonListeners(t *testing.T) {
+	tr := startRelay(t, nil)
+	const producers, perProducer = 3, 200
+	var sent [][][][]byte
+	for p := 0; p < producers; p++ {
+		var msgs [][][]byte
+		for i := 0; i < perProducer; i++ {
+			topic := fmt.Sprintf("%s.p%d", testTopic, p)
+			// Vary the bytes: non-ASCII, escapes, spacing kept as sent.
+			body := fedmsgBody(topic, i, fmt.Sprintf(`, "text": "caf\u00e9 \\\"q\\\" %s",   "raw": "é"`, strings.Repeat("y", i)))
+			msgs = append(msgs, [][]byte{[]byte(topic), body})
+		}
+		sent = append(sent, msgs)
+	}
+	got := testutil.RunScenario(t, testutil.Scenario{
+		Inbound: tr.inbound, Outbound: tr.outbound, Subscribers: 2, Producers: sent, Idle: 0.5,
+	})
+	for s, msgs := range got {
+		if len(msgs) != producers*perProducer {
+			t.Fatalf("subscriber %d got %d messages, want %d", s, len(msgs), producers*perProducer)
+		}
+		next := make([]int, producers)
+		for _, m := range msgs {
+			var p int
+			if _, err := fmt.Sscanf(string(m[0]), testTopic+".p%d", &p); err != nil || p >= producers {
+				t.Fatalf("unexpected topic %q", m[0])
+			}
+			want := sent[p][next[p]]
+			if len(m) != 2 || !bytes.Equal(m[0], want[0]) || !bytes.Equal(m[1], want[1]) {
+				t.Fatalf("subscriber %d: producer %d message %d changed or out of order:\ngot  %q\nwant %q", s, p, next[p], m, want)
+			}
+			next[p]++
+		}
+	}
+	// Probes and messages: everything received was relayed.
+	tr.waitMetric(t, `fedmsg_relay_relayed_total`, tr.metric(t, `fedmsg_relay_received_total{source="inbound"}`))
+}
+
+// Bad messages are dropped and counted by reason; good ones around them
+// still arrive, in order.
+func TestDropsBadMessagesAndKeepsServing(t *testing.T) {
+	tr := startRelay(t, func(c *config.Config) {
+		c.TopicAllowlist = []string{"org.fedoraproject.test"}
+		c.MaxMessageBytes = 4096
+	})
+	good := func(i int) [][]byte { return [][]byte{[]byte(testTopic), fedmsgBody(testTopic, i, "")} }
+	bad := []struct {
+		reason string
+		frames [][]byte
+	}{
+		{"frames", [][]byte{[]byte(testTopic)}},
+		{"frames", [][]byte{[]byte(testTopic), fedmsgBody(testTopic, 0, ""), []byte("third")}},
+		{"empty_topic", [][]byte{{}, fedmsgBody("", 0, "")}},
+		{"topic_not_utf8", [][]byte{[]byte("org.fedoraproject.test.\xff"), fedmsgBody(testTopic, 0, "")}},
+		{"body_not_json", [][]byte{[]byte(testTopic), []byte("this is not json")}},
+		{"body_not_json", [][]byte{[]byte(testTopic), []byte(`{"topic": "` + testTopic + `", "msg": {`)}},
+		{"body_not_object", [][]byte{[]byte(testTopic), []byte(`["a", "list"]`)}},
+		{"topic_mismatch", [][]byte{[]byte(testTopic), fedmsgBody("org.fedoraproject.test.other", 0, "")}},
+		{"topic_not_allowed", [][]byte{[]byte("org.example.x"), fedmsgBody("org.example.x", 0, "")}},
+		// Each frame under libzmq's per-frame limit, together over it.
+		{"oversize", [][]byte{[]byte(testTopic + strings.Repeat("t", 2100)), fedmsgBody(testTopic+strings.Repeat("t", 2100), 0, "")}},
+	}
+	var msgs [][][]byte
+	wantDrops := map[string]int{}
+	for i, b := range bad {
+		msgs = append(msgs, good(i), b.frames)
+		wantDrops[b.reason]++
+	}
+	msgs = append(msgs, good(len(bad)))
+	got := testutil.RunScenario(t, testutil.Scenario{
+		Inbound: tr.inbound, Outbound: tr.outbound, Subscribers: 1, Producers: [][][][]byte{msgs}, Idle: 0.5,
+	})[0]
+	if len(got) != len(bad)+1 {
+		t.Fatalf("got %d messages, want the %d good ones: %q", len(got), len(bad)+1, got)
+	}
+	for i, m := range got {
+		if want := good(i); !bytes.Equal(m[1], want[1]) {
+			t.Errorf("message %d = %q, want %q", i, m[1], want[1])
+		}
+	}
+	for reason, n := range wantDrops {
+		tr.waitMetric(t, fmt.Sprintf(`fedmsg_relay_dropped_total{reason=%q}`, reason), fmt.Sprint(n))
+	}
+}
+
+// A frame over max_message_bytes makes libzmq cut that producer off before
+// allocating; other producers are not affected.
+func TestOversizeFrameCutsOffOnlyItsSender(t *testing.T) {
+	tr := startRelay(t, func(c *config.Config) { c.MaxMessageBytes = 1024 })
+	huge := [][]byte{[]byte(testTopic), fedmsgBody(testTopic, 0, `, "pad": "`+strings.Repeat("x", 4096)+`"`)}
+	ok := [][]byte{[]byte(testTopic), fedmsgBody(testTopic, 1, "")}
+	got := testutil.RunScenario(t, testutil.Scenario{
+		Inbound: tr.inbound, Outbound: tr.outbound, Subscribers: 1,
+		Producers: [][][][]byte{{huge}, {ok, ok, ok}}, Idle: 0.5,
+	})[0]
+	if len(got) != 3 {
+		t.Fatalf("got %d messages, want the other producer's 3", len(got))
+	}
+	tr.waitMetric(t, `fedmsg_relay_relayed_total`, tr.metric(t, `fedmsg_relay_received_total{source="inbound"}`))
+}
+
+// Confirmed delivery: a DEALER gets "ok" once the message is published, and
+// "refused:<reason>" for a message the relay will not publish.
+func TestConfirmedDelivery(t *testing.T) {
+	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	tr := startRelay(t, func(c *config.Config) { c.RelayInboundConfirm = config.Endpoints{confirm} })
+
+	sub := newSocket(t, zmq.SUB)
+	must(t, sub.SetSubscribe(""))
+	must(t, sub.Connect(tr.outbound))
+	dealer := newSocket(t, zmq.DEALER)
+	must(t, dealer.SetRcvtimeo(5*time.Second))
+	must(t, dealer.Connect(confirm))
+
+	// The subscriber may join late (PUB/SUB): confirm until it sees one.
+	must(t, sub.SetRcvtimeo(50*time.Millisecond))
+	good := fedmsgBody(testTopic, 1, "")
+	for joined := false; !joined; {
+		if _, err := dealer.SendMessage(testTopic, good); err != nil {
+			t.Fatal(err)
+		}
+		if reply, err := dealer.Recv(0); err != nil || reply != "ok" {
+			t.Fatalf("reply %q, %v; want ok", reply, err)
+		}
+		_, err := sub.RecvMessageBytes(0)
+		joined = err == nil
+	}
+	tests := []struct {
+		frames []any
+		reply  string
+	}{
+		{[]any{testTopic, good}, "ok"},
+		{[]any{testTopic, fedmsgBody("org.fedoraproject.other", 1, "")}, "refused:topic_mismatch"},
+		{[]any{testTopic, "nope"}, "refused:body_not_json"},
+		{[]any{testTopic}, "refused:frames"},
+		{[]any{testTopic, good}, "ok"},
+	}
+	for _, tt := range tests {
+		if _, err := dealer.SendMessage(tt.frames...); err != nil {
+			t.Fatal(err)
+		}
+		reply, err := dealer.Recv(0)
+		if err != nil || reply != tt.reply {
+			t.Errorf("send %q: reply %q, %v; want %q", tt.frames, reply, err, tt.reply)
+		}
+	}
+	tr.waitMetric(t, `fedmsg_relay_dropped_total{reason="frames"}`, "1")
+}
+
+// The monitoring socket publishes the single-frame moksha status that
+// Fedora's nagios plugins read, and its file has the configured mode.
+func TestMonitoringSocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "monitoring-fedmsg-relay.socket")
+	tr := startRelay(t, func(c *config.Config) {
+		c.MonitoringEndpoint = "ipc://" + path
+		c.MonitoringSocketMode = 0o770
+		c.MonitoringInterval = 100 * time.Millisecond
+	})
+	mon, err := tr.StartMonitoring(logging.ForTest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mon.Stop()
+	st, err := os.Stat(path)
+	if err != nil || st.Mode().Perm() != 0o770 || st.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("socket file: %v %v", st, err)
+	}
+	sub := newSocket(t, zmq.SUB)
+	must(t, sub.SetSubscribe(""))
+	must(t, sub.SetRcvtimeo(5*time.Second))
+	must(t, sub.Connect("ipc://"+path))
+	frames, err := sub.RecvMessageBytes(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(frames) != 1 {
+		t.Fatalf("status has %d frames, want 1", len(frames))
+	}
+	var doc struct {
+		Consumers []struct {
+			Name        string `json:"name"`
+			Initialized bool   `json:"initialized"`
+			Backlog     *int   `json:"backlog"`
+			Exceptions  *int   `json:"exceptions"`
+		} `json:"consumers"`
+		Producers []struct {
+			Name        string `json:"name"`
+			Initialized bool   `json:"initialized"`
+		} `json:"producers"`
+	}
+	if err := json.Unmarshal(frames[0], &doc); err != nil {
+		t.Fatalf("status %q: %v", frames[0], err)
+	}
+	if len(doc.Consumers) != 1 || doc.Consumers[0].Name != "RelayConsumer" || !doc.Consumers[0].Initialized ||
+		doc.Consumers[0].Backlog == nil || doc.Consumers[0].Exceptions == nil {
+		t.Errorf("consumers = %s", frames[0])
+	}
+	if len(doc.Producers) != 1 || doc.Producers[0].Name != "MonitoringProducer" || !doc.Producers[0].Initialized {
+		t.Errorf("producers = %s", frames[0])
+	}
+}
+
+func newSocket(t *testing.T, typ zmq.Type) *zmq.Socket {
+	t.Helper()
+	s, err := zmq.NewSocket(typ)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, s.SetLinger(0))
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
