@@ -1,0 +1,69 @@
+package signing
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzCanonical: Canonical never panics; what it accepts is JSON, and
+// what it writes is ASCII, valid JSON and its own canonical form. A body that
+// is valid UTF-8 JSON is never called invalid (only, at worst, unreproducible).
+// Seeds: testdata/fuzz/FuzzCanonical and the table cases.
+func FuzzCanonical(f *testing.F) {
+	for _, tc := range canonicalCases {
+		f.Add([]byte(tc.in))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		out, err := Canonical(body)
+		if err != nil {
+			if Reason(err) == "other" {
+				t.Fatalf("unclassified error %v", err)
+			}
+			if errors.Is(err, ErrInvalidJSON) && utf8.Valid(body) && json.Valid(body) && !bytes.HasPrefix(body, []byte("\xef\xbb\xbf")) {
+				t.Fatalf("valid JSON %q called invalid: %v", body, err)
+			}
+			return
+		}
+		// NaN and Infinity are not JSON; Python reads them, and Canonical only
+		// accepts them when a duplicate key drops them.
+		if !json.Valid(body) && !bytes.Contains(body, []byte("NaN")) && !bytes.Contains(body, []byte("Infinity")) {
+			t.Fatalf("accepted invalid JSON %q as %q", body, out)
+		}
+		for _, c := range out {
+			if c >= utf8.RuneSelf {
+				t.Fatalf("non-ASCII output %q", out)
+			}
+		}
+		again, err := Canonical(out)
+		if err != nil || !bytes.Equal(again, out) {
+			t.Fatalf("Canonical(%q) = %q, but Canonical of that = %q, %v", body, out, again, err)
+		}
+	})
+}
+
+// FuzzVerify: Verify never panics on any topic and body, however malformed
+// the certificate or signature, and every refusal has a Reason label. Seeds:
+// testdata/fuzz/FuzzVerify plus bodies signed at start with the test PKI.
+func FuzzVerify(f *testing.F) {
+	dir := getPKI(f).writeSSLDir(f)
+	verifier := loadTestVerifier(f, dir, testPolicy, true)
+	for _, name := range []string{certSigner, certSecond, certRevoked, certExpired, certUntrusted} {
+		signed, err := loadTestSigner(f, dir, name).Sign(message(topicGit, `{"n":1}`))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(topicGit, signed)
+		f.Add(topicBodhi, signed)
+		f.Add(topicGit, bytes.Replace(signed, []byte(`"n":1`), []byte(`"n":2`), 1))
+		f.Add(topicGit, signed[:len(signed)/2])
+	}
+	f.Fuzz(func(t *testing.T, topic string, body []byte) {
+		err := verifier.Verify(topic, body)
+		if err != nil && Reason(err) == "other" {
+			t.Fatalf("unclassified error %v", err)
+		}
+	})
+}
