@@ -30,7 +30,6 @@ type Bridge struct {
 	metrics *bridgeMetrics
 
 	injectedSeq atomic.Uint64 // the "i" of injected envelopes
-	maxSentSeq  uint64        // highest spool seq ever published (publisher goroutine only)
 	closeOnce   sync.Once
 	closeErr    error
 }
@@ -171,8 +170,8 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 	defer b.metrics.connected[direction].Set(0)
 
 	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 1))
-	sessionCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	sessionDone := make(chan struct{})
+	defer close(sessionDone)
 	go func() {
 		for {
 			select {
@@ -185,14 +184,21 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 				} else {
 					log.Info("amqp: broker unblocked the connection")
 				}
-			case <-sessionCtx.Done():
-				// Closing the connection unblocks a publish stuck on a blocked broker.
-				conn.Close()
+			case <-ctx.Done():
+				// Give the session time to collect its last confirms, then close the
+				// connection, which also unblocks a publish stuck on a blocked broker.
+				select {
+				case <-sessionDone:
+				case <-time.After(shutdownConfirmWait + time.Second):
+					conn.Close()
+				}
+				return
+			case <-sessionDone:
 				return
 			}
 		}
 	}()
-	return run(sessionCtx, conn)
+	return run(ctx, conn)
 }
 
 func (b *Bridge) dial(direction string) (*amqp.Connection, error) {

@@ -262,13 +262,16 @@ func (b *testBroker) url() string {
 // restart stops the node, keeps it down for downtime, and starts it again.
 func (b *testBroker) restart(t testing.TB, downtime time.Duration) {
 	t.Helper()
+	start := time.Now()
 	if err := b.stop(); err != nil {
 		t.Fatal(err)
 	}
+	stopped := time.Now()
 	time.Sleep(downtime)
 	if err := b.start(); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("broker restart: stop %s, down %s, start %s", stopped.Sub(start).Round(time.Millisecond), downtime, time.Since(stopped.Add(downtime)).Round(time.Millisecond))
 }
 
 // deadURL points at a port nothing listens on: a broker that is down.

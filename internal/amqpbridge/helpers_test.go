@@ -110,14 +110,20 @@ func (c *collector) consume(ctx context.Context, url, queue string) {
 	if err != nil {
 		return
 	}
+	// Acknowledge in batches (multiple) to spare the broker's CPU.
+	unacked := 0
 	for d := range deliveries {
 		c.mu.Lock()
 		c.deliveries = append(c.deliveries, d)
 		c.seen[d.MessageId]++
 		c.mu.Unlock()
-		if d.Ack(false) != nil {
+		if unacked++; unacked < 200 && len(deliveries) > 0 {
+			continue
+		}
+		if d.Ack(true) != nil {
 			return
 		}
+		unacked = 0
 	}
 }
 

@@ -4,10 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
+
+// shutdownConfirmWait bounds how long a stopping bridge waits for the
+// confirms of messages already published.
+const shutdownConfirmWait = 2 * time.Second
 
 // inflight is a spooled record published or skipped but not yet confirmed.
 type inflight struct {
@@ -40,9 +45,7 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 	returned := ch.NotifyReturn(make(chan amqp.Return, 1))
 
 	s := b.spool
-	s.mu.Lock()
-	start := s.commitSeq
-	s.mu.Unlock()
+	start, sentEnd := s.cursor()
 	reader := s.newReader()
 	defer reader.closeFile()
 	reader.seek(start)
@@ -59,14 +62,14 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 			pending = pending[1:]
 		}
 		if len(pending) > 0 {
-			s.commit(pending[0].seq)
+			s.commit(pending[0].seq, sentEnd)
 		} else {
-			s.commit(reader.seq)
+			s.commit(reader.seq, sentEnd)
 		}
 	}
 
 	for {
-		for len(pending) < window {
+		for len(pending) < window && ctx.Err() == nil {
 			rec, ok, err := reader.next()
 			if err != nil {
 				b.log.Error("amqp: spool damaged, skipping to the next segment", "error", err)
@@ -90,10 +93,10 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 				return progressed, fmt.Errorf("publish: %w", err)
 			}
 			b.metrics.published.Inc()
-			if rec.seq <= b.maxSentSeq && b.maxSentSeq != 0 {
+			if rec.seq < sentEnd {
 				b.metrics.duplicates.Inc()
 			}
-			b.maxSentSeq = max(b.maxSentSeq, rec.seq)
+			sentEnd = max(sentEnd, rec.seq+1)
 			pending = append(pending, inflight{seq: rec.seq, tag: nextTag, sent: time.Now()})
 			nextTag++
 		}
@@ -122,6 +125,10 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 			}
 			return progressed, fmt.Errorf("channel closed by broker: %w", err)
 		case <-ctx.Done():
+			// Shutting down: collect the confirms on their way so that a restart
+			// resends as little as possible.
+			b.awaitConfirms(confirms, &pending, shutdownConfirmWait)
+			settle()
 			return progressed, ctx.Err()
 		}
 	}
@@ -149,6 +156,22 @@ func (b *Bridge) confirmReceived(c amqp.Confirmation, confirms <-chan amqp.Confi
 		case c = <-confirms:
 		default:
 			return nil
+		}
+	}
+}
+
+// awaitConfirms processes confirms until none is outstanding, the channel
+// closes, or wait passed.
+func (b *Bridge) awaitConfirms(confirms <-chan amqp.Confirmation, pending *[]inflight, wait time.Duration) {
+	timeout := time.After(wait)
+	for slices.ContainsFunc(*pending, func(p inflight) bool { return p.tag != 0 }) {
+		select {
+		case c, ok := <-confirms:
+			if !ok || b.confirmReceived(c, confirms, pending) != nil {
+				return
+			}
+		case <-timeout:
+			return
 		}
 	}
 }

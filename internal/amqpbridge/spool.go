@@ -20,7 +20,8 @@ import (
 
 // The spool is a directory of append-only segment files named after the
 // sequence number of their first record ("00000000000000000042.seg"), plus a
-// "cursor" file holding the sequence number of the oldest unconfirmed record.
+// "cursor" file holding the sequence number of the oldest unconfirmed record
+// and one past the newest record ever published (to count resends as duplicates).
 //
 // Record:  u32 payload length | u32 CRC-32C of payload | payload
 // Payload: i64 unix seconds received | u32 topic length | topic | body
@@ -89,7 +90,8 @@ type spool struct {
 	totalBytes int64
 	nextSeq    uint64        // sequence number of the next record written
 	commitSeq  uint64        // oldest record not yet confirmed
-	savedSeq   uint64        // commitSeq as last written to the cursor file
+	sentEnd    uint64        // one past the newest record ever published
+	saved      [2]uint64     // commitSeq and sentEnd as last written to the cursor file
 	readable   chan struct{} // cap 1: records were written or dropped
 
 	stop    chan struct{}
@@ -140,7 +142,7 @@ func (s *spool) load() error {
 	}
 	sort.Slice(firstSeqs, func(i, j int) bool { return firstSeqs[i] < firstSeqs[j] })
 
-	s.commitSeq, err = s.readCursor()
+	s.commitSeq, s.sentEnd, err = s.readCursor()
 	if err != nil {
 		return err
 	}
@@ -163,7 +165,7 @@ func (s *spool) load() error {
 		s.nextSeq = max(s.nextSeq, s.segments[n-1].endSeq())
 		s.commitSeq = max(s.commitSeq, s.segments[0].firstSeq)
 	}
-	s.savedSeq = s.commitSeq
+	s.saved = [2]uint64{s.commitSeq, s.sentEnd}
 	if len(s.segments) > 0 {
 		s.log.Info("spool: recovered unconfirmed messages", "dir", s.dir, "messages", s.nextSeq-s.commitSeq, "bytes", s.totalBytes)
 	}
@@ -232,32 +234,36 @@ func readRecord(br *bufio.Reader, rec *record) (int, error) {
 	return recordHeaderBytes + int(length), nil
 }
 
-func (s *spool) readCursor() (uint64, error) {
+// Cursor file: u64 commitSeq | u64 sentEnd | u32 CRC-32C of the 16 bytes before.
+const cursorBytes = 20
+
+func (s *spool) readCursor() (commitSeq, sentEnd uint64, err error) {
 	data, err := os.ReadFile(filepath.Join(s.dir, cursorFile))
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("spool: read cursor: %w", err)
+		return 0, 0, fmt.Errorf("spool: read cursor: %w", err)
 	}
-	if len(data) != 12 || crc32.Checksum(data[:8], crcTable) != binary.LittleEndian.Uint32(data[8:]) {
+	if len(data) != cursorBytes || crc32.Checksum(data[:16], crcTable) != binary.LittleEndian.Uint32(data[16:]) {
 		// Starting from the oldest segment re-sends confirmed messages but loses none.
 		s.log.Warn("spool: cursor file is corrupt, resending from the oldest spooled message", "dir", s.dir)
-		return 0, nil
+		return 0, 0, nil
 	}
-	return binary.LittleEndian.Uint64(data[:8]), nil
+	return binary.LittleEndian.Uint64(data[:8]), binary.LittleEndian.Uint64(data[8:16]), nil
 }
 
 func (s *spool) saveCursor() error {
 	s.mu.Lock()
-	seq := s.commitSeq
+	state := [2]uint64{s.commitSeq, s.sentEnd}
 	s.mu.Unlock()
-	if seq == s.savedSeq {
+	if state == s.saved {
 		return nil
 	}
-	var data [12]byte
-	binary.LittleEndian.PutUint64(data[:8], seq)
-	binary.LittleEndian.PutUint32(data[8:], crc32.Checksum(data[:8], crcTable))
+	var data [cursorBytes]byte
+	binary.LittleEndian.PutUint64(data[:8], state[0])
+	binary.LittleEndian.PutUint64(data[8:16], state[1])
+	binary.LittleEndian.PutUint32(data[16:], crc32.Checksum(data[:16], crcTable))
 	tmp := filepath.Join(s.dir, cursorFile+".tmp")
 	if err := os.WriteFile(tmp, data[:], 0o640); err != nil {
 		return fmt.Errorf("spool: write cursor: %w", err)
@@ -265,7 +271,7 @@ func (s *spool) saveCursor() error {
 	if err := os.Rename(tmp, filepath.Join(s.dir, cursorFile)); err != nil {
 		return fmt.Errorf("spool: replace cursor: %w", err)
 	}
-	s.savedSeq = seq
+	s.saved = state
 	return nil
 }
 
@@ -453,11 +459,13 @@ func (s *spool) removeSegmentLocked() {
 	s.segments = s.segments[1:]
 }
 
-// commit records that every record before seq is confirmed and deletes the
-// segments that holds only confirmed records (except the active one).
-func (s *spool) commit(seq uint64) {
+// commit records that every record before seq is confirmed, and that records
+// before sentEnd were published; it deletes the segments that hold only
+// confirmed records (except the active one).
+func (s *spool) commit(seq, sentEnd uint64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.sentEnd = max(s.sentEnd, sentEnd)
 	if seq <= s.commitSeq {
 		return
 	}
@@ -465,6 +473,14 @@ func (s *spool) commit(seq uint64) {
 	for len(s.segments) > 1 && s.segments[0].endSeq() <= seq {
 		s.removeSegmentLocked()
 	}
+}
+
+// cursor returns the oldest unconfirmed record and one past the newest
+// record ever published.
+func (s *spool) cursor() (commitSeq, sentEnd uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.commitSeq, s.sentEnd
 }
 
 // state returns the records not yet confirmed and the spool's size on disk.

@@ -1,0 +1,92 @@
+package amqpbridge
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// BenchmarkBridge compares the bridge (spool plus pipelined publisher
+// confirms) with a naive publisher that waits for each message's confirm, as
+// Fedora's ZeroMQ-to-AMQP bridge did with fedora-messaging's blocking publish.
+// Both publish persistent messages to a durable queue on the same broker; one
+// op is one message confirmed by the broker. The ratio is logged.
+func BenchmarkBridge(b *testing.B) {
+	br := requireBroker(b)
+	exchange, queue := testName(b), testName(b)
+	declareQueue(b, br.url(), exchange, queue)
+	body := fedmsgBody("org.fedoraproject.prod.bench", "2026-bench", `{"commit": {"branch": "main", "rev": "0123456789abcdef"}}`)
+	topic := []byte("org.fedoraproject.prod.bench")
+	perMessage := map[string]time.Duration{}
+
+	b.Run("pipelined", func(b *testing.B) {
+		bridge := startBridge(b, testConfig(b, br.url(), exchange), nil)
+		waitFor(b, 10*time.Second, "the bridge to connect", func() bool {
+			return bridge.metric(b, `fedmsg_relay_amqp_connected{direction="publish"}`) == 1
+		})
+		b.ResetTimer()
+		for range b.N {
+			bridge.Publish(topic, body)
+		}
+		for bridge.metric(b, "fedmsg_relay_amqp_confirmed_total") < float64(b.N) {
+			time.Sleep(time.Millisecond)
+		}
+		b.StopTimer()
+		perMessage["pipelined"] = b.Elapsed() / time.Duration(b.N)
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+		purge(b, br.url(), queue)
+	})
+
+	b.Run("naive_confirm_each", func(b *testing.B) {
+		conn, err := amqp.Dial(br.url())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer conn.Close()
+		ch, err := conn.Channel()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := ch.Confirm(false); err != nil {
+			b.Fatal(err)
+		}
+		ctx := context.Background()
+		b.ResetTimer()
+		for range b.N {
+			msg, err := toPublishing(topic, body, time.Now())
+			if err != nil {
+				b.Fatal(err)
+			}
+			confirm, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, string(topic), false, false, msg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ok, err := confirm.WaitContext(ctx); !ok || err != nil {
+				b.Fatalf("confirm: ack %v, %v", ok, err)
+			}
+		}
+		b.StopTimer()
+		perMessage["naive"] = b.Elapsed() / time.Duration(b.N)
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+		purge(b, br.url(), queue)
+	})
+
+	if perMessage["pipelined"] > 0 && perMessage["naive"] > 0 {
+		b.Logf("bridged msg/s: pipelined %.0f, naive %.0f: ratio %.1fx",
+			1/perMessage["pipelined"].Seconds(), 1/perMessage["naive"].Seconds(),
+			float64(perMessage["naive"])/float64(perMessage["pipelined"]))
+	}
+}
+
+func purge(b *testing.B, url, queue string) {
+	withChannel(b, url, func(ch *amqp.Channel) error {
+		_, err := ch.QueuePurge(queue, false)
+		if err != nil {
+			return fmt.Errorf("purge %s: %w", queue, err)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,179 @@
+package amqpbridge
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestFaultTolerance streams 50,000 messages through the bridge while the
+// broker is stopped for several seconds and restarted (same node and mnesia
+// dir), and while the bridge itself is closed and reopened on the same spool
+// dir. No message may be lost; duplicates are allowed and reported.
+func TestFaultTolerance(t *testing.T) {
+	b := requireBroker(t)
+	const total = 50000
+	tests := []struct {
+		name string
+		rate int // messages per second the producer streams
+		// disrupt runs once a fifth of the stream was published, while the stream goes on.
+		disrupt func(t *testing.T, bridges *bridgeSlot)
+	}{
+		{"broker_restart", 4000, func(t *testing.T, _ *bridgeSlot) { b.restart(t, 3*time.Second) }},
+		{"bridge_restart", 10000, func(t *testing.T, bridges *bridgeSlot) { bridges.restart(t) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			exchange, queue := testName(t), testName(t)
+			declareQueue(t, b.url(), exchange, queue)
+			got := startCollector(t, b.url(), queue)
+			cfg := testConfig(t, b.url(), exchange)
+			cfg.ConfirmTimeout = 5 * time.Second
+			bridges := &bridgeSlot{cfg: cfg, current: startBridge(t, cfg, nil)}
+
+			var published atomic.Int64
+			streamDone := make(chan struct{})
+			go func() {
+				defer close(streamDone)
+				const batch = 100
+				tick := time.NewTicker(time.Second * batch / time.Duration(tt.rate))
+				defer tick.Stop()
+				for i := 0; i < total; i += batch {
+					<-tick.C
+					bridges.publish(func(br *runningBridge) {
+						for j := i; j < i+batch; j++ {
+							id := fmt.Sprintf("2026-%s-%06d", tt.name, j)
+							br.Publish([]byte("org.fedoraproject.test.fault"), fedmsgBody("org.fedoraproject.test.fault", id, fmt.Sprintf(`{"n": %d}`, j)))
+						}
+					})
+					published.Add(batch)
+				}
+			}()
+			waitFor(t, 30*time.Second, "a fifth of the stream", func() bool { return published.Load() >= total/5 })
+			start := time.Now()
+			tt.disrupt(t, bridges)
+			t.Logf("disruption took %s; %d of %d messages published by then", time.Since(start).Round(time.Millisecond), published.Load(), total)
+			<-streamDone
+
+			deadline := time.Now().Add(60 * time.Second)
+			for time.Now().Before(deadline) {
+				if unique, _ := got.counts(); unique >= total {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			unique, dups := got.counts()
+			outOfOrder := firstDeliveryInversions(got)
+			br := bridges.get()
+			t.Logf("%s: sent %d, lost %d, duplicates delivered %d, resent by the last bridge %v, first deliveries out of order %d",
+				tt.name, total, total-unique, dups, br.metric(t, "fedmsg_relay_amqp_duplicates_resent_total"), outOfOrder)
+			if unique != total {
+				t.Fatalf("lost %d of %d messages", total-unique, total)
+			}
+		})
+	}
+}
+
+// firstDeliveryInversions counts messages whose first delivery came after a
+// later message's first delivery.
+func firstDeliveryInversions(c *collector) int {
+	seen := map[string]bool{}
+	var ids []string
+	for _, d := range c.snapshot() {
+		if !seen[d.MessageId] {
+			seen[d.MessageId] = true
+			ids = append(ids, d.MessageId)
+		}
+	}
+	inversions := 0
+	for i := 1; i < len(ids); i++ {
+		if ids[i] < ids[i-1] {
+			inversions++
+		}
+	}
+	return inversions
+}
+
+// bridgeSlot holds the running bridge, which a relay restart replaces.
+type bridgeSlot struct {
+	mu      sync.Mutex
+	cfg     Config
+	current *runningBridge
+}
+
+func (s *bridgeSlot) publish(fn func(*runningBridge)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	fn(s.current)
+}
+
+func (s *bridgeSlot) get() *runningBridge {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current
+}
+
+// restart stops and closes the bridge and opens a new one on the same spool
+// dir, as a relay restart does; the producer waits meanwhile.
+func (s *bridgeSlot) restart(t *testing.T) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	unconfirmed := s.current.metric(t, "fedmsg_relay_amqp_spool_messages")
+	s.current.stop()
+	s.current = startBridge(t, s.cfg, nil)
+	t.Logf("bridge restarted with %v unconfirmed messages in the spool", unconfirmed)
+}
+
+// TestSpoolFull fills a 64 KiB spool while the broker is unreachable: the
+// oldest messages are dropped and counted, Publish never waits, and once a
+// broker is reachable exactly the newest messages are delivered, in order.
+func TestSpoolFull(t *testing.T) {
+	b := requireBroker(t)
+	exchange, queue := testName(t), testName(t)
+	cfg := testConfig(t, deadURL(t), exchange)
+	cfg.SpoolMaxBytes = minSpoolBytes
+	down := startBridge(t, cfg, nil)
+
+	const total = 20000
+	latencies := make([]time.Duration, total)
+	for i := range total {
+		body := fedmsgBody("t.full", fmt.Sprintf("2026-full-%06d", i), fmt.Sprintf(`{"n": %d, "pad": "%0200d"}`, i, 0))
+		start := time.Now()
+		down.Publish([]byte("t.full"), body)
+		latencies[i] = time.Since(start)
+	}
+	waitFor(t, 10*time.Second, "the spool writer", func() bool {
+		return down.metric(t, "fedmsg_relay_amqp_spooled_total") == total
+	})
+	dropped := down.metric(t, `fedmsg_relay_amqp_dropped_total{reason="spool_full"}`)
+	kept := down.metric(t, "fedmsg_relay_amqp_spool_messages")
+	bytes := down.metric(t, "fedmsg_relay_amqp_spool_bytes")
+	sort.Slice(latencies, func(i, j int) bool { return latencies[i] < latencies[j] })
+	t.Logf("broker down: Publish latency p50 %s, p99 %s, p99.9 %s, max %s; dropped %v, kept %v (%v bytes of %d)",
+		latencies[total/2], latencies[total*99/100], latencies[total*999/1000], latencies[total-1], dropped, kept, bytes, cfg.SpoolMaxBytes)
+	if dropped == 0 || dropped+kept != total || bytes > float64(cfg.SpoolMaxBytes) {
+		t.Fatalf("dropped %v + kept %v != %d, or spool %v bytes over %d", dropped, kept, total, bytes, cfg.SpoolMaxBytes)
+	}
+	// A broker attempt on this path would take the dial or reconnect time.
+	if latencies[total-1] > time.Second {
+		t.Errorf("Publish took %s with the broker down", latencies[total-1])
+	}
+	down.stop()
+
+	declareQueue(t, b.url(), exchange, queue)
+	got := startCollector(t, b.url(), queue)
+	cfg.URL = b.url()
+	startBridge(t, cfg, nil)
+	waitFor(t, 20*time.Second, "the kept messages", func() bool {
+		unique, _ := got.counts()
+		return unique >= int(kept)
+	})
+	for i, d := range got.snapshot() {
+		if want := fmt.Sprintf("2026-full-%06d", total-int(kept)+i); d.MessageId != want {
+			t.Fatalf("delivery %d: message id %s, want %s (the newest %v, in order)", i, d.MessageId, want, kept)
+		}
+	}
+}
