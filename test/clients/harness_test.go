@@ -1,6 +1,6 @@
 // Package clients holds end-to-end tests that run the built fedmsg-logger,
 // fedmsg-tail and git hook against a relay, with real libzmq peers on both
-// sides (Debian's python3-zmq).
+// sides (Debian's python3-zmq) and the real bin/fedmsg-relay in between.
 package clients
 
 import (
@@ -41,7 +41,8 @@ func buildAndRun(m *testing.M) int {
 	}
 	build := exec.Command(goTool, "build", "-o", dir+"/",
 		"github.com/fedora-infra/fedmsg-relay/cmd/fedmsg-logger",
-		"github.com/fedora-infra/fedmsg-relay/cmd/fedmsg-tail")
+		"github.com/fedora-infra/fedmsg-relay/cmd/fedmsg-tail",
+		"github.com/fedora-infra/fedmsg-relay/cmd/fedmsg-relay")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build:", err)
@@ -53,40 +54,27 @@ func buildAndRun(m *testing.M) int {
 
 func bin(name string) string { return filepath.Join(binDir, name) }
 
-// pyStandInRelay is the original relay's topology in pyzmq: SUB bind (all
-// topics) forwarding to PUB bind. It prints its two bound addresses.
-const pyStandInRelay = `
-import sys, zmq
-ctx = zmq.Context()
-sub = ctx.socket(zmq.SUB)
-sub.setsockopt(zmq.SUBSCRIBE, b"")
-sub.bind("tcp://127.0.0.1:*")
-pub = ctx.socket(zmq.PUB)
-pub.bind("tcp://127.0.0.1:*")
-print(sub.getsockopt(zmq.LAST_ENDPOINT).decode(), pub.getsockopt(zmq.LAST_ENDPOINT).decode(), flush=True)
-zmq.proxy(sub, pub)
-`
-
-// relay is a running relay under test.
+// relay is a running bin/fedmsg-relay under test.
 type relay struct {
-	Inbound, Outbound string
+	Inbound, Outbound, Confirm string
 }
 
-// startRelay starts a relay on free loopback ports for the test's lifetime.
-func startRelay(t testing.TB) *relay {
+// startRelay starts fedmsg-relay on free loopback ports for the test's
+// lifetime, with any extra YAML config lines, and returns once its inbound
+// socket subscribes (a publisher dialled to it has seen its subscription).
+func startRelay(t testing.TB, extraConfig ...string) *relay {
 	t.Helper()
-	python := clienttest.RequirePython(t)
-	cmd := exec.Command(python, "-c", pyStandInRelay)
-	out := startProcess(t, cmd)
-	line, err := out.ReadString('\n')
+	r := &relay{Inbound: freeAddress(t), Outbound: freeAddress(t), Confirm: freeAddress(t)}
+	conf := writeFile(t, t.TempDir(), "relay.yaml", fmt.Sprintf(
+		"relay_inbound: %s\nrelay_outbound: %s\nrelay_inbound_confirm: %s\n%s\n",
+		r.Inbound, r.Outbound, r.Confirm, strings.Join(extraConfig, "\n")))
+	startProcess(t, exec.Command(bin("fedmsg-relay"), "--config", conf))
+	conn, err := client.DialPublisher([]string{r.Inbound}, "", 10*time.Second, clienttest.Logger(t))
 	if err != nil {
-		t.Fatalf("stand-in relay did not start: %v", err)
+		t.Fatalf("fedmsg-relay did not start: %v", err)
 	}
-	f := strings.Fields(line)
-	if len(f) != 2 {
-		t.Fatalf("stand-in relay printed %q", line)
-	}
-	return &relay{Inbound: f[0], Outbound: f[1]}
+	conn.Close()
+	return r
 }
 
 // startProcess starts cmd, kills it at the end of the test, and returns its
@@ -185,7 +173,7 @@ func probeUntil(t testing.TB, r *relay, done <-chan struct{}) {
 	defer conn.Close()
 	deadline := time.After(10 * time.Second)
 	for {
-		if err := conn.Send("probe", []byte(`{}`)); err != nil {
+		if err := conn.Send("probe", []byte(`{"topic": "probe", "msg": {}}`)); err != nil {
 			t.Fatalf("probe: %v", err)
 		}
 		select {
@@ -275,8 +263,8 @@ func writeFile(t testing.TB, dir, name, content string) string {
 	return path
 }
 
-// closedAddress is a loopback TCP address where nothing listens.
-func closedAddress(t testing.TB) string {
+// freeAddress is a loopback TCP address where nothing listens (yet).
+func freeAddress(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

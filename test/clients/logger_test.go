@@ -189,7 +189,7 @@ func TestLoggerInputForms(t *testing.T) {
 
 func TestLoggerFailures(t *testing.T) {
 	r := startRelay(t)
-	dead1, dead2 := closedAddress(t), closedAddress(t)
+	dead1, dead2 := freeAddress(t), freeAddress(t)
 	cases := []struct {
 		name       string
 		stdin      string
@@ -225,7 +225,7 @@ func TestLoggerFailures(t *testing.T) {
 func TestLoggerFailover(t *testing.T) {
 	r := startRelay(t)
 	sub := subscribe(t, r)
-	res := logger(t, "", nil, "--relay", closedAddress(t), "--relay", r.Inbound, "--message", "failover")
+	res := logger(t, "", nil, "--relay", freeAddress(t), "--relay", r.Inbound, "--message", "failover")
 	if res.code != 0 {
 		t.Fatalf("exit %d: %s", res.code, res.stderr)
 	}
@@ -238,7 +238,7 @@ func TestLoggerEnvironmentOverridesConfig(t *testing.T) {
 	r := startRelay(t)
 	sub := subscribe(t, r)
 	conf := emptyConfigDir(t)
-	writeFile(t, conf, "relay.py", fmt.Sprintf("config = dict(relay_inbound=%q)\n", closedAddress(t)))
+	writeFile(t, conf, "relay.py", fmt.Sprintf("config = dict(relay_inbound=%q)\n", freeAddress(t)))
 	res := logger(t, "env\n", []string{"FEDMSG_CONFIG=" + conf, "FEDMSG_RELAY_INBOUND=" + r.Inbound}, "--timeout", "2s")
 	if res.code != 0 {
 		t.Fatalf("exit %d: %s", res.code, res.stderr)
