@@ -167,10 +167,15 @@ def count(endpoint, n, idle):
 
 
 def churn(endpoint, n):
-    ctx = zmq.Context()
     topic = b"org.fedoraproject.prod.bench.churn"
     body = fedmsg(topic, 1, 200)
-    for _ in range(n):
+    ctx = zmq.Context()
+    for i in range(n):
+        if i % 200 == 199:
+            # libzmq reaps closed sockets asynchronously: a fresh context
+            # keeps us under its 1023-socket limit.
+            ctx.term()
+            ctx = zmq.Context()
         p = ctx.socket(zmq.PUB)
         p.setsockopt(zmq.LINGER, 0)
         p.connect(endpoint)
