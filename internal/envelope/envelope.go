@@ -70,7 +70,9 @@ func (b *Builder) Build(modname, topic string, msg json.RawMessage) (string, []b
 	b.sent++
 	full := b.Topic(modname, topic)
 	var compact bytes.Buffer
-	if err := json.Compact(&compact, msg); err != nil {
+	// Python consumers decode the body as UTF-8: replace invalid bytes (they
+	// can only sit inside JSON strings) as Go's and Python's decoders would.
+	if err := json.Compact(&compact, bytes.ToValidUTF8(msg, []byte("\uFFFD"))); err != nil {
 		return "", nil, fmt.Errorf("compact message: %w", err)
 	}
 	body := Body{

@@ -62,6 +62,17 @@ func TestBuild(t *testing.T) {
 	}
 }
 
+func TestBuildRepairsInvalidUTF8(t *testing.T) {
+	b := &Builder{TopicPrefix: "p", Environment: "dev"}
+	_, body, err := b.Build("m", "t", json.RawMessage("{\"log\": \"caf\xe9 ok\"}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(body, []byte("\"msg\":{\"log\":\"caf\uFFFD ok\"}")) {
+		t.Errorf("body %q: invalid byte not replaced by U+FFFD", body)
+	}
+}
+
 func TestBuildRejectsInvalidJSON(t *testing.T) {
 	b := &Builder{TopicPrefix: "p", Environment: "dev"}
 	for _, msg := range []string{``, `{`, `{"a":1} x`} {
