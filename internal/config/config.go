@@ -149,10 +149,26 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	cfg.Path = path
-	if err := cfg.decode(data); err != nil {
-		return nil, err
+	// Values that failed to decode keep their defaults, so validating the
+	// rest still finds its problems: all are reported together.
+	probs := cfg.decode(data)
+	if err := cfg.Validate(); err != nil {
+		probs = append(probs, err.(Problems)...)
 	}
-	return cfg, cfg.Validate()
+	if len(probs) > 0 {
+		sortProblems(probs)
+		return nil, probs
+	}
+	return cfg, nil
+}
+
+func sortProblems(probs Problems) {
+	sort.SliceStable(probs, func(i, j int) bool {
+		if probs[i].Line != probs[j].Line {
+			return probs[i].Line < probs[j].Line
+		}
+		return probs[i].Msg < probs[j].Msg
+	})
 }
 
 // knownKeys are the top-level keys, taken from the struct's yaml tags.
@@ -164,7 +180,7 @@ var knownKeys = func() map[string]bool {
 	return keys
 }()
 
-func (c *Config) decode(data []byte) error {
+func (c *Config) decode(data []byte) Problems {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return Problems{{File: c.Path, Line: yamlErrorLine(err), Msg: err.Error()}}
@@ -195,10 +211,7 @@ func (c *Config) decode(data []byte) error {
 			probs = append(probs, Problem{File: c.Path, Line: v.Line, Key: k.Value, Msg: cleanYAMLError(err)})
 		}
 	}
-	if len(probs) > 0 {
-		return probs
-	}
-	return nil
+	return probs
 }
 
 // line returns the line of a top-level key, or 0.
@@ -223,12 +236,7 @@ func (c *Config) Validate() error {
 		probs = append(probs, check()...)
 	}
 	if len(probs) > 0 {
-		sort.SliceStable(probs, func(i, j int) bool {
-			if probs[i].Line != probs[j].Line {
-				return probs[i].Line < probs[j].Line
-			}
-			return probs[i].Msg < probs[j].Msg
-		})
+		sortProblems(probs)
 		return probs
 	}
 	return nil

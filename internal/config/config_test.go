@@ -53,10 +53,15 @@ func TestLoadReportsEveryProblemWithItsLine(t *testing.T) {
 		key  string
 		frag string
 	}{
+		{1, "relay_inbound", "missing port"},
+		{2, "relay_outbound", "unsupported transport"},
 		{4, "frobnicate", "unknown key"},
 		{5, "max_message_bytes", "cannot unmarshal"},
+		{6, "topic_mismatch", "drop or pass"},
+		{7, "outbound_hwm", "1 to 10000000"},
+		{8, "log_level", "chatty"},
+		{9, "metrics_address", "HOST:PORT"},
 	}
-	// Decoding errors stop before value validation, so only these two appear.
 	if len(probs) != len(want) {
 		t.Fatalf("got %d problems, want %d:\n%v", len(probs), len(want), err)
 	}
