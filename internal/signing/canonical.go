@@ -5,10 +5,10 @@
 //
 // Canonical JSON is what fedmsg signs and validators recompute: Python's
 // json.dumps(json.loads(body), sort_keys=True, separators=(',', ':')) with
-// ensure_ascii. This file reproduces it byte for byte without going through
-// Python's data model: integer literals keep their digits, float literals are
-// printed by Python's repr rules, strings are kept as code point sequences so
-// lone surrogates (valid \u escapes in JSON) survive as Python keeps them.
+// ensure_ascii. Canonical reproduces it byte for byte without a Python data
+// model: integer literals keep their digits, float literals are printed by
+// Python's repr rules, strings keep lone surrogates (valid \u escapes in JSON)
+// as Python does, and keys sort by code point.
 package signing
 
 import (
