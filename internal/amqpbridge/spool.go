@@ -94,6 +94,7 @@ type spool struct {
 	saved      [2]uint64     // commitSeq and sentEnd as last written to the cursor file
 	readable   chan struct{} // cap 1: records were written or dropped
 
+	flushed chan chan struct{} // flush requests to the writer
 	stop    chan struct{}
 	stopped chan struct{}
 }
@@ -110,6 +111,7 @@ func openSpool(dir string, maxBytes int64, log hclog.Logger, events spoolEvents)
 		events:       events,
 		wake:         make(chan struct{}, 1),
 		readable:     make(chan struct{}, 1),
+		flushed:      make(chan chan struct{}),
 		stop:         make(chan struct{}),
 		stopped:      make(chan struct{}),
 	}
@@ -312,6 +314,9 @@ func (s *spool) runWriter() {
 		select {
 		case <-s.wake:
 			s.flushPending()
+		case done := <-s.flushed:
+			s.flushPending()
+			close(done)
 		case <-ticker.C:
 			if err := s.saveCursor(); err != nil {
 				s.log.Error("spool: saving cursor failed", "error", err)
@@ -319,6 +324,16 @@ func (s *spool) runWriter() {
 		case <-s.stop:
 			return
 		}
+	}
+}
+
+// flush waits until the writer wrote everything appended before the call.
+func (s *spool) flush() {
+	done := make(chan struct{})
+	select {
+	case s.flushed <- done:
+		<-done
+	case <-s.stopped:
 	}
 }
 

@@ -1,0 +1,167 @@
+package amqpbridge
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/logging"
+)
+
+func testSpool(t *testing.T, dir string, maxBytes int64) (*spool, map[string]uint64) {
+	t.Helper()
+	dropped := map[string]uint64{}
+	s, err := openSpool(dir, maxBytes, logging.ForTest(t), spoolEvents{
+		appended: func(int) {},
+		dropped:  func(reason string, n uint64) { dropped[reason] += n },
+	})
+	if err != nil {
+		t.Fatalf("openSpool: %v", err)
+	}
+	return s, dropped
+}
+
+// readAll returns the bodies readable from seq on.
+func readAll(t *testing.T, s *spool, seq uint64) []string {
+	t.Helper()
+	r := s.newReader()
+	defer r.closeFile()
+	r.seek(seq)
+	var bodies []string
+	for {
+		rec, ok, err := r.next()
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		if !ok {
+			return bodies
+		}
+		bodies = append(bodies, string(rec.body))
+	}
+}
+
+func lastSegment(t *testing.T, dir string) string {
+	t.Helper()
+	segs, _ := filepath.Glob(filepath.Join(dir, "*"+segmentSuffix))
+	if len(segs) == 0 {
+		t.Fatal("no segment files")
+	}
+	sort.Strings(segs)
+	return segs[len(segs)-1]
+}
+
+func appendFile(t *testing.T, path string, data []byte) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSpoolRecovery writes messages, confirms some, closes the spool, damages
+// its files as a crash or a bad disk would, and checks what a reopened spool
+// resends: every unconfirmed message, in order, and nothing made up.
+func TestSpoolRecovery(t *testing.T) {
+	badCRC := binary.LittleEndian.AppendUint32(nil, 20)
+	badCRC = binary.LittleEndian.AppendUint32(badCRC, 12345)
+	badCRC = append(badCRC, make([]byte, 20)...)
+	tests := []struct {
+		name        string
+		damage      func(t *testing.T, dir string)
+		wantFromSeq uint64 // first message resent
+	}{
+		{"clean", func(*testing.T, string) {}, 30},
+		{"torn header", func(t *testing.T, dir string) { appendFile(t, lastSegment(t, dir), []byte{1, 2, 3}) }, 30},
+		{"torn payload", func(t *testing.T, dir string) {
+			appendFile(t, lastSegment(t, dir), []byte{100, 0, 0, 0, 0, 0, 0, 0, 1, 2})
+		}, 30},
+		{"bad checksum", func(t *testing.T, dir string) { appendFile(t, lastSegment(t, dir), badCRC) }, 30},
+		{"corrupt cursor", func(t *testing.T, dir string) {
+			if err := os.WriteFile(filepath.Join(dir, cursorFile), []byte("garbage"), 0o640); err != nil {
+				t.Fatal(err)
+			}
+		}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s, _ := testSpool(t, dir, 1<<20)
+			for i := range 100 {
+				s.append([]byte("t"), fmt.Appendf(nil, "m%03d", i), time.Now())
+			}
+			s.flush()
+			s.commit(30, 50)
+			if err := s.close(); err != nil {
+				t.Fatal(err)
+			}
+			tt.damage(t, dir)
+
+			s, _ = testSpool(t, dir, 1<<20)
+			defer s.close()
+			commit, sentEnd := s.cursor()
+			got := readAll(t, s, commit)
+			var want []string
+			for i := tt.wantFromSeq; i < 100; i++ {
+				want = append(want, fmt.Sprintf("m%03d", i))
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("%s: after reopen got %d messages %v, want %v", tt.name, len(got), got, want)
+			}
+			if wantSent := map[bool]uint64{true: 0, false: 50}[tt.name == "corrupt cursor"]; sentEnd != wantSent {
+				t.Errorf("%s: sentEnd %d, want %d", tt.name, sentEnd, wantSent)
+			}
+			// New messages continue the sequence after the recovered ones.
+			s.append([]byte("t"), []byte("new"), time.Now())
+			s.flush()
+			if got := readAll(t, s, 100); fmt.Sprint(got) != "[new]" {
+				t.Errorf("%s: message after reopen read as %v", tt.name, got)
+			}
+		})
+	}
+}
+
+// TestSpoolConfirmedSegmentsRemoved checks that confirmed segments leave the
+// disk and that the size gauge follows.
+func TestSpoolConfirmedSegmentsRemoved(t *testing.T) {
+	dir := t.TempDir()
+	s, dropped := testSpool(t, dir, minSpoolBytes)
+	defer s.close()
+	for i := range 2000 {
+		s.append([]byte("t"), fmt.Appendf(nil, "m%04d", i), time.Now())
+		if i%100 == 99 {
+			s.flush()
+		}
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "*"+segmentSuffix))
+	if len(segs) < 3 {
+		t.Fatalf("%d segments for 2000 records, want several", len(segs))
+	}
+	if len(dropped) != 0 {
+		t.Fatalf("dropped %v below the size limit", dropped)
+	}
+	s.commit(2000, 2000)
+	segs, _ = filepath.Glob(filepath.Join(dir, "*"+segmentSuffix))
+	unconfirmed, bytes := s.state()
+	if len(segs) != 1 || unconfirmed != 0 {
+		t.Fatalf("after confirming everything: %d segment files, %d unconfirmed (%d bytes), want only the active segment", len(segs), unconfirmed, bytes)
+	}
+}
+
+// TestPublishAfterClose checks that a closed bridge drops instead of blocking.
+func TestPublishAfterClose(t *testing.T) {
+	cfg := testConfig(t, deadURL(t), "x")
+	bridge := startBridge(t, cfg, nil)
+	bridge.stop()
+	bridge.Publish([]byte("t"), fedmsgBody("t", "2026-x", `{}`))
+	if got := bridge.metric(t, `fedmsg_relay_amqp_dropped_total{reason="closed"}`); got != 1 {
+		t.Fatalf("dropped{closed} = %v, want 1", got)
+	}
+}
