@@ -119,7 +119,9 @@ while True:
             ready = True
             print("READY", flush=True)
         continue
-    print(json.dumps({"topic": topic, "body": frames[1].decode("utf-8")}), flush=True)
+    body = frames[1].decode("utf-8")
+    json.loads(body)  # what every Python consumer does first
+    print(json.dumps({"topic": topic, "body": body}), flush=True)
 `
 
 // received is one message a subscriber saw.
