@@ -20,14 +20,14 @@ import (
 // every test of the package. Stopping and starting it again keeps its node
 // name and mnesia dir, so durable queues and persistent messages survive.
 type testBroker struct {
-	dir                        string
-	node                       string
-	amqpPort, distPort, epmdPt int
-	uid, gid                   uint32
-	env                        []string
-	epmd                       *exec.Cmd
-	server                     *exec.Cmd
-	serverDone                 chan struct{}
+	dir                                 string
+	node                                string
+	amqpPort, tlsPort, distPort, epmdPt int
+	uid, gid                            uint32
+	env                                 []string
+	epmd                                *exec.Cmd
+	server                              *exec.Cmd
+	serverDone                          chan struct{}
 }
 
 var (
@@ -78,7 +78,7 @@ func startTestBroker() (*testBroker, error) {
 	}
 	uid, _ := strconv.ParseUint(u.Uid, 10, 32)
 	gid, _ := strconv.ParseUint(u.Gid, 10, 32)
-	ports, err := freePorts(3)
+	ports, err := freePorts(4)
 	if err != nil {
 		return nil, err
 	}
@@ -89,7 +89,7 @@ func startTestBroker() (*testBroker, error) {
 	b := &testBroker{
 		dir:      dir,
 		node:     fmt.Sprintf("rabbit-test-%d@localhost", os.Getpid()),
-		amqpPort: ports[0], distPort: ports[1], epmdPt: ports[2],
+		amqpPort: ports[0], distPort: ports[1], epmdPt: ports[2], tlsPort: ports[3],
 		uid: uint32(uid), gid: uint32(gid),
 	}
 	if err := b.prepare(); err != nil {
@@ -122,10 +122,31 @@ func (b *testBroker) prepare() error {
 			return fmt.Errorf("broker dir: %w", err)
 		}
 	}
+	if err := writeTestPKI(b.dir); err != nil {
+		return fmt.Errorf("test certificates: %w", err)
+	}
+	definitions, err := brokerDefinitions()
+	if err != nil {
+		return fmt.Errorf("broker definitions: %w", err)
+	}
+	conf := fmt.Sprintf(`listeners.tcp.default = 127.0.0.1:%d
+listeners.ssl.default = 127.0.0.1:%d
+loopback_users = none
+load_definitions = %[3]s/definitions.json
+ssl_options.cacertfile = %[3]s/ca.crt
+ssl_options.certfile = %[3]s/server.crt
+ssl_options.keyfile = %[3]s/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+ssl_cert_login_from = common_name
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = EXTERNAL
+`, b.amqpPort, b.tlsPort, b.dir)
 	files := map[string]string{
-		"rabbitmq.conf": fmt.Sprintf("listeners.tcp.default = 127.0.0.1:%d\nloopback_users = none\n", b.amqpPort),
-		// No plugins: a faster start, and no management listener port to collide.
-		"enabled_plugins": "[].\n",
+		"rabbitmq.conf":    conf,
+		"definitions.json": string(definitions),
+		// Only SASL EXTERNAL: a faster start, and no management listener port to collide.
+		"enabled_plugins": "[rabbitmq_auth_mechanism_ssl].\n",
 	}
 	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(b.dir, name), []byte(content), 0o640); err != nil {
