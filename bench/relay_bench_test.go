@@ -62,13 +62,20 @@ func waitListening(b *testing.B, ep string) {
 	b.Fatalf("nothing listens on %s", ep)
 }
 
-// throughput pushes messages through one target and returns messages per
-// second seen by the subscriber, and how many arrived.
-func throughput(b *testing.B, t target) (float64, int) {
+// result of one run through a target.
+type result struct {
+	rate      float64 // messages per second seen by the subscriber
+	cpuPerMsg float64 // the target's CPU seconds (user+system) per message
+	delivered int
+}
+
+// throughput pushes messages through one target.
+func throughput(b *testing.B, t target) result {
 	inbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
 	outbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
 	proc := t.start(b, inbound, outbound)
 	defer func() { _ = proc.Cmd.Process.Kill(); _ = proc.Cmd.Wait() }()
+	pid := proc.Cmd.Process.Pid
 
 	py := testutil.Python(b)
 	counter := exec.Command(py, testutil.PeerScript(), "count", outbound, strconv.Itoa(messages), "2")
@@ -85,6 +92,7 @@ func throughput(b *testing.B, t target) (float64, int) {
 	}
 	// Benchmark only: give the subscription time to reach the PUB socket.
 	time.Sleep(300 * time.Millisecond)
+	cpuBefore := cpuSeconds(b, pid)
 	if out, err := exec.Command(py, testutil.PeerScript(), "flood", inbound, strconv.Itoa(messages), strconv.Itoa(bodyBytes)).CombinedOutput(); err != nil {
 		b.Fatalf("flood: %v\n%s", err, out)
 	}
@@ -102,7 +110,26 @@ func throughput(b *testing.B, t target) (float64, int) {
 	if res.N < 2 || res.Last <= res.First {
 		b.Fatalf("%s: counter saw %d messages", t.name, res.N)
 	}
-	return float64(res.N-1) / (res.Last - res.First), res.N
+	return result{
+		rate:      float64(res.N-1) / (res.Last - res.First),
+		cpuPerMsg: (cpuSeconds(b, pid) - cpuBefore) / float64(messages),
+		delivered: res.N,
+	}
+}
+
+// cpuSeconds is a process's user+system CPU time so far, from /proc. Unlike
+// wall-clock rates it barely moves when other work shares the machine.
+func cpuSeconds(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Fields after the parenthesised command name; utime and stime are 14 and 15.
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	const clockTicks = 100 // USER_HZ on Linux
+	return (utime + stime) / clockTicks
 }
 
 func median(xs []float64) float64 {
@@ -115,21 +142,26 @@ func median(xs []float64) float64 {
 // median of three rounds each. Target relay/proxy >= 0.7.
 func BenchmarkThroughputVsZMQProxy(b *testing.B) {
 	targets := []target{{"zmq_proxy", proxyTarget}, {"fedmsg-relay", relayTarget}}
-	rates := map[string][]float64{}
+	rates, cpus := map[string][]float64{}, map[string][]float64{}
 	for i := 0; i < b.N; i++ {
 		for r := 0; r < rounds; r++ {
 			for _, t := range targets {
-				rate, n := throughput(b, t)
-				rates[t.name] = append(rates[t.name], rate)
-				fmt.Fprintf(os.Stderr, "round %d %-13s %8.0f msg/s (%d/%d delivered)\n", r+1, t.name, rate, n, messages)
+				res := throughput(b, t)
+				rates[t.name] = append(rates[t.name], res.rate)
+				cpus[t.name] = append(cpus[t.name], res.cpuPerMsg)
+				fmt.Fprintf(os.Stderr, "round %d %-13s %8.0f msg/s, %5.2f us CPU/msg (%d/%d delivered)\n",
+					r+1, t.name, res.rate, res.cpuPerMsg*1e6, res.delivered, messages)
 			}
 		}
 	}
 	proxy, relay := median(rates["zmq_proxy"]), median(rates["fedmsg-relay"])
+	proxyCPU, relayCPU := median(cpus["zmq_proxy"]), median(cpus["fedmsg-relay"])
 	b.ReportMetric(proxy, "proxy-msg/s")
 	b.ReportMetric(relay, "relay-msg/s")
 	b.ReportMetric(relay/proxy, "relay/proxy")
-	fmt.Fprintf(os.Stderr, "median: zmq_proxy %.0f msg/s, fedmsg-relay %.0f msg/s, ratio %.2f (target >= 0.70)\n", proxy, relay, relay/proxy)
+	b.ReportMetric(proxyCPU/relayCPU, "cpu-efficiency-relay/proxy")
+	fmt.Fprintf(os.Stderr, "median: zmq_proxy %.0f msg/s, fedmsg-relay %.0f msg/s, throughput ratio %.2f (target >= 0.70)\n", proxy, relay, relay/proxy)
+	fmt.Fprintf(os.Stderr, "median CPU per message: zmq_proxy %.2f us, fedmsg-relay %.2f us, efficiency ratio %.2f\n", proxyCPU*1e6, relayCPU*1e6, proxyCPU/relayCPU)
 }
 
 // BenchmarkMemory: the relay's RSS idle and after 10,000 connect/send/close
