@@ -104,12 +104,14 @@ pub = ctx.socket(zmq.PUB)
 pub.setsockopt(zmq.LINGER, 1000)
 pub.connect(sys.argv[1])
 time.sleep(0.5)
-for k in range(int(sys.argv[2])):
+n, label = int(sys.argv[2]), sys.argv[3]
+for k in range(n):
     topic = "org.fedoraproject.dev.logger.log"
-    body = {"topic": topic, "msg": {"log": "py-%d" % k}, "timestamp": int(time.time()),
+    body = {"topic": topic, "msg": {"log": "%s-%d" % (label, k)}, "timestamp": int(time.time()),
             "msg_id": "2026-00000000-0000-4000-8000-%012d" % k, "i": k + 1, "username": "py"}
     pub.send_multipart([topic.encode(), json.dumps(body).encode()], flags=zmq.NOBLOCK)
-    time.sleep(0.01)
+    if k + 1 < n:
+        time.sleep(0.01)
 pub.close()
 ctx.term()
 `
@@ -118,7 +120,7 @@ func TestLoggerInterleavedWithPythonProducer(t *testing.T) {
 	r := startRelay(t)
 	sub := subscribe(t, r)
 	const n = 20
-	py := exec.Command(clienttest.RequirePython(t), "-c", pyFedmsgProducer, r.Inbound, fmt.Sprint(n))
+	py := exec.Command(clienttest.RequirePython(t), "-c", pyFedmsgProducer, r.Inbound, fmt.Sprint(n), "py")
 	pyDone := make(chan error, 1)
 	if err := py.Start(); err != nil {
 		t.Fatal(err)
