@@ -81,6 +81,10 @@ func TestPublishFormat(t *testing.T) {
 			}
 		}
 	}
+	// Consumers may see messages before the bridge sees their confirms.
+	waitFor(t, 10*time.Second, "the confirms", func() bool {
+		return bridge.metric(t, "fedmsg_relay_amqp_confirmed_total") >= float64(len(want))
+	})
 	for series, want := range map[string]float64{
 		`fedmsg_relay_amqp_dropped_total{reason="loop"}`:    1,
 		`fedmsg_relay_amqp_dropped_total{reason="invalid"}`: 1,
