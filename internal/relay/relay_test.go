@@ -318,3 +318,22 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// A relay that cannot bind says which address, and leaves nothing open.
+func TestBindConflictIsAClearError(t *testing.T) {
+	tr := startRelay(t, nil)
+	cfg := config.Default()
+	cfg.RelayInbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
+	cfg.RelayOutbound = config.Endpoints{tr.outbound}
+	for i := 0; i < 3; i++ { // repeatedly: a leak would show as a hang or crash
+		_, err := New(cfg, logging.ForTest(t), metrics.NewRegistry())
+		if err == nil || !strings.Contains(err.Error(), "bind "+tr.outbound) {
+			t.Fatalf("New with a taken outbound address: %v", err)
+		}
+	}
+	cfg.RelayOutbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
+	cfg.RelayInbound = config.Endpoints{tr.inbound}
+	if _, err := New(cfg, logging.ForTest(t), metrics.NewRegistry()); err == nil || !strings.Contains(err.Error(), "bind "+tr.inbound) {
+		t.Fatalf("New with a taken inbound address: %v", err)
+	}
+}

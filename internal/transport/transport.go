@@ -87,16 +87,15 @@ type Sockets struct {
 }
 
 // Open creates, configures and binds every socket. On error nothing is left open.
-func Open(o Options) (s *Sockets, err error) {
+func Open(o Options) (_ *Sockets, err error) {
 	ctx, err := zmq.NewContext()
 	if err != nil {
 		return nil, fmt.Errorf("zmq context: %w", err)
 	}
-	s = &Sockets{ctx: ctx, bound: map[*zmq.Socket][]string{}}
+	s := &Sockets{ctx: ctx, bound: map[*zmq.Socket][]string{}}
 	defer func() {
 		if err != nil {
 			s.Close()
-			s = nil
 		}
 	}()
 
