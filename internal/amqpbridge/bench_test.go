@@ -89,3 +89,39 @@ func purge(b *testing.B, url, queue string) {
 		return nil
 	})
 }
+
+// BenchmarkPublish measures the relay hot path's cost of the bridge (broker
+// down, so every message goes to the spool) against the floor for any bridge
+// that keeps a message: copying topic and body into fresh memory.
+func BenchmarkPublish(b *testing.B) {
+	topic := []byte("org.fedoraproject.prod.git.receive")
+	body := fedmsgBody(string(topic), "2026-0b3c9d2e-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
+		`{"commit": {"repo": "rpms/kernel", "branch": "rawhide", "rev": "0123456789abcdef0123456789abcdef01234567", "summary": "Update to 6.13"}}`)
+	var perMessage [2]time.Duration
+	b.Run("copy_baseline", func(b *testing.B) {
+		var keep [][]byte
+		for i := range b.N {
+			msg := make([]byte, 0, len(topic)+len(body))
+			msg = append(append(msg, topic...), body...)
+			if i%1024 == 0 {
+				keep = keep[:0]
+			}
+			keep = append(keep, msg)
+		}
+		perMessage[0] = b.Elapsed() / time.Duration(b.N)
+	})
+	b.Run("bridge_publish", func(b *testing.B) {
+		cfg := testConfig(b, deadURL(b), "x")
+		cfg.SpoolMaxBytes = 64 << 20
+		bridge := startBridge(b, cfg, nil)
+		b.ResetTimer()
+		for range b.N {
+			bridge.Publish(topic, body)
+		}
+		b.StopTimer()
+		perMessage[1] = b.Elapsed() / time.Duration(b.N)
+		if perMessage[0] > 0 {
+			b.ReportMetric(float64(perMessage[1])/float64(perMessage[0]), "x_copy_baseline")
+		}
+	})
+}

@@ -139,16 +139,21 @@ func (b *Bridge) keepConnected(ctx context.Context, direction string, run sessio
 	log := b.log.With("direction", direction, "url", redactURL(b.cfg.URL))
 	delay := b.cfg.ReconnectMin
 	for {
-		progressed, err := b.runSession(ctx, direction, log, run)
+		connected, progressed, err := b.runSession(ctx, direction, log, run)
 		if ctx.Err() != nil {
+			log.Info("amqp: stopped")
 			return
 		}
 		if progressed {
 			delay = b.cfg.ReconnectMin
 		}
-		// Full jitter on the upper half spreads reconnecting relays apart.
+		// Jitter over the upper half of the delay spreads reconnecting relays apart.
 		wait := delay/2 + rand.N(delay/2+1)
-		log.Warn("amqp: broker connection lost, reconnecting", "error", err, "delay", wait.Round(time.Millisecond))
+		what := "amqp: broker connection lost, reconnecting"
+		if !connected {
+			what = "amqp: cannot connect to broker, retrying"
+		}
+		log.Warn(what, "error", err, "delay", wait.Round(time.Millisecond))
 		b.metrics.reconnects[direction].Inc()
 		select {
 		case <-time.After(wait):
@@ -159,10 +164,12 @@ func (b *Bridge) keepConnected(ctx context.Context, direction string, run sessio
 	}
 }
 
-func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Logger, run session) (bool, error) {
+// runSession connects and runs one session; connected tells whether the
+// connection was established at all.
+func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Logger, run session) (connected, progressed bool, err error) {
 	conn, err := b.dial(direction)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	defer conn.Close()
 	log.Info("amqp: connected to broker", "server", conn.RemoteAddr().String())
@@ -198,7 +205,8 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 			}
 		}
 	}()
-	return run(ctx, conn)
+	progressed, err = run(ctx, conn)
+	return true, progressed, err
 }
 
 func (b *Bridge) dial(direction string) (*amqp.Connection, error) {

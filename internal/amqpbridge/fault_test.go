@@ -68,8 +68,8 @@ func TestFaultTolerance(t *testing.T) {
 			unique, dups := got.counts()
 			outOfOrder := firstDeliveryInversions(got)
 			br := bridges.get()
-			t.Logf("%s: sent %d, lost %d, duplicates delivered %d, resent by the last bridge %v, first deliveries out of order %d",
-				tt.name, total, total-unique, dups, br.metric(t, "fedmsg_relay_amqp_duplicates_resent_total"), outOfOrder)
+			t.Logf("%s: sent %d, lost %d, duplicates delivered %d (%d redelivered to the test consumer, %d published again), resent as counted by the last bridge %v, first deliveries out of order %d",
+				tt.name, total, total-unique, dups, got.redelivered(), dups-got.redelivered(), br.metric(t, "fedmsg_relay_amqp_duplicates_resent_total"), outOfOrder)
 			if unique != total {
 				t.Fatalf("lost %d of %d messages", total-unique, total)
 			}

@@ -134,6 +134,20 @@ func (c *collector) counts() (unique, duplicates int) {
 	return len(c.seen), len(c.deliveries) - len(c.seen)
 }
 
+// redelivered returns how many deliveries the broker flagged as redelivered:
+// duplicates caused by the collector's own connection loss, not by the bridge.
+func (c *collector) redelivered() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, d := range c.deliveries {
+		if d.Redelivered {
+			n++
+		}
+	}
+	return n
+}
+
 func (c *collector) snapshot() []amqp.Delivery {
 	c.mu.Lock()
 	defer c.mu.Unlock()

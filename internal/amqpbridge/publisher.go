@@ -73,7 +73,6 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 			rec, ok, err := reader.next()
 			if err != nil {
 				b.log.Error("amqp: spool damaged, skipping to the next segment", "error", err)
-				b.metrics.drop(dropSpoolError, 1)
 				continue
 			}
 			if !ok {

@@ -518,6 +518,12 @@ func (s *spool) close() error {
 	close(s.stop)
 	<-s.stopped
 	s.flushPending()
+	// The page cache survives a relay restart; sync for a host reboot too.
+	if s.active != nil {
+		if err := s.active.Sync(); err != nil {
+			s.log.Error("spool: sync segment failed", "error", err)
+		}
+	}
 	s.closeActive()
 	return s.saveCursor()
 }
@@ -578,9 +584,11 @@ func (r *spoolReader) next() (rec record, ok bool, err error) {
 	rec.seq = r.seq
 	if _, err := readRecord(r.br, &rec); err != nil {
 		// Skip the rest of a damaged segment rather than stall the bridge.
+		s.events.dropped(dropSpoolError, gEnd-r.seq)
+		err = fmt.Errorf("spool: read %s at record %d: %w (%d records skipped)", segmentName(gFirst), r.seq, err, gEnd-r.seq)
 		r.closeFile()
 		r.seq = gEnd
-		return record{}, false, fmt.Errorf("spool: read %s: %w", segmentName(gFirst), err)
+		return record{}, false, err
 	}
 	r.seq++
 	return rec, true, nil
