@@ -1,0 +1,98 @@
+package ansible
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// migrationReport is what testdata/migration_probe.py prints at the end.
+type migrationReport struct {
+	Sent             int              `json:"sent"`
+	ReceivedAny      int              `json:"received_any"`
+	ReceivedFollower int              `json:"received_follower"`
+	LostAny          []int            `json:"lost_any"`
+	LostFollower     []int            `json:"lost_follower"`
+	Switches         []map[string]any `json:"switches"`
+}
+
+// migrate moves the relay from relayA to relayB with playbooks/migrate-relay.yml while
+// a producer following the plain host's relay.py sends one message per 100 ms, and
+// reports what arrived.
+func (f *fixture) migrate(t *testing.T) {
+	from, to := f.relayA, f.relayB
+	stopFile := filepath.Join(t.TempDir(), "stop")
+	probe := exec.Command("/usr/bin/python3", "testdata/migration_probe.py", f.plain.Path("/etc/fedmsg.d/relay.py"),
+		fmt.Sprintf("tcp://%s:%d", from.address, f.ports.outbound),
+		fmt.Sprintf("tcp://%s:%d", to.address, f.ports.outbound), stopFile)
+	var stderr strings.Builder
+	probe.Stderr = &stderr
+	stdout, err := probe.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := probe.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Process.Kill() // a no-op once it has exited
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() || lines.Text() != "ready" {
+		t.Fatalf("migration probe did not start: %q %s", lines.Text(), stderr.String())
+	}
+
+	f.writeInventory(t, to, from)
+	f.play(t, "migrate-relay.yml")
+	if err := os.WriteFile(stopFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !lines.Scan() {
+		t.Fatalf("migration probe gave no report: %s", stderr.String())
+	}
+	if err := probe.Wait(); err != nil {
+		t.Fatalf("migration probe: %v\n%s", err, stderr.String())
+	}
+	var r migrationReport
+	if err := json.Unmarshal(lines.Bytes(), &r); err != nil {
+		t.Fatalf("migration probe report %q: %v", lines.Text(), err)
+	}
+	t.Logf("migration %s -> %s at one message per 100 ms: sent %d; received %d by a listener on both relays "+
+		"(lost %v); %d by a listener following relay.py (lost %v); switches %v",
+		from.Name, to.Name, r.Sent, r.ReceivedAny, r.LostAny, r.ReceivedFollower, r.LostFollower, r.Switches)
+
+	if len(r.Switches) != 2 {
+		t.Errorf("producer and listener switched %d times in total, want once each: %v", len(r.Switches), r.Switches)
+	}
+	if r.Sent == 0 || r.ReceivedAny == 0 {
+		t.Errorf("nothing went through the relays: %+v", r)
+	}
+	if last := r.Sent; len(r.LostFollower) > 0 && r.LostFollower[len(r.LostFollower)-1] == last {
+		t.Errorf("the last message sent (%d) did not reach the listener through the new relay", last)
+	}
+
+	if state, _ := from.Exec("systemctl", "is-active", "fedmsg-relay.service"); strings.TrimSpace(state) != "inactive" {
+		t.Errorf("old relay %s is %q, want inactive", from.Name, strings.TrimSpace(state))
+	}
+	if enabled, _ := from.Exec("systemctl", "is-enabled", "fedmsg-relay.service"); strings.TrimSpace(enabled) != "disabled" {
+		t.Errorf("old relay %s is %q, want disabled", from.Name, strings.TrimSpace(enabled))
+	}
+	if _, user := relayProcess(t, to); user != "fedmsg" {
+		t.Errorf("new relay runs as %q, want fedmsg", user)
+	}
+	for _, h := range []*testHost{f.plain, from, to} {
+		want := fmt.Sprintf("tcp://%s:%d", to.address, f.ports.inbound)
+		if got := readClientConfig(t, h)["relay_inbound"]; mustJSON(got) != mustJSON([]any{want}) {
+			t.Errorf("%s: relay_inbound %v after the move, want [%s]", h.Name, got, want)
+		}
+	}
+	f.sendThroughRelay(t, f.plain)
+
+	report := f.play(t, "migrate-relay.yml")
+	if changed := report.changedTasks(); len(changed) > 0 {
+		t.Errorf("second migration run changed: %v", changed)
+	}
+}
