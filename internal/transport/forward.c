@@ -1,6 +1,7 @@
 #include "forward.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,8 @@ int fwd_add_source(fwd_t *f, void *socket, int kind) {
         errno = EINVAL;
         return -1;
     }
+    size_t len = sizeof(f->fd[0]);
+    if (zmq_getsockopt(socket, ZMQ_FD, &f->fd[f->nsources], &len) != 0) return -1;
     f->source[f->nsources] = socket;
     f->kind[f->nsources] = kind;
     f->nsources++;
@@ -119,20 +122,36 @@ static int drain(fwd_t *f) {
     return f->n;
 }
 
+// readable reports whether any source has a message waiting. Asking
+// ZMQ_EVENTS also processes the socket's pending commands, which is what
+// makes waiting on ZMQ_FD afterwards safe.
+static int readable(fwd_t *f) {
+    for (int s = 0; s < f->nsources; s++) {
+        int events = 0;
+        size_t len = sizeof(events);
+        if (zmq_getsockopt(f->source[s], ZMQ_EVENTS, &events, &len) != 0) return -1;
+        if (events & ZMQ_POLLIN) return 1;
+    }
+    return 0;
+}
+
 int fwd_recv(fwd_t *f, int timeout_ms) {
     f->n = 0;
     if (drain(f) != 0) return f->n > 0 ? f->n : -1;
-    zmq_pollitem_t items[FWD_MAX_SOURCES];
-    for (int s = 0; s < f->nsources; s++) {
-        items[s].socket = f->source[s];
-        items[s].fd = 0;
-        items[s].events = ZMQ_POLLIN;
-        items[s].revents = 0;
+    // Wait with one poll(2) on the sockets' notification fds rather than
+    // zmq_poll, which builds its poll set and polls twice on every call.
+    int r = readable(f);
+    if (r < 0) return -1;
+    if (r == 0) {
+        struct pollfd pfd[FWD_MAX_SOURCES];
+        for (int s = 0; s < f->nsources; s++) {
+            pfd[s].fd = f->fd[s];
+            pfd[s].events = POLLIN;
+            pfd[s].revents = 0;
+        }
+        if (poll(pfd, f->nsources, timeout_ms) < 0 && errno != EINTR) return -1;
     }
-    int rc = zmq_poll(items, f->nsources, timeout_ms);
-    if (rc < 0) return errno == EINTR ? 0 : -1;
-    if (rc == 0) return 0;
-    return drain(f);
+    return drain(f) < 0 ? -1 : f->n;
 }
 
 int fwd_replace_body(fwd_t *f, int i, const void *data, size_t len) {

@@ -24,6 +24,7 @@ typedef struct {
     int nsources;
     void *source[FWD_MAX_SOURCES];
     int kind[FWD_MAX_SOURCES];
+    int fd[FWD_MAX_SOURCES]; // ZMQ_FD of each source, for waiting in poll(2)
     int next_source; // round-robin start, so no source starves the others
 
     const char *reason[FWD_MAX_REASONS];

@@ -50,12 +50,12 @@ func (s *Sockets) Monitor(fn func(ConnEvent)) error {
 	sides := []struct {
 		sock *zmq.Socket
 		side Side
-	}{{s.pub, SideOutbound}, {s.inbound[0], SideInbound}}
-	if len(s.inbound) == 3 {
+	}{{s.pub, SideOutbound}, {s.sub, SideInbound}}
+	if s.confirm != nil {
 		sides = append(sides, struct {
 			sock *zmq.Socket
 			side Side
-		}{s.inbound[1], SideConfirm})
+		}{s.confirm, SideConfirm})
 	}
 	for _, sd := range sides {
 		addr := fmt.Sprintf("inproc://fedmsg-relay-monitor-%s", sd.side)

@@ -41,6 +41,7 @@ type Options struct {
 	Inbound  []string // SUB sockets bind here (fedmsg's relay_inbound)
 	Confirm  []string // ROUTER for confirmed delivery (optional)
 	Outbound []string // PUB binds here (fedmsg's relay_outbound)
+	Inject   bool     // accept messages from in-process producers (NewInjector)
 
 	MaxMessageBytes   int64 // per frame, enforced by libzmq before allocating
 	InboundHWM        int
@@ -79,7 +80,9 @@ const injectEndpoint = "inproc://fedmsg-relay-inject"
 type Sockets struct {
 	ctx     *zmq.Context
 	pub     *zmq.Socket
-	inbound []*zmq.Socket // SUB, ROUTER (if any), PULL, in fwd source order
+	inbound []*zmq.Socket // SUB, ROUTER and PULL if any, in fwd source order
+	sub     *zmq.Socket
+	confirm *zmq.Socket // ROUTER, nil without relay_inbound_confirm
 	bound   map[*zmq.Socket][]string
 	fwd     *C.fwd_t
 	monitor []*monitorSocket
@@ -123,6 +126,7 @@ func Open(o Options) (_ *Sockets, err error) {
 	if err = s.addSource(sub, C.FWD_SUB, o.Inbound); err != nil {
 		return nil, err
 	}
+	s.sub = sub
 	if len(o.Confirm) > 0 {
 		router, err := s.socket(zmq.ROUTER, o, o.Confirm)
 		if err != nil {
@@ -131,13 +135,16 @@ func Open(o Options) (_ *Sockets, err error) {
 		if err = s.addSource(router, C.FWD_ROUTER, o.Confirm); err != nil {
 			return nil, err
 		}
+		s.confirm = router
 	}
-	pull, err := s.socket(zmq.PULL, o, nil)
-	if err != nil {
-		return nil, err
-	}
-	if err = s.addSource(pull, C.FWD_PULL, []string{injectEndpoint}); err != nil {
-		return nil, err
+	if o.Inject {
+		pull, err := s.socket(zmq.PULL, o, nil)
+		if err != nil {
+			return nil, err
+		}
+		if err = s.addSource(pull, C.FWD_PULL, []string{injectEndpoint}); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
 }
@@ -302,7 +309,8 @@ func (s *Sockets) StopInbound() {
 }
 
 // NewInjector returns a socket that other goroutines use, one at a time, to
-// push messages into the relay as if they had arrived inbound.
+// push messages into the relay as if they had arrived inbound. The sockets
+// must have been opened with Options.Inject.
 func (s *Sockets) NewInjector() (*zmq.Socket, error) {
 	push, err := s.ctx.NewSocket(zmq.PUSH)
 	if err != nil {
