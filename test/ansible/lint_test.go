@@ -10,7 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -220,4 +222,49 @@ func TestVariableValidation(t *testing.T) {
 			t.Errorf("%s (vars %v): failure %q lacks %q", tt.name, tt.vars, msg, tt.wantErr)
 		}
 	}
+}
+
+// TestSELinuxPolicyPorts keeps fedmsg_relay_selinux_policy_ports (ports the role leaves
+// to the policy) in step with the port labels of the fedmsg-relay-selinux module and the
+// upstream ports its .te lets the relay bind under their base-policy types.
+func TestSELinuxPolicyPorts(t *testing.T) {
+	cil, err := os.ReadFile(filepath.Join(repoRoot, "selinux/fedmsg_relay_ports.cil"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[int]bool{}
+	for _, m := range regexp.MustCompile(`\(portcon tcp (\d+) `).FindAllStringSubmatch(string(cil), -1) {
+		port, _ := strconv.Atoi(m[1])
+		want[port] = true
+	}
+	te, err := os.ReadFile(filepath.Join(repoRoot, "selinux/fedmsg_relay.te"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Upstream's loopback defaults keep their base-policy types, which the .te binds.
+	for port, iface := range map[int]string{2003: "corenet_tcp_bind_lmtp_port", 4001: "corenet_tcp_bind_kubernetes_port"} {
+		if strings.Contains(string(te), iface+"(fedmsg_relay_t)") {
+			want[port] = true
+		}
+	}
+	var defaults struct {
+		Ports []int `yaml:"fedmsg_relay_selinux_policy_ports"`
+	}
+	readYAML(t, filepath.Join(ansibleDir, "roles/fedmsg_relay/defaults/main.yml"), &defaults)
+	got := map[int]bool{}
+	for _, p := range defaults.Ports {
+		got[p] = true
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("fedmsg_relay_selinux_policy_ports = %v, but the SELinux module lets the relay bind %v",
+			sortedKeys(intKeys(got)), sortedKeys(intKeys(want)))
+	}
+}
+
+func intKeys(m map[int]bool) map[string]bool {
+	s := map[string]bool{}
+	for k := range m {
+		s[strconv.Itoa(k)] = true
+	}
+	return s
 }
