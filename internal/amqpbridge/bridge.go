@@ -87,13 +87,10 @@ func loadTLS(cfg Config) (*tls.Config, error) {
 }
 
 // Publish hands one relayed message to the bridge. It copies topic and body
-// and returns at once; it never waits for the disk or the broker. Messages
-// injected by an AMQP bridge are skipped so they do not loop.
+// and returns at once; it never waits for the disk or the broker, and does not
+// parse the body. Messages injected by an AMQP bridge (username "amqp-bridge")
+// are skipped by the publisher, off this path, so they do not loop.
 func (b *Bridge) Publish(topic, body []byte) {
-	if fromBridge(body) {
-		b.metrics.drop(dropLoop, 1)
-		return
-	}
 	if ok, reason := b.spool.append(topic, body, time.Now()); !ok {
 		b.metrics.drop(reason, 1)
 	}

@@ -32,10 +32,13 @@ const (
 	maxShortString = 255
 )
 
-var bridgeUsernameJSON = []byte(`"` + BridgeUsername + `"`)
-
-// errInvalid marks a message that can never be published (and so is dropped).
-var errInvalid = errors.New("invalid message")
+var (
+	// errInvalid marks a message that can never be published (and so is dropped).
+	errInvalid = errors.New("invalid message")
+	// errLoop marks a message an AMQP bridge injected into the bus: bridging
+	// it back would loop.
+	errLoop = errors.New("message injected by an AMQP bridge")
+)
 
 // fedmsgEnvelope is the part of a fedmsg body the bridge reads.
 type fedmsgEnvelope struct {
@@ -44,19 +47,9 @@ type fedmsgEnvelope struct {
 	Username string          `json:"username"`
 }
 
-// fromBridge reports whether a fedmsg body was injected by an AMQP bridge. The
-// byte search keeps the full parse off the hot path for all other messages.
-func fromBridge(body []byte) bool {
-	if !bytes.Contains(body, bridgeUsernameJSON) {
-		return false
-	}
-	var env struct {
-		Username string `json:"username"`
-	}
-	return json.Unmarshal(body, &env) == nil && env.Username == BridgeUsername
-}
-
-// toPublishing converts a fedmsg message to its fedora-messaging form.
+// toPublishing converts a fedmsg message to its fedora-messaging form. It
+// returns errLoop for messages injected by an AMQP bridge and errInvalid for
+// those fedora-messaging cannot carry.
 func toPublishing(topic, body []byte, received time.Time) (amqp.Publishing, error) {
 	if len(topic) == 0 || len(topic) > maxShortString || !utf8.Valid(topic) {
 		return amqp.Publishing{}, fmt.Errorf("%w: topic must be 1..%d bytes of UTF-8", errInvalid, maxShortString)
@@ -64,6 +57,9 @@ func toPublishing(topic, body []byte, received time.Time) (amqp.Publishing, erro
 	var env fedmsgEnvelope
 	if err := json.Unmarshal(body, &env); err != nil {
 		return amqp.Publishing{}, fmt.Errorf("%w: body: %v", errInvalid, err)
+	}
+	if env.Username == BridgeUsername {
+		return amqp.Publishing{}, errLoop
 	}
 	msg := bytes.TrimSpace(env.Msg)
 	if len(msg) == 0 || msg[0] != '{' {

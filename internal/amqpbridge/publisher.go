@@ -80,8 +80,12 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 			}
 			msg, err := toPublishing(rec.topic, rec.body, rec.received)
 			if err != nil {
-				b.log.Debug("amqp: dropping message", "topic", string(rec.topic), "error", err)
-				b.metrics.drop(dropInvalid, 1)
+				reason := dropInvalid
+				if errors.Is(err, errLoop) {
+					reason = dropLoop
+				}
+				b.log.Debug("amqp: not bridging message", "topic", string(rec.topic), "reason", err)
+				b.metrics.drop(reason, 1)
 				pending = append(pending, inflight{seq: rec.seq})
 				settle()
 				continue

@@ -290,6 +290,8 @@ func (s *spool) append(topic, body []byte, received time.Time) (ok bool, reason 
 		s.pendingMu.Unlock()
 		return false, dropBufferFull
 	}
+	// Only the first record of a batch wakes the writer, which takes them all.
+	wake := len(s.pending) == 0
 	// The writer fills in the CRC, keeping the checksum work off this path.
 	s.pending = binary.LittleEndian.AppendUint32(s.pending, uint32(size-recordHeaderBytes))
 	s.pending = binary.LittleEndian.AppendUint32(s.pending, 0)
@@ -299,9 +301,11 @@ func (s *spool) append(topic, body []byte, received time.Time) (ok bool, reason 
 	s.pending = append(s.pending, body...)
 	s.pendingRecords++
 	s.pendingMu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	if wake {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
 	}
 	return true, ""
 }
@@ -343,8 +347,9 @@ func (s *spool) flushPending() {
 	batch, records := s.pending, s.pendingRecords
 	s.pending, s.pendingRecords = s.spare[:0], 0
 	s.pendingMu.Unlock()
+	// Keep the buffer's capacity for the next swap: Publish then never grows it.
+	s.spare = batch[:0]
 	if records == 0 {
-		s.spare = batch
 		return
 	}
 	for len(batch) > 0 {
@@ -355,7 +360,6 @@ func (s *spool) flushPending() {
 		}
 		batch = batch[n:]
 	}
-	s.spare = batch[:0]
 	s.events.appended(records)
 	select {
 	case s.readable <- struct{}{}:

@@ -5,18 +5,23 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	zmq "github.com/pebbe/zmq4"
 )
 
 // ErrNoRelay means no address answered within the timeout.
 var ErrNoRelay = errors.New("no relay answered")
+
+// retryInterval is how often a refused connection is retried before the
+// timeout, as libzmq's reconnect interval does (a relay may be starting).
+const retryInterval = 100 * time.Millisecond
 
 // RefusedError is the relay's refusal of one message (`refused:<reason>`).
 type RefusedError struct{ Reason string }
@@ -26,150 +31,146 @@ func (e *RefusedError) Error() string { return "relay refused the message: " + e
 // Conn is a connection to one relay, chosen among the addresses dialled.
 type Conn struct {
 	Addr    string // the address that answered
-	ctx     *zmq.Context
-	sock    *zmq.Socket
+	z       *zmtpConn
 	timeout time.Duration
 	confirm bool
-	log     hclog.Logger
 }
 
-// DialPublisher connects a PUB-side (XPUB) socket to every address of
-// relay_inbound and keeps the first whose relay subscribes to a prefix of
-// topic: the subscription arriving proves the relay's SUB socket is attached,
-// so a message sent now is not lost to the slow-joiner race fedmsg papered
-// over with post_init_sleep.
+// DialPublisher connects as a PUB socket to every address of relay_inbound
+// and keeps the first whose relay subscribes to a prefix of topic: the
+// subscription arriving proves the relay's SUB socket is attached, so a
+// message sent now is not lost to the slow-joiner race fedmsg papered over
+// with post_init_sleep.
 func DialPublisher(addrs []string, topic string, timeout time.Duration, log hclog.Logger) (*Conn, error) {
-	return dial(addrs, timeout, false, func(s *zmq.Socket) (bool, error) {
-		for {
-			frame, err := s.RecvBytes(zmq.DONTWAIT)
-			if zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) {
-				return false, nil
-			}
-			if err != nil {
-				return false, fmt.Errorf("read subscription: %w", err)
-			}
-			if len(frame) > 0 && frame[0] == 1 && strings.HasPrefix(topic, string(frame[1:])) {
-				return true, nil
-			}
+	return dial(addrs, timeout, log, false, func(z *zmtpConn) error {
+		if _, err := handshakeAs(z, "PUB", "SUB", "XSUB"); err != nil {
+			return err
 		}
-	}, log)
+		return z.waitSubscription(topic)
+	})
 }
 
-// DialConfirmer connects a DEALER socket to every address of
-// relay_inbound_confirm and keeps the first whose connection completes.
+// DialConfirmer connects as a DEALER socket to every address of
+// relay_inbound_confirm and keeps the first whose ROUTER completes the
+// handshake.
 func DialConfirmer(addrs []string, timeout time.Duration, log hclog.Logger) (*Conn, error) {
-	return dial(addrs, timeout, true, nil, log)
+	return dial(addrs, timeout, log, true, func(z *zmtpConn) error {
+		_, err := handshakeAs(z, "DEALER", "ROUTER")
+		return err
+	})
 }
 
-// dial connects one socket per address and waits until one is ready: for a
-// publisher, ready(sock) on input; for a confirmer, writable, which with
-// ZMQ_IMMEDIATE means the connection to the relay is complete.
-func dial(addrs []string, timeout time.Duration, confirm bool, ready func(*zmq.Socket) (bool, error), log hclog.Logger) (*Conn, error) {
+func handshakeAs(z *zmtpConn, socketType string, peerTypes ...string) (*zmtpConn, error) {
+	hz, err := handshake(z.Conn, socketType, peerTypes...)
+	if err == nil {
+		*z = *hz
+	}
+	return z, err
+}
+
+// attempt is the outcome of dialling one address.
+type attempt struct {
+	addr string
+	z    *zmtpConn
+	err  error
+}
+
+// dial tries every address at once until one is ready or the timeout ends.
+func dial(addrs []string, timeout time.Duration, log hclog.Logger, confirm bool, ready func(*zmtpConn) error) (*Conn, error) {
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("%w: no relay address configured", ErrNoRelay)
 	}
-	ctx, err := zmq.NewContext()
-	if err != nil {
-		return nil, fmt.Errorf("zmq context: %w", err)
-	}
-	deadline := time.Now().Add(timeout)
-	poller := zmq.NewPoller()
-	socks := map[*zmq.Socket]string{}
-	closeAll := func(keep *zmq.Socket) {
-		for s := range socks {
-			if s != keep {
-				_ = s.SetLinger(0)
-				_ = s.Close()
-			}
-		}
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	results := make(chan attempt, len(addrs))
+	var wg sync.WaitGroup
 	for _, addr := range addrs {
-		s, err := newSocket(ctx, addr, confirm, timeout)
-		if err != nil {
-			log.Warn("cannot use relay address", "address", addr, "error", err)
-			continue
-		}
-		socks[s] = addr
-		if confirm {
-			poller.Add(s, zmq.POLLOUT)
-		} else {
-			poller.Add(s, zmq.POLLIN)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results <- tryAddress(ctx, addr, ready, log)
+		}()
+	}
+	go func() { wg.Wait(); close(results) }()
+
+	var winner *Conn
+	var failures []string
+	for a := range results {
+		switch {
+		case a.err != nil:
+			failures = append(failures, fmt.Sprintf("%s (%v)", a.addr, a.err))
+		case winner == nil:
+			winner = &Conn{Addr: a.addr, z: a.z, timeout: timeout, confirm: confirm}
+			log.Debug("relay ready", "address", a.addr)
+			cancel() // stop the other attempts
+		default:
+			a.z.Close()
 		}
 	}
-	for len(socks) > 0 {
-		left := time.Until(deadline)
-		if left <= 0 {
-			break
-		}
-		polled, err := poller.Poll(left)
-		if err != nil {
-			closeAll(nil)
-			_ = ctx.Term()
-			return nil, fmt.Errorf("poll relay sockets: %w", err)
-		}
-		for _, p := range polled {
-			ok := confirm
-			if !confirm {
-				if ok, err = ready(p.Socket); err != nil {
-					log.Warn("relay connection failed", "address", socks[p.Socket], "error", err)
-					continue
-				}
-			}
-			if ok {
-				closeAll(p.Socket)
-				log.Debug("relay ready", "address", socks[p.Socket], "after", timeout-time.Until(deadline))
-				return &Conn{Addr: socks[p.Socket], ctx: ctx, sock: p.Socket, timeout: timeout, confirm: confirm, log: log}, nil
-			}
-		}
+	if winner != nil {
+		return winner, nil
 	}
-	closeAll(nil)
-	_ = ctx.Term()
-	return nil, fmt.Errorf("%w within %s (tried %s)", ErrNoRelay, timeout, strings.Join(addrs, ", "))
+	return nil, fmt.Errorf("%w within %s (tried %s)", ErrNoRelay, timeout, strings.Join(failures, ", "))
 }
 
-func newSocket(ctx *zmq.Context, addr string, confirm bool, timeout time.Duration) (*zmq.Socket, error) {
-	kind := zmq.XPUB
-	if confirm {
-		kind = zmq.DEALER
+// tryAddress connects and runs ready, retrying refused connections until
+// ctx ends.
+func tryAddress(ctx context.Context, addr string, ready func(*zmtpConn) error, log hclog.Logger) attempt {
+	for {
+		conn, err := dialAddress(ctx, addr)
+		if err == nil {
+			deadline, _ := ctx.Deadline()
+			conn.SetDeadline(deadline)
+			// Unblock the handshake when another address wins first.
+			stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+			z := &zmtpConn{Conn: conn}
+			err = ready(z)
+			stop()
+			if err == nil {
+				conn.SetDeadline(time.Time{})
+				return attempt{addr: addr, z: z}
+			}
+			conn.Close()
+		}
+		if errors.Is(err, errUnsupportedEndpoint) {
+			return attempt{addr: addr, err: err}
+		}
+		log.Debug("relay not ready", "address", addr, "error", err)
+		select {
+		case <-ctx.Done():
+			return attempt{addr: addr, err: lastError(ctx, err)}
+		case <-time.After(retryInterval):
+		}
 	}
-	s, err := ctx.NewSocket(kind)
-	if err != nil {
-		return nil, fmt.Errorf("socket: %w", err)
+}
+
+// lastError reports why an address never became ready.
+func lastError(ctx context.Context, err error) error {
+	if errors.Is(err, io.EOF) {
+		return errors.New("connection closed by peer")
 	}
-	opts := []error{s.SetSndtimeo(timeout), s.SetRcvtimeo(timeout), s.SetLinger(timeout)}
-	if confirm {
-		// Queue nothing until the connection is up, so writable means connected.
-		opts = append(opts, s.SetImmediate(true))
-	} else {
-		// Block (up to the timeout) rather than drop when the queue is full.
-		opts = append(opts, s.SetXpubNodrop(true))
+	if ctx.Err() != nil && err != nil && strings.Contains(err.Error(), "i/o timeout") {
+		return errors.New("no answer")
 	}
-	if err := errors.Join(opts...); err != nil {
-		_ = s.Close()
-		return nil, fmt.Errorf("socket options: %w", err)
-	}
-	if err := s.Connect(addr); err != nil {
-		_ = s.Close()
-		return nil, fmt.Errorf("connect %s: %w", addr, err)
-	}
-	return s, nil
+	return err
 }
 
 // Send sends one two-frame message. On a confirmer it returns only once the
 // relay answered: nil for `ok`, a *RefusedError for `refused:<reason>`, an
 // error when no answer came within the timeout.
 func (c *Conn) Send(topic string, body []byte) error {
-	if _, err := c.sock.SendMessage(topic, body); err != nil {
+	c.z.SetDeadline(time.Now().Add(c.timeout))
+	if err := c.z.writeMessage([]byte(topic), body); err != nil {
 		return fmt.Errorf("send to %s: %w", c.Addr, err)
 	}
 	if !c.confirm {
 		return nil
 	}
-	reply, err := c.sock.RecvBytes(0)
+	reply, err := c.z.readMessage()
 	if err != nil {
 		return fmt.Errorf("no confirmation from %s within %s: %w", c.Addr, c.timeout, err)
 	}
-	switch r := string(reply); {
+	switch r := string(reply[len(reply)-1]); {
 	case r == "ok":
 		return nil
 	case strings.HasPrefix(r, "refused:"):
@@ -179,15 +180,25 @@ func (c *Conn) Send(topic string, body []byte) error {
 	}
 }
 
-// Close waits up to the timeout for queued messages to leave, then releases
-// the socket.
+// Close ends the connection. For a publisher it first half-closes and waits
+// (up to the timeout) for the relay to close its side, which it does only
+// after reading everything we sent: the bytes have really left.
 func (c *Conn) Close() error {
-	err := c.sock.Close()
-	if termErr := c.ctx.Term(); err == nil {
-		err = termErr
+	defer c.z.Close()
+	if c.confirm {
+		return nil
 	}
-	if err != nil {
+	c.z.SetDeadline(time.Now().Add(c.timeout))
+	type closeWriter interface{ CloseWrite() error }
+	cw, ok := c.z.Conn.(closeWriter)
+	if !ok {
+		return nil
+	}
+	if err := cw.CloseWrite(); err != nil {
 		return fmt.Errorf("close connection to %s: %w", c.Addr, err)
+	}
+	if _, err := io.Copy(io.Discard, c.z.r); err != nil {
+		return fmt.Errorf("relay %s did not acknowledge the end of the stream: %w", c.Addr, err)
 	}
 	return nil
 }

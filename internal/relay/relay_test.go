@@ -8,15 +8,18 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/config"
 	"github.com/fedora-infra/fedmsg-relay/internal/logging"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+	"github.com/fedora-infra/fedmsg-relay/internal/wire"
 )
 
 // testRelay is a relay running in this process on free loopback ports.
@@ -336,4 +339,78 @@ func TestBindConflictIsAClearError(t *testing.T) {
 	if _, err := New(cfg, logging.ForTest(t), metrics.NewRegistry()); err == nil || !strings.Contains(err.Error(), "bind "+tr.inbound) {
 		t.Fatalf("New with a taken inbound address: %v", err)
 	}
+}
+
+// ipc:// and IPv6 tcp:// endpoints work for producers and listeners alike.
+func TestIPCAndIPv6Endpoints(t *testing.T) {
+	dir := t.TempDir()
+	tr := startRelay(t, func(c *config.Config) {
+		c.IPv6 = true
+		c.RelayInbound = config.Endpoints{"ipc://" + filepath.Join(dir, "in.sock"), fmt.Sprintf("tcp://[::1]:%d", testutil.FreePort(t))}
+		c.RelayOutbound = config.Endpoints{fmt.Sprintf("tcp://[::1]:%d", testutil.FreePort(t))}
+	})
+	for _, in := range tr.cfg.RelayInbound {
+		msg := [][]byte{[]byte(testTopic), fedmsgBody(testTopic, 1, `, "via": "`+in+`"`)}
+		got := testutil.RunScenario(t, testutil.Scenario{
+			Inbound: in, Outbound: tr.outbound, Subscribers: 1, Producers: [][][][]byte{{msg}}, Idle: 0.3,
+		})[0]
+		if len(got) != 1 || !bytes.Equal(got[0][1], msg[1]) {
+			t.Errorf("via %s to %s: got %q", in, tr.outbound, got)
+		}
+	}
+}
+
+// Drops are logged at most once per interval and reason, with a count of
+// those not logged, so a flood of bad input cannot flood the log.
+func TestDropLogIsRateLimited(t *testing.T) {
+	var logBuf syncBuffer
+	cfg := config.Default()
+	cfg.RelayInbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
+	cfg.RelayOutbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
+	cfg.DropLogInterval = time.Hour
+	r, err := New(cfg, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info}), metrics.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done; r.Close() }()
+
+	pub := newSocket(t, zmq.PUB)
+	must(t, pub.SetSndhwm(0))
+	must(t, pub.Connect(cfg.RelayInbound[0]))
+	const floods = 2000
+	deadline := time.Now().Add(10 * time.Second)
+	for sent := 0; ; sent++ {
+		_, _ = pub.SendMessage(testTopic, "not json")
+		_, _ = pub.SendMessage(testTopic)
+		if sent >= floods && r.stats.dropped[wire.BodyNotJSON].Value() >= floods {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay saw %d of the bad messages", r.stats.dropped[wire.BodyNotJSON].Value())
+		}
+	}
+	lines := strings.Count(logBuf.String(), "dropped message")
+	if lines != 2 { // one per reason: body_not_json and frames
+		t.Fatalf("%d drop log lines for %d drops, want 2:\n%s", lines, 2*floods, logBuf.String())
+	}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -51,6 +51,7 @@ def scenario():
         s = ctx.socket(zmq.SUB)
         s.setsockopt(zmq.SUBSCRIBE, b"")
         s.setsockopt(zmq.RCVHWM, 0)
+        s.setsockopt(zmq.IPV6, 1)  # lets tcp://[::1]:N work; IPv4 unaffected
         s.connect(spec["outbound"])
         subs.append(s)
     pubs = []
@@ -58,6 +59,7 @@ def scenario():
         p = ctx.socket(zmq.PUB)
         p.setsockopt(zmq.SNDHWM, 0)
         p.setsockopt(zmq.LINGER, 5000)
+        p.setsockopt(zmq.IPV6, 1)
         p.connect(spec["inbound"])
         pubs.append(p)
     poller = zmq.Poller()
