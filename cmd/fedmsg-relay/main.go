@@ -111,6 +111,13 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	if err := loadCrypto(cfg, r, log); err != nil {
 		return err
 	}
+	if cfg.AMQP.Enabled() {
+		stopBridge, err := startBridge(cfg, r, log.Named(logging.NameAMQP), reg)
+		if err != nil {
+			return err
+		}
+		defer stopBridge()
+	}
 	if cfg.MonitoringEndpoint != "" {
 		mon, err := r.StartMonitoring(log.Named(logging.NameMonitoring))
 		if err != nil {

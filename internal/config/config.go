@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge"
 )
 
 // DefaultPath is where packaged installs keep the configuration.
@@ -66,6 +68,9 @@ type Config struct {
 	CRL                string              `yaml:"crl"`
 	RoutingPolicy      map[string][]string `yaml:"routing_policy"`
 	RoutingNitpicky    bool                `yaml:"routing_nitpicky"`
+
+	// AMQP bridges every published message to RabbitMQ (off without amqp.url).
+	AMQP amqpbridge.Config `yaml:"amqp"`
 
 	// lines maps each top-level key to its line in the file, for error messages.
 	lines map[string]int
@@ -152,6 +157,9 @@ func Load(path string) (*Config, error) {
 	// Values that failed to decode keep their defaults, so validating the
 	// rest still finds its problems: all are reported together.
 	probs := cfg.decode(data)
+	if cfg.AMQP.Enabled() {
+		cfg.AMQP.SetDefaults()
+	}
 	if err := cfg.Validate(); err != nil {
 		probs = append(probs, err.(Problems)...)
 	}
@@ -206,12 +214,24 @@ func (c *Config) decode(data []byte) Problems {
 		}
 		c.lines[k.Value] = k.Line
 		// Decode each key on its own so that one bad value does not hide the others.
-		single := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{k, v}}
-		if err := single.Decode(c); err != nil {
+		if err := decodeStrict(k, v, c); err != nil {
 			probs = append(probs, Problem{File: c.Path, Line: v.Line, Key: k.Value, Msg: cleanYAMLError(err)})
 		}
 	}
 	return probs
+}
+
+// decodeStrict decodes one key's value into c, rejecting unknown keys in
+// nested sections too (yaml.Node.Decode alone would ignore them).
+func decodeStrict(k, v *yaml.Node, c *Config) error {
+	single := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{k, v}}
+	raw, err := yaml.Marshal(single)
+	if err != nil {
+		return err
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	return dec.Decode(c)
 }
 
 // line returns the line of a top-level key, or 0.
@@ -232,6 +252,7 @@ func (c *Config) Validate() error {
 		c.validateMetrics,
 		c.validateMonitoring,
 		c.validateSigning,
+		c.validateAMQP,
 	} {
 		probs = append(probs, check()...)
 	}

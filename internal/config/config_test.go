@@ -130,3 +130,22 @@ func TestMissingFile(t *testing.T) {
 		t.Fatalf("want a not-exist read error, got %v", err)
 	}
 }
+
+func TestAMQPSection(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("amqp:\n  url: amqp://guest:guest@127.0.0.1:5672/%2F\n  spool_dir: "+dir+"\n"), 0o644)
+	cfg, err := Load(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.AMQP.Enabled() || cfg.AMQP.Exchange != "zmq.topic" {
+		t.Errorf("amqp = %+v, want enabled with the default exchange zmq.topic", cfg.AMQP)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("log_level: info\namqp:\n  url: http://example\n  bogus: 1\n"), 0o644)
+	_, err = Load(bad)
+	if err == nil || !strings.Contains(err.Error(), "bogus") || !strings.Contains(err.Error(), "amqp") {
+		t.Fatalf("want unknown nested key and a bad url reported, got %v", err)
+	}
+}

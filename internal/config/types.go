@@ -84,5 +84,11 @@ func cleanYAMLError(err error) string {
 	if i := strings.Index(msg, ": "); i >= 0 && strings.HasPrefix(msg, "line ") {
 		msg = msg[i+2:]
 	}
+	// "field bogus not found in type amqpbridge.Config"
+	if name, ok := strings.CutPrefix(msg, "field "); ok {
+		if name, _, ok = strings.Cut(name, " not found in type"); ok {
+			return "unknown key " + name
+		}
+	}
 	return msg
 }

@@ -61,6 +61,7 @@ func New(cfg *config.Config, log hclog.Logger, reg *metrics.Registry) (*Relay, e
 		Inbound:           cfg.RelayInbound,
 		Confirm:           cfg.RelayInboundConfirm,
 		Outbound:          cfg.RelayOutbound,
+		Inject:            cfg.AMQP.Enabled() && cfg.AMQP.Consume.Queue != "",
 		MaxMessageBytes:   cfg.MaxMessageBytes,
 		InboundHWM:        cfg.InboundHWM,
 		OutboundHWM:       cfg.OutboundHWM,
