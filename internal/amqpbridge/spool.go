@@ -36,7 +36,8 @@ const (
 	maxSegmentBytes    = 16 << 20
 	// pendingLimit bounds the in-memory buffer between Publish and the spool
 	// writer; it only fills if the disk stalls.
-	pendingLimit = 16 << 20
+	pendingLimit        = 16 << 20
+	initialPendingBytes = 1 << 20
 	// cursorSaveInterval bounds how many confirmed messages a crash re-sends.
 	cursorSaveInterval = time.Second
 )
@@ -110,10 +111,13 @@ func openSpool(dir string, maxBytes int64, log hclog.Logger, events spoolEvents)
 		log:          log,
 		events:       events,
 		wake:         make(chan struct{}, 1),
-		readable:     make(chan struct{}, 1),
-		flushed:      make(chan chan struct{}),
-		stop:         make(chan struct{}),
-		stopped:      make(chan struct{}),
+		// Start both buffers big enough that Publish rarely grows one.
+		pending:  make([]byte, 0, initialPendingBytes),
+		spare:    make([]byte, 0, initialPendingBytes),
+		readable: make(chan struct{}, 1),
+		flushed:  make(chan chan struct{}),
+		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
 	}
 	if err := s.load(); err != nil {
 		return nil, err
