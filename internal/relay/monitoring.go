@@ -2,14 +2,12 @@ package relay
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
-	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	zmq "github.com/pebbe/zmq4"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 )
 
 // The names Fedora's nagios checks look for (check_fedmsg_consumers and
@@ -24,55 +22,36 @@ const (
 type Monitoring struct {
 	relay    *Relay
 	log      hclog.Logger
-	endpoint string
 	interval time.Duration
-	sock     *zmq.Socket
+	pub      *transport.StatusPublisher
 	quit     chan struct{}
 	done     chan struct{}
-	sent     atomic.Uint64
 }
 
-// StartMonitoring binds the monitoring PUB socket, sets the mode of its ipc
-// socket file and publishes a status every interval until Stop.
+// StartMonitoring binds the monitoring socket and publishes a status every
+// interval until Stop.
 func (r *Relay) StartMonitoring(log hclog.Logger) (*Monitoring, error) {
-	endpoint := r.cfg.MonitoringEndpoint
-	sock, err := r.sockets.Context().NewSocket(zmq.PUB)
+	pub, err := r.sockets.OpenStatusPublisher(r.cfg.MonitoringEndpoint, os.FileMode(r.cfg.MonitoringSocketMode))
 	if err != nil {
-		return nil, fmt.Errorf("monitoring socket: %w", err)
+		return nil, err
 	}
-	if err := sock.SetLinger(0); err != nil {
-		sock.Close()
-		return nil, fmt.Errorf("monitoring socket: %w", err)
-	}
-	if err := sock.Bind(endpoint); err != nil {
-		sock.Close()
-		return nil, fmt.Errorf("bind %s: %w", endpoint, err)
-	}
-	if path, ok := strings.CutPrefix(endpoint, "ipc://"); ok && !strings.HasPrefix(path, "@") {
-		// nagios (group nrpe) must be able to write to the socket file.
-		if err := os.Chmod(path, os.FileMode(r.cfg.MonitoringSocketMode)); err != nil {
-			sock.Close()
-			return nil, fmt.Errorf("monitoring socket mode: %w", err)
-		}
-	}
-	m := &Monitoring{relay: r, log: log, endpoint: endpoint, interval: r.cfg.MonitoringInterval,
-		sock: sock, quit: make(chan struct{}), done: make(chan struct{})}
+	m := &Monitoring{relay: r, log: log, interval: r.cfg.MonitoringInterval,
+		pub: pub, quit: make(chan struct{}), done: make(chan struct{})}
 	go m.loop()
-	log.Info("publishing status", "endpoint", endpoint, "interval", m.interval)
+	log.Info("publishing status", "endpoint", r.cfg.MonitoringEndpoint, "interval", m.interval)
 	return m, nil
 }
 
 func (m *Monitoring) loop() {
 	defer close(m.done)
-	defer m.sock.Close()
+	defer m.pub.Close()
 	tick := time.NewTicker(m.interval)
 	defer tick.Stop()
 	for {
 		// The original publishes a single frame, no topic.
-		if _, err := m.sock.SendBytes(m.status(), zmq.DONTWAIT); err != nil {
+		if err := m.pub.Send(m.status()); err != nil {
 			m.log.Warn("publish status", "error", err)
 		}
-		m.sent.Add(1)
 		select {
 		case <-m.quit:
 			return

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	zmq "github.com/pebbe/zmq4"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
@@ -98,15 +97,15 @@ func (s *stats) add(b *batchCounts) {
 
 // connEvent counts libzmq socket monitor events.
 func (s *stats) connEvent(ev transport.ConnEvent) {
-	switch {
-	case ev.Kind == zmq.EVENT_ACCEPTED:
+	switch ev.Kind() {
+	case transport.Accepted:
 		s.accepted[ev.Side].Inc()
 		s.connections[ev.Side].Add(1)
-	case ev.Kind == zmq.EVENT_DISCONNECTED:
+	case transport.Disconnected:
 		s.connections[ev.Side].Add(-1)
-	case ev.Kind == zmq.EVENT_ACCEPT_FAILED:
+	case transport.AcceptFailed:
 		s.acceptFailures[ev.Side].Inc()
-	case ev.Kind&(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL|zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL|zmq.EVENT_HANDSHAKE_FAILED_AUTH) != 0:
+	case transport.HandshakeFailed:
 		s.handshakeFailures[ev.Side].Inc()
 	}
 }

@@ -22,9 +22,9 @@ const (
 // ConnEvent is one libzmq socket monitor event of interest.
 type ConnEvent struct {
 	Side     Side
-	Kind     zmq.Event
 	Endpoint string
 	Value    int // errno for failures, fd for accepts
+	zmqEvent zmq.Event
 }
 
 // monitoredEvents are those the relay counts: connections coming and going,
@@ -86,9 +86,36 @@ func (s *Sockets) Monitor(fn func(ConnEvent)) error {
 				if err != nil {
 					continue // timeout: check quit
 				}
-				fn(ConnEvent{Side: side, Kind: kind, Endpoint: ep, Value: value})
+				fn(ConnEvent{Side: side, Endpoint: ep, Value: value, zmqEvent: kind})
 			}
 		}(sd.side)
 	}
 	return nil
+}
+
+// EventKind classifies connection events for counting.
+type EventKind int
+
+// Connection event kinds.
+const (
+	Accepted EventKind = iota
+	Disconnected
+	AcceptFailed
+	HandshakeFailed
+	OtherEvent
+)
+
+// Kind maps the libzmq event to what the relay counts.
+func (e ConnEvent) Kind() EventKind {
+	switch {
+	case e.zmqEvent == zmq.EVENT_ACCEPTED:
+		return Accepted
+	case e.zmqEvent == zmq.EVENT_DISCONNECTED:
+		return Disconnected
+	case e.zmqEvent == zmq.EVENT_ACCEPT_FAILED:
+		return AcceptFailed
+	case e.zmqEvent&(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL|zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL|zmq.EVENT_HANDSHAKE_FAILED_AUTH) != 0:
+		return HandshakeFailed
+	}
+	return OtherEvent
 }
