@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -42,11 +44,12 @@ type Conn struct {
 // message sent now is not lost to the slow-joiner race fedmsg papered over
 // with post_init_sleep.
 func DialPublisher(addrs []string, topic string, timeout time.Duration, log hclog.Logger) (*Conn, error) {
-	return dial(addrs, timeout, log, false, func(z *zmtpConn) error {
-		if _, err := handshakeAs(z, "PUB", "SUB", "XSUB"); err != nil {
-			return err
+	return dial(addrs, timeout, log, false, func(c net.Conn) (*zmtpConn, error) {
+		z, err := handshake(c, "PUB", "SUB", "XSUB")
+		if err != nil {
+			return nil, err
 		}
-		return z.waitSubscription(topic)
+		return z, z.waitSubscription(topic)
 	})
 }
 
@@ -54,18 +57,9 @@ func DialPublisher(addrs []string, topic string, timeout time.Duration, log hclo
 // relay_inbound_confirm and keeps the first whose ROUTER completes the
 // handshake.
 func DialConfirmer(addrs []string, timeout time.Duration, log hclog.Logger) (*Conn, error) {
-	return dial(addrs, timeout, log, true, func(z *zmtpConn) error {
-		_, err := handshakeAs(z, "DEALER", "ROUTER")
-		return err
+	return dial(addrs, timeout, log, true, func(c net.Conn) (*zmtpConn, error) {
+		return handshake(c, "DEALER", "ROUTER")
 	})
-}
-
-func handshakeAs(z *zmtpConn, socketType string, peerTypes ...string) (*zmtpConn, error) {
-	hz, err := handshake(z.Conn, socketType, peerTypes...)
-	if err == nil {
-		*z = *hz
-	}
-	return z, err
 }
 
 // attempt is the outcome of dialling one address.
@@ -76,7 +70,7 @@ type attempt struct {
 }
 
 // dial tries every address at once until one is ready or the timeout ends.
-func dial(addrs []string, timeout time.Duration, log hclog.Logger, confirm bool, ready func(*zmtpConn) error) (*Conn, error) {
+func dial(addrs []string, timeout time.Duration, log hclog.Logger, confirm bool, ready func(net.Conn) (*zmtpConn, error)) (*Conn, error) {
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("%w: no relay address configured", ErrNoRelay)
 	}
@@ -113,9 +107,10 @@ func dial(addrs []string, timeout time.Duration, log hclog.Logger, confirm bool,
 	return nil, fmt.Errorf("%w within %s (tried %s)", ErrNoRelay, timeout, strings.Join(failures, ", "))
 }
 
-// tryAddress connects and runs ready, retrying refused connections until
-// ctx ends.
-func tryAddress(ctx context.Context, addr string, ready func(*zmtpConn) error, log hclog.Logger) attempt {
+// tryAddress connects and runs ready, retrying failed attempts until ctx
+// ends; it reports the last failure that was not the end of ctx itself.
+func tryAddress(ctx context.Context, addr string, ready func(net.Conn) (*zmtpConn, error), log hclog.Logger) attempt {
+	var reason error
 	for {
 		conn, err := dialAddress(ctx, addr)
 		if err == nil {
@@ -123,8 +118,8 @@ func tryAddress(ctx context.Context, addr string, ready func(*zmtpConn) error, l
 			conn.SetDeadline(deadline)
 			// Unblock the handshake when another address wins first.
 			stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-			z := &zmtpConn{Conn: conn}
-			err = ready(z)
+			var z *zmtpConn
+			z, err = ready(conn)
 			stop()
 			if err == nil {
 				conn.SetDeadline(time.Time{})
@@ -135,21 +130,24 @@ func tryAddress(ctx context.Context, addr string, ready func(*zmtpConn) error, l
 		if errors.Is(err, errUnsupportedEndpoint) {
 			return attempt{addr: addr, err: err}
 		}
+		if ctx.Err() == nil || reason == nil {
+			reason = err
+		}
 		log.Debug("relay not ready", "address", addr, "error", err)
 		select {
 		case <-ctx.Done():
-			return attempt{addr: addr, err: lastError(ctx, err)}
+			return attempt{addr: addr, err: describe(reason)}
 		case <-time.After(retryInterval):
 		}
 	}
 }
 
-// lastError reports why an address never became ready.
-func lastError(ctx context.Context, err error) error {
-	if errors.Is(err, io.EOF) {
-		return errors.New("connection closed by peer")
-	}
-	if ctx.Err() != nil && err != nil && strings.Contains(err.Error(), "i/o timeout") {
+// describe words the usual reasons an address never became ready.
+func describe(err error) error {
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		return fmt.Errorf("connection closed by peer: %w", err)
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return errors.New("no answer")
 	}
 	return err

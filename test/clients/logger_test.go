@@ -256,9 +256,11 @@ func TestLoggerThousandRuns(t *testing.T) {
 	r := startRelay(t)
 	sub := subscribe(t, r)
 	const runs = 1000
+	env := []string{"FEDMSG_CONFIG=" + emptyConfigDir(t)}
 	start := time.Now()
 	for k := 0; k < runs; k++ {
-		if res := logger(t, "", nil, "--relay", r.Inbound, "--message", fmt.Sprintf("run-%d", k)); res.code != 0 {
+		res := runCmd(t, "", env, bin("fedmsg-logger"), "--relay", r.Inbound, "--message", fmt.Sprintf("run-%d", k))
+		if res.code != 0 {
 			t.Fatalf("run %d: exit %d: %s", k, res.code, res.stderr)
 		}
 	}
