@@ -1,6 +1,6 @@
 module github.com/fedora-infra/fedmsg-relay
 
-go 1.26.8
+go 1.24
 
 require (
 	github.com/hashicorp/go-hclog v1.6.3

@@ -209,7 +209,9 @@ func TestSignVerifyConcurrent(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for range 8 {
-		wg.Go(func() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
 			for range 20 {
 				signed, err := signer.Sign(body)
 				if err == nil {
@@ -220,7 +222,7 @@ func TestSignVerifyConcurrent(t *testing.T) {
 					return
 				}
 			}
-		})
+		}()
 	}
 	wg.Wait()
 	close(errs)
