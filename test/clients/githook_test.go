@@ -258,3 +258,12 @@ func nextCommit(t *testing.T, sub *subscriber) gitCommit {
 	}
 	return body.Msg.Commit
 }
+
+// TestGitHookShellcheck lints the hook: it runs on servers we do not watch,
+// where a bash pitfall would silently drop messages.
+func TestGitHookShellcheck(t *testing.T) {
+	shellcheck := clienttest.Require(t, "shellcheck")
+	if out, err := exec.Command(shellcheck, "--shell=bash", "../../contrib/git/post-receive").CombinedOutput(); err != nil {
+		t.Errorf("shellcheck: %v\n%s", err, out)
+	}
+}
