@@ -18,7 +18,10 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 )
 
-const dialTimeout = 10 * time.Second
+const (
+	dialTimeout  = 10 * time.Second
+	closeTimeout = 2 * time.Second
+)
 
 // Bridge copies relayed messages to RabbitMQ and, when configured, consumed
 // RabbitMQ messages into the bus. Publish is safe for concurrent use.
@@ -168,7 +171,8 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 	if err != nil {
 		return false, false, err
 	}
-	defer conn.Close()
+	// A bounded close: a frozen or partitioned broker never answers close-ok.
+	defer func() { conn.CloseDeadline(time.Now().Add(closeTimeout)) }()
 	log.Info("amqp: connected to broker", "server", conn.RemoteAddr().String())
 	b.metrics.connected[direction].Set(1)
 	defer b.metrics.connected[direction].Set(0)
@@ -194,7 +198,7 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 				select {
 				case <-sessionDone:
 				case <-time.After(shutdownConfirmWait + time.Second):
-					conn.Close()
+					conn.CloseDeadline(time.Now().Add(closeTimeout))
 				}
 				return
 			case <-sessionDone:

@@ -267,6 +267,18 @@ func (b *testBroker) stop() error {
 	}
 }
 
+// freeze stops (SIGSTOP) or resumes (SIGCONT) the node's whole process group.
+func (b *testBroker) freeze(t testing.TB, stop bool) {
+	t.Helper()
+	sig := syscall.SIGCONT
+	if stop {
+		sig = syscall.SIGSTOP
+	}
+	if err := syscall.Kill(-b.server.Process.Pid, sig); err != nil {
+		t.Fatalf("signal %v to the broker: %v", sig, err)
+	}
+}
+
 func (b *testBroker) shutdown() {
 	b.stop()
 	if b.epmd != nil && b.epmd.Process != nil {

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // TestFaultTolerance streams 50,000 messages through the bridge while the
@@ -176,4 +178,77 @@ func TestSpoolFull(t *testing.T) {
 			t.Fatalf("delivery %d: message id %s, want %s (the newest %v, in order)", i, d.MessageId, want, kept)
 		}
 	}
+}
+
+// TestNackResend makes the broker nack (a queue limited to 10 messages that
+// rejects publishes when full) and checks that the bridge republishes from
+// the oldest unconfirmed message, in order, until every message is taken.
+func TestNackResend(t *testing.T) {
+	b := requireBroker(t)
+	exchange, queue := testName(t), testName(t)
+	withChannel(t, b.url(), func(ch *amqp.Channel) error {
+		if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+			return err
+		}
+		args := amqp.Table{"x-max-length": int32(10), "x-overflow": "reject-publish"}
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, args); err != nil {
+			return err
+		}
+		return ch.QueueBind(queue, "#", exchange, false, nil)
+	})
+	bridge := startBridge(t, testConfig(t, b.url(), exchange), nil)
+	const total = 50
+	for i := range total {
+		bridge.Publish([]byte("t.nack"), fedmsgBody("t.nack", fmt.Sprintf("2026-nack-%03d", i), `{}`))
+	}
+	waitFor(t, 10*time.Second, "a nack and a reconnect", func() bool {
+		return bridge.metric(t, "fedmsg_relay_amqp_nacked_total") >= 1 &&
+			bridge.metric(t, `fedmsg_relay_amqp_reconnects_total{direction="publish"}`) >= 1
+	})
+	got := startCollector(t, b.url(), queue) // drains the queue: the resends get in
+	waitFor(t, 30*time.Second, "every message", func() bool {
+		unique, _ := got.counts()
+		return unique == total
+	})
+	if n := firstDeliveryInversions(got); n != 0 {
+		t.Errorf("%d messages arrived before an older one", n)
+	}
+	t.Logf("nacked %v, resent %v, reconnects %v", bridge.metric(t, "fedmsg_relay_amqp_nacked_total"),
+		bridge.metric(t, "fedmsg_relay_amqp_duplicates_resent_total"), bridge.metric(t, `fedmsg_relay_amqp_reconnects_total{direction="publish"}`))
+}
+
+// TestConfirmTimeout freezes the broker (SIGSTOP) so confirms stop coming:
+// the bridge must give up on the connection after confirm_timeout, reconnect
+// once the broker runs again, and lose nothing.
+func TestConfirmTimeout(t *testing.T) {
+	b := requireBroker(t)
+	exchange, queue := testName(t), testName(t)
+	declareQueue(t, b.url(), exchange, queue)
+	got := startCollector(t, b.url(), queue)
+	cfg := testConfig(t, b.url(), exchange)
+	cfg.ConfirmTimeout = time.Second
+	bridge := startBridge(t, cfg, nil)
+	waitFor(t, 10*time.Second, "the bridge to connect", func() bool {
+		return bridge.metric(t, `fedmsg_relay_amqp_connected{direction="publish"}`) == 1
+	})
+	b.freeze(t, true)
+	frozen := true
+	t.Cleanup(func() {
+		if frozen {
+			b.freeze(t, false)
+		}
+	})
+	const total = 100
+	for i := range total {
+		bridge.Publish([]byte("t.timeout"), fedmsgBody("t.timeout", fmt.Sprintf("2026-timeout-%03d", i), `{}`))
+	}
+	waitFor(t, 10*time.Second, "the confirm timeout", func() bool {
+		return bridge.metric(t, `fedmsg_relay_amqp_reconnects_total{direction="publish"}`) >= 1
+	})
+	b.freeze(t, false)
+	frozen = false
+	waitFor(t, 30*time.Second, "every message", func() bool {
+		unique, _ := got.counts()
+		return unique == total
+	})
 }
