@@ -202,12 +202,19 @@ func verifyBodies(t testing.TB, ssldir string, sent, got [][]byte) []verdict {
 	return verdicts
 }
 
-// signBodies signs each body with certname's key in Python, as fedmsg.publish does.
-func signBodies(t testing.TB, ssldir, certname string, bodies ...[]byte) [][]byte {
+// toSign is a body to sign with a certificate of the test PKI.
+type toSign struct {
+	certname string
+	body     []byte
+}
+
+// signBodies signs each body with its certname's key in Python, as
+// fedmsg.publish does, in one run of the script.
+func signBodies(t testing.TB, ssldir string, bodies ...toSign) [][]byte {
 	t.Helper()
 	requests := make([]any, len(bodies))
-	for i, body := range bodies {
-		requests[i] = map[string]any{"certname": certname, "body": body}
+	for i, b := range bodies {
+		requests[i] = map[string]any{"certname": b.certname, "body": b.body}
 	}
 	lines := strings.Fields(string(runScript(t, jsonLines(t, requests), "sign", ssldir)))
 	if len(lines) != len(bodies) {
