@@ -3,7 +3,8 @@
 #
 #   rpm/build-rpm.sh [rpmbuild options]     e.g. --without check
 #
-# Results: build/SRPMS/*.src.rpm and build/RPMS/<arch>/*.rpm.
+# Results: build/SRPMS/*.src.rpm and build/RPMS/<arch>/*.rpm ($BUILD_DIR
+# instead of build/ when set, as the tests do).
 # Source0 is the tree's tracked and new (not ignored) files; Source1 is
 # `go mod vendor` of it, so rpmbuild itself needs no network (Go modules come
 # from the module cache or GOPROXY here). On Debian, whose rpm lacks Fedora's
@@ -15,7 +16,7 @@ cd "$repo"
 name=fedmsg-relay
 spec=$name.spec
 version=$(awk '$1 == "Version:" { print $2; exit }' "$spec")
-build=$repo/build
+build=${BUILD_DIR:-$repo/build}
 top=$build/rpmbuild
 rm -rf "$top" && mkdir -p "$top/SOURCES" "$build/SRPMS" "$build/RPMS"
 stage=$(mktemp -d)
