@@ -3,6 +3,7 @@ package amqpbridge
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -36,12 +37,26 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if fuzzing() {
+		// Fuzzing needs no broker, and each fuzz worker process runs TestMain.
+		os.Exit(m.Run())
+	}
 	broker, brokerErr = startTestBroker()
 	code := m.Run()
 	if broker != nil {
 		broker.shutdown()
 	}
 	os.Exit(code)
+}
+
+func fuzzing() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
 
 // requireBroker skips the test when RabbitMQ is not available, except under

@@ -36,7 +36,10 @@ const (
 	maxSegmentBytes    = 16 << 20
 	// pendingLimit bounds the in-memory buffer between Publish and the spool
 	// writer; it only fills if the disk stalls.
-	pendingLimit        = 16 << 20
+	pendingLimit = 16 << 20
+	// maxRecordBytes bounds one message (far above the relay's max_message_bytes)
+	// so a corrupt length never makes the reader allocate gigabytes.
+	maxRecordBytes      = 64 << 20
 	initialPendingBytes = 1 << 20
 	// cursorSaveInterval bounds how many confirmed messages a crash re-sends.
 	cursorSaveInterval = time.Second
@@ -218,7 +221,7 @@ func readRecord(br *bufio.Reader, rec *record) (int, error) {
 		return 0, fmt.Errorf("record header: %w", err)
 	}
 	length := binary.LittleEndian.Uint32(hdr[0:4])
-	if length < payloadHeaderBytes || length > 1<<30 {
+	if length < payloadHeaderBytes || length > maxRecordBytes {
 		return 0, fmt.Errorf("record length %d out of range", length)
 	}
 	payload := make([]byte, length)
@@ -285,6 +288,9 @@ func (s *spool) saveCursor() error {
 // disk or the broker; it reports false (and the reason) when it had to drop.
 func (s *spool) append(topic, body []byte, received time.Time) (ok bool, reason string) {
 	size := recordHeaderBytes + payloadHeaderBytes + len(topic) + len(body)
+	if size-recordHeaderBytes > maxRecordBytes {
+		return false, dropInvalid
+	}
 	s.pendingMu.Lock()
 	if s.closed {
 		s.pendingMu.Unlock()
