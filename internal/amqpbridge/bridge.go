@@ -100,8 +100,9 @@ func (b *Bridge) Publish(topic, body []byte) {
 }
 
 // Run publishes spooled messages, and consumes the configured queue into
-// inject, until ctx is done. inject must publish one message into the bus; a
-// delivery is acknowledged only after inject returned nil.
+// inject, until ctx is done; broker failures are retried, never returned, so
+// it returns nil. inject must publish one message into the bus; a delivery is
+// acknowledged only after inject returned nil.
 func (b *Bridge) Run(ctx context.Context, inject func(topic, body []byte) error) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -109,6 +110,9 @@ func (b *Bridge) Run(ctx context.Context, inject func(topic, body []byte) error)
 		defer wg.Done()
 		b.keepConnected(ctx, directionPublish, b.publishSession)
 	}()
+	if b.cfg.Consume.Queue != "" && inject == nil {
+		b.log.Warn("amqp: amqp.consume.queue is set but no inject function was given; not consuming")
+	}
 	if b.cfg.Consume.Queue != "" && inject != nil {
 		wg.Add(1)
 		go func() {
