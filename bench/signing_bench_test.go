@@ -1,0 +1,136 @@
+package bench
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/signing/signingtest"
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+)
+
+// signedMessages is what one signed run pushes: signing costs an RSA-2048
+// private-key operation per message, hundreds per second, so the unsigned
+// run's count would take minutes.
+const signedMessages = 3000
+
+// signingRelayTarget runs the relay with --sign and a 2048-bit key pair from
+// ssldir, otherwise configured as relayTarget.
+func signingRelayTarget(ssldir string) func(b *testing.B, inbound, outbound string) *testutil.Process {
+	return func(b *testing.B, inbound, outbound string) *testutil.Process {
+		cfg := testutil.WriteFile(b, "relay.yaml", fmt.Sprintf(`
+relay_inbound: %s
+relay_outbound: %s
+inbound_hwm: 1000000
+outbound_hwm: 1000000
+log_level: warn
+ssldir: %s
+certnames: {signing_relay: signing_relay}
+`, inbound, outbound, ssldir))
+		p := testutil.Start(b, testutil.Binary(b, "fedmsg-relay"), "--config", cfg, "--sign")
+		waitListening(b, outbound)
+		return p
+	}
+}
+
+// BenchmarkSigningVsUnsignedRelay: 1 KiB fedmsg bodies from a pyzmq PUB
+// through the relay signing with a 2048-bit RSA key (signedMessages per run)
+// and through the unsigned relay (messages per run), alternating, median of
+// three rounds each; reports both rates, CPU per message and the ratios.
+func BenchmarkSigningVsUnsignedRelay(b *testing.B) {
+	pki, err := signingtest.Generate(signingtest.Cert{Name: "signing_relay"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ssldir := b.TempDir()
+	if err := pki.WriteDir(ssldir); err != nil {
+		b.Fatal(err)
+	}
+	targets := []struct {
+		target
+		messages int
+	}{
+		{target{"unsigned", relayTarget}, messages},
+		{target{"signed", signingRelayTarget(ssldir)}, signedMessages},
+	}
+	rates, cpus := map[string][]float64{}, map[string][]float64{}
+	for i := 0; i < b.N; i++ {
+		for r := 0; r < rounds; r++ {
+			for _, t := range targets {
+				res := throughputOf(b, t.target, t.messages)
+				rates[t.name] = append(rates[t.name], res.rate)
+				cpus[t.name] = append(cpus[t.name], res.cpuPerMsg)
+				fmt.Fprintf(os.Stderr, "round %d %-8s relay %8.0f msg/s, %8.2f us CPU/msg (%d/%d delivered)\n",
+					r+1, t.name, res.rate, res.cpuPerMsg*1e6, res.delivered, t.messages)
+			}
+		}
+	}
+	unsigned, signed := median(rates["unsigned"]), median(rates["signed"])
+	unsignedCPU, signedCPU := median(cpus["unsigned"]), median(cpus["signed"])
+	b.ReportMetric(unsigned, "unsigned-msg/s")
+	b.ReportMetric(signed, "signed-msg/s")
+	b.ReportMetric(signed/unsigned, "signed/unsigned")
+	b.ReportMetric(signedCPU*1e6, "signed-us-CPU/msg")
+	fmt.Fprintf(os.Stderr, "median (RSA-%d): unsigned relay %.0f msg/s, signed relay %.0f msg/s, throughput ratio signed/unsigned %.4f (1/%.0f)\n",
+		signingtest.KeyBits, unsigned, signed, signed/unsigned, unsigned/signed)
+	fmt.Fprintf(os.Stderr, "median CPU per message: unsigned %.2f us, signed %.2f us (%.0fx)\n",
+		unsignedCPU*1e6, signedCPU*1e6, signedCPU/unsignedCPU)
+}
+
+// throughputOf pushes n messages through one target and measures what the
+// subscriber saw and the target's CPU per message.
+//
+// It is throughput (relay_bench_test.go) with the message count as a
+// parameter; once throughput's callers use throughputOf(b, t, messages),
+// throughput can go.
+func throughputOf(b *testing.B, t target, n int) result {
+	inbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
+	outbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
+	proc := t.start(b, inbound, outbound)
+	defer func() { _ = proc.Cmd.Process.Kill(); _ = proc.Cmd.Wait() }()
+	pid := proc.Cmd.Process.Pid
+
+	py := testutil.Python(b)
+	counter := exec.Command(py, testutil.PeerScript(), "count", outbound, strconv.Itoa(n), "2")
+	out, err := counter.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := counter.Start(); err != nil {
+		b.Fatal(err)
+	}
+	lines := bufio.NewScanner(out)
+	if !lines.Scan() || lines.Text() != "ready" {
+		b.Fatalf("counter did not start: %q", lines.Text())
+	}
+	// Benchmark only: give the subscription time to reach the PUB socket.
+	time.Sleep(300 * time.Millisecond)
+	cpuBefore := cpuSeconds(b, pid)
+	if out, err := exec.Command(py, testutil.PeerScript(), "flood", inbound, strconv.Itoa(n), strconv.Itoa(bodyBytes)).CombinedOutput(); err != nil {
+		b.Fatalf("flood: %v\n%s", err, out)
+	}
+	if !lines.Scan() {
+		b.Fatal("counter printed no result")
+	}
+	var res struct {
+		N           int
+		First, Last float64
+	}
+	if err := json.Unmarshal(lines.Bytes(), &res); err != nil {
+		b.Fatal(err)
+	}
+	_ = counter.Wait()
+	if res.N < 2 || res.Last <= res.First {
+		b.Fatalf("%s: counter saw %d messages", t.name, res.N)
+	}
+	return result{
+		rate:      float64(res.N-1) / (res.Last - res.First),
+		cpuPerMsg: (cpuSeconds(b, pid) - cpuBefore) / float64(n),
+		delivered: res.N,
+	}
+}
