@@ -32,7 +32,7 @@ func BenchmarkBridge(b *testing.B) {
 		for range b.N {
 			bridge.Publish(topic, body)
 		}
-		for bridge.metric(b, "fedmsg_relay_amqp_confirmed_total") < float64(b.N) {
+		for bridge.metrics.confirmed.Value() < uint64(b.N) {
 			time.Sleep(time.Millisecond)
 		}
 		b.StopTimer()
