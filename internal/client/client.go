@@ -31,11 +31,17 @@ type RefusedError struct{ Reason string }
 func (e *RefusedError) Error() string { return "relay refused the message: " + e.Reason }
 
 // Conn is a connection to one relay, chosen among the addresses dialled.
+// When the relay goes away (a restart under a long-running producer), the
+// next Send dials the addresses again, as libzmq would reconnect.
 type Conn struct {
 	Addr    string // the address that answered
 	z       *zmtpConn
 	timeout time.Duration
 	confirm bool
+	log     hclog.Logger
+	redial  func() (*Conn, error)
+	gone    chan struct{} // publisher: closed once the relay closed its side
+	broken  bool          // confirmer: the last exchange failed
 }
 
 // DialPublisher connects as a PUB socket to every address of relay_inbound
@@ -44,22 +50,39 @@ type Conn struct {
 // message sent now is not lost to the slow-joiner race fedmsg papered over
 // with post_init_sleep.
 func DialPublisher(addrs []string, topic string, timeout time.Duration, log hclog.Logger) (*Conn, error) {
-	return dial(addrs, timeout, log, false, func(c net.Conn) (*zmtpConn, error) {
+	c, err := dial(addrs, timeout, log, false, func(c net.Conn) (*zmtpConn, error) {
 		z, err := handshake(c, "PUB", "SUB", "XSUB")
 		if err != nil {
 			return nil, err
 		}
 		return z, z.waitSubscription(topic)
 	})
+	if err != nil {
+		return nil, err
+	}
+	c.redial = func() (*Conn, error) { return DialPublisher(addrs, topic, timeout, log) }
+	// The relay sends a publisher nothing we need after the subscription;
+	// reading on is how we learn that it closed the connection.
+	c.gone = make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, c.z.r)
+		close(c.gone)
+	}()
+	return c, nil
 }
 
 // DialConfirmer connects as a DEALER socket to every address of
 // relay_inbound_confirm and keeps the first whose ROUTER completes the
 // handshake.
 func DialConfirmer(addrs []string, timeout time.Duration, log hclog.Logger) (*Conn, error) {
-	return dial(addrs, timeout, log, true, func(c net.Conn) (*zmtpConn, error) {
+	c, err := dial(addrs, timeout, log, true, func(c net.Conn) (*zmtpConn, error) {
 		return handshake(c, "DEALER", "ROUTER")
 	})
+	if err != nil {
+		return nil, err
+	}
+	c.redial = func() (*Conn, error) { return DialConfirmer(addrs, timeout, log) }
+	return c, nil
 }
 
 // attempt is the outcome of dialling one address.
@@ -94,7 +117,7 @@ func dial(addrs []string, timeout time.Duration, log hclog.Logger, confirm bool,
 		case a.err != nil:
 			failures = append(failures, fmt.Sprintf("%s (%v)", a.addr, a.err))
 		case winner == nil:
-			winner = &Conn{Addr: a.addr, z: a.z, timeout: timeout, confirm: confirm}
+			winner = &Conn{Addr: a.addr, z: a.z, timeout: timeout, confirm: confirm, log: log}
 			log.Debug("relay ready", "address", a.addr)
 			cancel() // stop the other attempts
 		default:
@@ -157,13 +180,42 @@ func describe(err error) error {
 // relay answered: nil for `ok`, a *RefusedError for `refused:<reason>`, an
 // error when no answer came within the timeout.
 func (c *Conn) Send(topic string, body []byte) error {
-	c.z.SetDeadline(time.Now().Add(c.timeout))
+	if c.lost() {
+		c.log.Warn("connection to the relay lost, dialling again", "address", c.Addr)
+		fresh, err := c.redial()
+		if err != nil {
+			return err
+		}
+		c.z.Close()
+		*c = *fresh
+	}
+	err := c.exchange(topic, body)
+	var refused *RefusedError
+	c.broken = err != nil && !errors.As(err, &refused)
+	return err
+}
+
+func (c *Conn) lost() bool {
+	if c.confirm {
+		return c.broken
+	}
+	select {
+	case <-c.gone:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *Conn) exchange(topic string, body []byte) error {
+	c.z.SetWriteDeadline(time.Now().Add(c.timeout))
 	if err := c.z.writeMessage([]byte(topic), body); err != nil {
 		return fmt.Errorf("send to %s: %w", c.Addr, err)
 	}
 	if !c.confirm {
 		return nil
 	}
+	c.z.SetReadDeadline(time.Now().Add(c.timeout))
 	reply, err := c.z.readMessage()
 	if err != nil {
 		return fmt.Errorf("no confirmation from %s within %s: %w", c.Addr, c.timeout, err)
@@ -186,17 +238,16 @@ func (c *Conn) Close() error {
 	if c.confirm {
 		return nil
 	}
-	c.z.SetDeadline(time.Now().Add(c.timeout))
 	type closeWriter interface{ CloseWrite() error }
-	cw, ok := c.z.Conn.(closeWriter)
-	if !ok {
+	if cw, ok := c.z.Conn.(closeWriter); ok {
+		if err := cw.CloseWrite(); err != nil {
+			return fmt.Errorf("close connection to %s: %w", c.Addr, err)
+		}
+	}
+	select {
+	case <-c.gone:
 		return nil
+	case <-time.After(c.timeout):
+		return fmt.Errorf("relay %s did not acknowledge the end of the stream within %s", c.Addr, c.timeout)
 	}
-	if err := cw.CloseWrite(); err != nil {
-		return fmt.Errorf("close connection to %s: %w", c.Addr, err)
-	}
-	if _, err := io.Copy(io.Discard, c.z.r); err != nil {
-		return fmt.Errorf("relay %s did not acknowledge the end of the stream: %w", c.Addr, err)
-	}
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -57,24 +58,41 @@ func bin(name string) string { return filepath.Join(binDir, name) }
 // relay is a running bin/fedmsg-relay under test.
 type relay struct {
 	Inbound, Outbound, Confirm string
+	proc                       *exec.Cmd
 }
 
 // startRelay starts fedmsg-relay on free loopback ports for the test's
-// lifetime, with any extra YAML config lines, and returns once its inbound
-// socket subscribes (a publisher dialled to it has seen its subscription).
+// lifetime, with any extra YAML config lines.
 func startRelay(t testing.TB, extraConfig ...string) *relay {
 	t.Helper()
 	r := &relay{Inbound: freeAddress(t), Outbound: freeAddress(t), Confirm: freeAddress(t)}
+	r.start(t, extraConfig...)
+	return r
+}
+
+// start runs the relay on r's addresses and returns once its inbound socket
+// subscribes (a publisher dialled to it has seen its subscription).
+func (r *relay) start(t testing.TB, extraConfig ...string) {
+	t.Helper()
 	conf := writeFile(t, t.TempDir(), "relay.yaml", fmt.Sprintf(
 		"relay_inbound: %s\nrelay_outbound: %s\nrelay_inbound_confirm: %s\n%s\n",
 		r.Inbound, r.Outbound, r.Confirm, strings.Join(extraConfig, "\n")))
-	startProcess(t, exec.Command(bin("fedmsg-relay"), "--config", conf))
+	r.proc = exec.Command(bin("fedmsg-relay"), "--config", conf)
+	startProcess(t, r.proc)
 	conn, err := client.DialPublisher([]string{r.Inbound}, "", 10*time.Second, clienttest.Logger(t))
 	if err != nil {
 		t.Fatalf("fedmsg-relay did not start: %v", err)
 	}
 	conn.Close()
-	return r
+}
+
+// stop ends the relay the way a restart does.
+func (r *relay) stop(t testing.TB) {
+	t.Helper()
+	if err := r.proc.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = r.proc.Process.Wait()
 }
 
 // startProcess starts cmd, kills it at the end of the test, and returns its

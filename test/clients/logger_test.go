@@ -273,3 +273,40 @@ func TestLoggerThousandRuns(t *testing.T) {
 	t.Logf("%d runs in %s (%s per run), %d distinct messages seen", runs, elapsed, elapsed/runs, len(seen))
 	sub.expectNone(100 * time.Millisecond)
 }
+
+// TestLoggerSurvivesRelayRestart feeds a long-running fedmsg-logger (as in
+// `journalctl -f | fedmsg-logger`) across a relay restart: like libzmq's
+// reconnect, it must dial again and keep delivering.
+func TestLoggerSurvivesRelayRestart(t *testing.T) {
+	r := startRelay(t)
+	sub := subscribe(t, r)
+	cmd := exec.Command(bin("fedmsg-logger"), "--relay", r.Inbound, "--timeout", "10s")
+	cmd.Env = append(cmd.Environ(), "FEDMSG_CONFIG="+emptyConfigDir(t))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintln(stdin, "before")
+	if m := sub.next(5 * time.Second); !strings.Contains(m.Body, `"before"`) {
+		t.Fatalf("got %+v", m)
+	}
+	r.stop(t)
+	r.start(t)
+	sub = subscribe(t, r)
+	fmt.Fprintln(stdin, "after")
+	if m := sub.next(10 * time.Second); !strings.Contains(m.Body, `"after"`) {
+		t.Fatalf("got %+v", m)
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("fedmsg-logger: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "dialling again") {
+		t.Errorf("no reconnection logged: %s", stderr.String())
+	}
+}
