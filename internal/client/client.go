@@ -63,10 +63,11 @@ func DialPublisher(addrs []string, topic string, timeout time.Duration, log hclo
 	c.redial = func() (*Conn, error) { return DialPublisher(addrs, topic, timeout, log) }
 	// The relay sends a publisher nothing we need after the subscription;
 	// reading on is how we learn that it closed the connection.
-	c.gone = make(chan struct{})
+	r, gone := c.z.r, make(chan struct{})
+	c.gone = gone
 	go func() {
-		_, _ = io.Copy(io.Discard, c.z.r)
-		close(c.gone)
+		_, _ = io.Copy(io.Discard, r)
+		close(gone)
 	}()
 	return c, nil
 }
