@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -122,6 +123,34 @@ func (r *relay) metric(t testing.TB, series string) float64 {
 	}
 	t.Fatalf("no %s in /metrics:\n%s", series, body)
 	return 0
+}
+
+// hangUp sends SIGHUP and waits until the output holds want count times.
+func (r *relay) hangUp(t testing.TB, want string, count int) {
+	t.Helper()
+	if err := r.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Count(r.Output(), want) < count {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %d× %q after SIGHUP:\n%s", count, want, r.Output())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// replaceFile replaces path the way operators and tools do: write aside,
+// then rename over it.
+func replaceFile(t testing.TB, path string, data []byte) {
+	t.Helper()
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func dropped(reason string) string {

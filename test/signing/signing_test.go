@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -237,41 +236,19 @@ func TestSIGHUPReloadsKeys(t *testing.T) {
 		})
 		checkSigned(t, step, ssldir, sent, received[0], true, certname)
 	}
-	// install replaces the relay's key pair the way an operator would:
-	// write aside, then rename over the old files.
+	// install replaces the relay's key pair as an operator would.
 	install := func(key, cert []byte) {
 		t.Helper()
-		for name, data := range map[string][]byte{certRelay + ".key": key, certRelay + ".crt": cert} {
-			tmp := filepath.Join(ssldir, name+".new")
-			if err := os.WriteFile(tmp, data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(tmp, filepath.Join(ssldir, name)); err != nil {
-				t.Fatal(err)
-			}
-		}
+		replaceFile(t, filepath.Join(ssldir, certRelay+".key"), key)
+		replaceFile(t, filepath.Join(ssldir, certRelay+".crt"), cert)
 	}
-	hangUp := func(want string, count int) {
-		t.Helper()
-		if err := r.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
-			t.Fatal(err)
-		}
-		deadline := time.Now().Add(10 * time.Second)
-		for strings.Count(r.Output(), want) < count {
-			if time.Now().After(deadline) {
-				t.Fatalf("no %d× %q after SIGHUP:\n%s", count, want, r.Output())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-
 	sendAndCheck("before SIGHUP", certRelay)
 	install(pki.KeyPEM(certRotated), pki.CertPEM(certRotated))
-	hangUp("reloaded", 1)
+	r.hangUp(t, "reloaded", 1)
 	sendAndCheck("after SIGHUP with the rotated key pair", certRotated)
 
 	install([]byte("not a key\n"), pki.CertPEM(certRelay))
-	hangUp("keeping the old ones", 1)
+	r.hangUp(t, "keeping the old ones", 1)
 	sendAndCheck("after SIGHUP with a broken key", certRotated)
 
 	if r.Cmd.ProcessState != nil {

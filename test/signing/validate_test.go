@@ -186,3 +186,40 @@ func TestValidateSignatures(t *testing.T) {
 		t.Errorf("after the bad messages, a good one: %d relayed, want 1", len(got))
 	}
 }
+
+// SIGHUP reloads the CRL too: once the CA revokes a producer's certificate
+// and the new CRL is in place, its messages are dropped.
+func TestSIGHUPReloadsCRL(t *testing.T) {
+	plain, _ := relayBinary(t)
+	ssldir := sslDir(t)
+	crlPath := filepath.Join(ssldir, signingtest.CRLFile)
+	r := startRelay(t, plain, nil,
+		"validate_signatures: true",
+		"ca_cert: "+filepath.Join(ssldir, signingtest.CAFile),
+		"crl: "+crlPath,
+	)
+	signed := signBodies(t, ssldir,
+		toSign{certProducer, fedmsgBody(t, openTopic, 1, map[string]any{"n": 1})},
+		toSign{certProducer, fedmsgBody(t, openTopic, 2, map[string]any{"n": 2})},
+	)
+	// Probes and sentinels come from a certificate that stays good.
+	send := func(body []byte) int {
+		return len(exchange(t, r, ssldir, certRotated, [][][]byte{{[]byte(openTopic), body}}))
+	}
+	if n := send(signed[0]); n != 1 {
+		t.Fatalf("before the CRL update: %d relayed, want 1", n)
+	}
+	crl, err := pki.CRL(certRevoked, certProducer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replaceFile(t, crlPath, crl)
+	before := r.metric(t, dropped("signature"))
+	r.hangUp(t, "reloaded", 1)
+	if n := send(signed[1]); n != 0 {
+		t.Errorf("after the CRL update and SIGHUP: %d relayed, want 0 (certificate revoked)", n)
+	}
+	if n := r.metric(t, dropped("signature")) - before; n != 1 {
+		t.Errorf("%s went up by %v, want 1", dropped("signature"), n)
+	}
+}

@@ -40,9 +40,11 @@ func CommonName(name string) string { return name + ".example.test" }
 
 // PKI is a generated CA with its certificates.
 type PKI struct {
-	CA     *x509.Certificate
-	crl    []byte // PEM, signed by CA
-	leaves map[string]leaf
+	CA        *x509.Certificate
+	caKey     *rsa.PrivateKey
+	crl       []byte // PEM, signed by CA: the certificates marked Revoked
+	crlNumber int64
+	leaves    map[string]leaf
 }
 
 type leaf struct {
@@ -62,8 +64,8 @@ func Generate(certs ...Cert) (*PKI, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &PKI{CA: ca, leaves: make(map[string]leaf, len(certs))}
-	var revoked []x509.RevocationListEntry
+	p := &PKI{CA: ca, caKey: caKey, leaves: make(map[string]leaf, len(certs))}
+	var revoked []string
 	for i, c := range certs {
 		if _, dup := p.leaves[c.Name]; dup || c.Name == "" {
 			return nil, fmt.Errorf("certificate name %q: empty or repeated", c.Name)
@@ -94,19 +96,38 @@ func Generate(certs ...Cert) (*PKI, error) {
 		}
 		p.leaves[c.Name] = leaf{key: key, cert: cert}
 		if c.Revoked {
-			revoked = append(revoked, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: now.Add(-time.Hour)})
+			revoked = append(revoked, c.Name)
 		}
 	}
-	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
-		Number:     big.NewInt(1),
+	if p.crl, err = p.CRL(revoked...); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// CRL returns a new CRL (PEM) from the CA revoking the named certificates,
+// numbered after every CRL made before, as a CA publishes updates. Not safe
+// for concurrent use.
+func (p *PKI) CRL(revoke ...string) ([]byte, error) {
+	now := time.Now()
+	var entries []x509.RevocationListEntry
+	for _, name := range revoke {
+		l, ok := p.leaves[name]
+		if !ok {
+			return nil, fmt.Errorf("revoke %q: no such certificate", name)
+		}
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: l.cert.SerialNumber, RevocationTime: now.Add(-time.Minute)})
+	}
+	p.crlNumber++
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number:     big.NewInt(p.crlNumber),
 		ThisUpdate: now.Add(-time.Hour), NextUpdate: now.Add(24 * time.Hour),
-		RevokedCertificateEntries: revoked,
-	}, ca, caKey)
+		RevokedCertificateEntries: entries,
+	}, p.CA, p.caKey)
 	if err != nil {
 		return nil, fmt.Errorf("create CRL: %w", err)
 	}
-	p.crl = pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl})
-	return p, nil
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
 }
 
 // newCA makes a self-signed CA. Both CAs of a PKI share the subject, so a

@@ -74,6 +74,26 @@ func TestGenerate(t *testing.T) {
 			t.Errorf("%s: in the CRL %v, want %v", tc.name, got, tc.revoked)
 		}
 	}
+	good, err := x509.ParseCertificate(read("good.crt").Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	update, err := p.CRL("good")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(update)
+	next, err := x509.ParseRevocationList(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := next.CheckSignatureFrom(ca); err != nil || next.Number.Cmp(crl.Number) <= 0 ||
+		len(next.RevokedCertificateEntries) != 1 || next.RevokedCertificateEntries[0].SerialNumber.Cmp(good.SerialNumber) != 0 {
+		t.Errorf("CRL update: signature %v, number %v after %v, entries %v", err, next.Number, crl.Number, next.RevokedCertificateEntries)
+	}
+	if _, err := p.CRL("nobody"); err == nil {
+		t.Error("CRL revoked an unknown certificate")
+	}
 	if _, err := Generate(Cert{Name: "a"}, Cert{Name: "a"}); err == nil {
 		t.Error("Generate accepted a repeated name")
 	}
