@@ -71,7 +71,7 @@ func TestSigningRelaySignsEveryMessage(t *testing.T) {
 			msgs = append(msgs, [][]byte{[]byte(topic), []byte(unreproducible)})
 			received := testutil.RunScenario(t, testutil.Scenario{
 				Inbound: r.inbound, Outbound: r.outbound, Subscribers: 2,
-				Producers: [][][][]byte{msgs}, Idle: 1,
+				Producers: [][][][]byte{msgs}, Idle: 0.5,
 			})
 			checkSigned(t, "subscriber 0", ssldir, sent, received[0], tc.signed, certRelay)
 			// Every listener gets the same bytes: one signature per message.
