@@ -112,11 +112,11 @@ func dial(addrs []string, timeout time.Duration, log hclog.Logger, confirm bool,
 	go func() { wg.Wait(); close(results) }()
 
 	var winner *Conn
-	var failures []string
+	failures := map[string]error{}
 	for a := range results {
 		switch {
 		case a.err != nil:
-			failures = append(failures, fmt.Sprintf("%s (%v)", a.addr, a.err))
+			failures[a.addr] = a.err
 		case winner == nil:
 			winner = &Conn{Addr: a.addr, z: a.z, timeout: timeout, confirm: confirm, log: log}
 			log.Debug("relay ready", "address", a.addr)
@@ -128,7 +128,11 @@ func dial(addrs []string, timeout time.Duration, log hclog.Logger, confirm bool,
 	if winner != nil {
 		return winner, nil
 	}
-	return nil, fmt.Errorf("%w within %s (tried %s)", ErrNoRelay, timeout, strings.Join(failures, ", "))
+	tried := make([]string, len(addrs))
+	for i, addr := range addrs {
+		tried[i] = fmt.Sprintf("%s (%v)", addr, failures[addr])
+	}
+	return nil, fmt.Errorf("%w within %s (tried %s)", ErrNoRelay, timeout, strings.Join(tried, ", "))
 }
 
 // tryAddress connects and runs ready, retrying failed attempts until ctx
