@@ -236,17 +236,38 @@ func TestLoggerFailover(t *testing.T) {
 	}
 }
 
-func TestLoggerEnvironmentOverridesConfig(t *testing.T) {
+func TestLoggerConfigSources(t *testing.T) {
 	r := startRelay(t)
 	sub := subscribe(t, r)
-	conf := emptyConfigDir(t)
-	writeFile(t, conf, "relay.py", fmt.Sprintf("config = dict(relay_inbound=%q)\n", freeAddress(t)))
-	res := logger(t, "env\n", []string{"FEDMSG_CONFIG=" + conf, "FEDMSG_RELAY_INBOUND=" + r.Inbound}, "--timeout", "2s")
-	if res.code != 0 {
-		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	dead := freeAddress(t)
+	good := emptyConfigDir(t)
+	goodFile := writeFile(t, good, "relay.py", fmt.Sprintf(
+		"config = dict(topic_prefix='org.example', environment='stg', relay_inbound=%q)\n", r.Inbound))
+	bad := emptyConfigDir(t)
+	writeFile(t, bad, "relay.py", fmt.Sprintf("config = dict(relay_inbound=%q)\n", dead))
+	cases := []struct {
+		name      string
+		env       []string
+		args      []string
+		wantTopic string
+	}{
+		{"FEDMSG_CONFIG directory", []string{"FEDMSG_CONFIG=" + good}, nil, "org.example.stg.logger.log"},
+		{"FEDMSG_CONFIG file", []string{"FEDMSG_CONFIG=" + goodFile}, nil, "org.example.stg.logger.log"},
+		{"--config-dir", []string{"FEDMSG_CONFIG=" + bad}, []string{"--config-dir", good}, "org.example.stg.logger.log"},
+		{"--config-filename", []string{"FEDMSG_CONFIG=" + bad}, []string{"--config-filename", goodFile}, "org.example.stg.logger.log"},
+		{"FEDMSG_RELAY_INBOUND over config", []string{"FEDMSG_CONFIG=" + bad, "FEDMSG_RELAY_INBOUND=" + r.Inbound}, nil, "org.fedoraproject.dev.logger.log"},
+		{"--relay over FEDMSG_RELAY_INBOUND", []string{"FEDMSG_RELAY_INBOUND=" + dead}, []string{"--relay", r.Inbound}, "org.fedoraproject.dev.logger.log"},
+		{"--topic-prefix", []string{"FEDMSG_CONFIG=" + good}, []string{"--topic-prefix", "io.pagure"}, "io.pagure.stg.logger.log"},
 	}
-	if m := sub.next(5 * time.Second); m.Topic != "org.fedoraproject.dev.logger.log" {
-		t.Fatalf("got %+v", m)
+	for _, tc := range cases {
+		res := logger(t, "", tc.env, append(tc.args, "--timeout", "2s", "--message", tc.name)...)
+		if res.code != 0 {
+			t.Errorf("%s: exit %d: %s", tc.name, res.code, res.stderr)
+			continue
+		}
+		if m := sub.next(5 * time.Second); m.Topic != tc.wantTopic || !strings.Contains(m.Body, tc.name) {
+			t.Errorf("%s: got %+v, want topic %s", tc.name, m, tc.wantTopic)
+		}
 	}
 }
 
