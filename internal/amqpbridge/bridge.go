@@ -180,6 +180,7 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 	log.Info("amqp: connected to broker", "server", conn.RemoteAddr().String())
 	b.metrics.connected[direction].Set(1)
 	defer b.metrics.connected[direction].Set(0)
+	defer b.metrics.blocked[direction].Set(0)
 
 	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 1))
 	sessionDone := make(chan struct{})
@@ -192,8 +193,10 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 					return
 				}
 				if bl.Active {
+					b.metrics.blocked[direction].Set(1)
 					log.Warn("amqp: broker blocked the connection (resource alarm); messages wait in the spool", "reason", bl.Reason)
 				} else {
+					b.metrics.blocked[direction].Set(0)
 					log.Info("amqp: broker unblocked the connection")
 				}
 			case <-ctx.Done():

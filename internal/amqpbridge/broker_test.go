@@ -282,6 +282,15 @@ func (b *testBroker) stop() error {
 	}
 }
 
+// ctl runs rabbitmqctl against the node.
+func (b *testBroker) ctl(t testing.TB, args ...string) {
+	t.Helper()
+	cmd := b.command(rabbitmqBin+"rabbitmqctl", append([]string{"-n", b.node}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("rabbitmqctl %v: %v: %s", args, err, out)
+	}
+}
+
 // freeze stops (SIGSTOP) or resumes (SIGCONT) the node's whole process group.
 func (b *testBroker) freeze(t testing.TB, stop bool) {
 	t.Helper()

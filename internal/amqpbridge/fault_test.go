@@ -252,3 +252,42 @@ func TestConfirmTimeout(t *testing.T) {
 		return unique == total
 	})
 }
+
+// TestBrokerBlocked raises a memory alarm so the broker blocks publishers:
+// the bridge reports it (metric, log), messages wait in the spool, Publish
+// keeps returning, and everything arrives once the alarm clears.
+func TestBrokerBlocked(t *testing.T) {
+	b := requireBroker(t)
+	exchange, queue := testName(t), testName(t)
+	declareQueue(t, b.url(), exchange, queue)
+	got := startCollector(t, b.url(), queue)
+	bridge := startBridge(t, testConfig(t, b.url(), exchange), nil)
+	waitFor(t, 10*time.Second, "the bridge to connect", func() bool {
+		return bridge.metric(t, `fedmsg_relay_amqp_connected{direction="publish"}`) == 1
+	})
+	b.ctl(t, "set_vm_memory_high_watermark", "0.00001")
+	alarm := true
+	t.Cleanup(func() {
+		if alarm {
+			b.ctl(t, "set_vm_memory_high_watermark", "0.4")
+		}
+	})
+	const total = 1000
+	for i := range total {
+		bridge.Publish([]byte("t.blocked"), fedmsgBody("t.blocked", fmt.Sprintf("2026-blocked-%04d", i), `{}`))
+	}
+	waitFor(t, 20*time.Second, "the blocked notification", func() bool {
+		return bridge.metric(t, `fedmsg_relay_amqp_blocked{direction="publish"}`) == 1
+	})
+	waiting := bridge.metric(t, "fedmsg_relay_amqp_spool_messages")
+	b.ctl(t, "set_vm_memory_high_watermark", "0.4")
+	alarm = false
+	waitFor(t, 30*time.Second, "every message", func() bool {
+		unique, _ := got.counts()
+		return unique == total
+	})
+	t.Logf("%v of %d messages were spooled and unconfirmed while the broker blocked the bridge", waiting, total)
+	if waiting == 0 {
+		t.Errorf("nothing waited in the spool while blocked")
+	}
+}

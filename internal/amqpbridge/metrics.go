@@ -23,7 +23,7 @@ const (
 type bridgeMetrics struct {
 	published, confirmed, nacked, duplicates, spooled, consumed, injected *metrics.Counter
 	reconnects, dropped                                                   map[string]*metrics.Counter
-	connected                                                             map[string]*metrics.Gauge
+	connected, blocked                                                    map[string]*metrics.Gauge
 }
 
 func newBridgeMetrics(reg *metrics.Registry, s *spool) *bridgeMetrics {
@@ -38,11 +38,13 @@ func newBridgeMetrics(reg *metrics.Registry, s *spool) *bridgeMetrics {
 		injected:   reg.Counter(p+"injected_total", "Consumed messages published into the ZeroMQ bus and acknowledged."),
 		reconnects: map[string]*metrics.Counter{},
 		connected:  map[string]*metrics.Gauge{},
+		blocked:    map[string]*metrics.Gauge{},
 		dropped:    map[string]*metrics.Counter{},
 	}
 	for _, dir := range []string{directionPublish, directionConsume} {
 		m.reconnects[dir] = reg.Counter(p+"reconnects_total", "Broker connection attempts after a failure.", "direction", dir)
 		m.connected[dir] = reg.Gauge(p+"connected", "1 while connected to the broker.", "direction", dir)
+		m.blocked[dir] = reg.Gauge(p+"blocked", "1 while the broker blocks the connection (resource alarm).", "direction", dir)
 	}
 	for _, r := range dropReasons {
 		m.dropped[r] = reg.Counter(p+"dropped_total", "Messages not bridged, by reason.", "reason", r)
