@@ -201,8 +201,12 @@ func (z *zmtpConn) readMessage() ([][]byte, error) {
 // A ZMTP 3.0 subscriber sends subscriptions as messages: 0x01 + prefix.
 // A 3.1 one may send a SUBSCRIBE command instead.
 func (z *zmtpConn) waitSubscription(topic string) error {
+	var others []string
 	for {
 		flags, body, err := z.readFrame()
+		if err != nil && len(others) > 0 {
+			return fmt.Errorf("the relay subscribes to %q, none a prefix of %q", others, topic)
+		}
 		if err != nil {
 			return fmt.Errorf("wait for subscription: %w", err)
 		}
@@ -222,6 +226,7 @@ func (z *zmtpConn) waitSubscription(topic string) error {
 		if strings.HasPrefix(topic, string(prefix)) {
 			return nil
 		}
+		others = append(others, string(prefix))
 	}
 }
 
