@@ -186,6 +186,8 @@ auth_mechanisms.2 = EXTERNAL
 		"ERL_EPMD_PORT="+strconv.Itoa(b.epmdPt),
 		"RABBITMQ_CONFIG_FILE="+filepath.Join(b.dir, "rabbitmq.conf"),
 		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(b.dir, "enabled_plugins"),
+		// No scheduler busy-waiting: CI machines and test runs share few cores.
+		"RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=+sbwt none +sbwtdcpu none +sbwtdio none",
 	)
 	// Our own epmd on a private port: erl would otherwise start a daemon that outlives us.
 	b.epmd = b.command(epmdBin, "-port", strconv.Itoa(b.epmdPt))
