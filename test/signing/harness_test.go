@@ -261,22 +261,27 @@ func signBodies(t testing.TB, ssldir string, bodies ...toSign) [][]byte {
 }
 
 // exchange sends messages ([topic, body] each) from one pyzmq publisher
-// through r, behind probes and before a sentinel signed with certname, and
-// returns what a pyzmq subscriber received between them, in order.
-func exchange(t testing.TB, r *relay, ssldir, certname string, messages [][][]byte) [][][]byte {
+// through r, after probes and before a sentinel signed with certname, and
+// returns, for each of n pyzmq subscribers, what it received before the
+// sentinel, in order. No idle timeouts: a slow (signing) relay only makes it
+// wait longer.
+func exchange(t testing.TB, r *relay, ssldir, certname string, subscribers int, messages [][][]byte) [][][][]byte {
 	t.Helper()
 	spec, err := json.Marshal(map[string]any{
-		"inbound": r.inbound, "outbound": r.outbound,
+		"inbound": r.inbound, "outbound": r.outbound, "subscribers": subscribers,
 		"ssldir": ssldir, "certname": certname, "messages": messages,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var res struct {
-		Received [][][]byte `json:"received"`
+		Received [][][][]byte `json:"received"`
 	}
 	if err := json.Unmarshal(runScript(t, spec, "exchange"), &res); err != nil {
 		t.Fatal(err)
+	}
+	if len(res.Received) != subscribers {
+		t.Fatalf("exchange: %d subscribers answered, want %d", len(res.Received), subscribers)
 	}
 	return res.Received
 }

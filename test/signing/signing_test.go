@@ -69,10 +69,7 @@ func TestSigningRelaySignsEveryMessage(t *testing.T) {
 				msgs = append(msgs, [][]byte{[]byte(topic), body})
 			}
 			msgs = append(msgs, [][]byte{[]byte(topic), []byte(unreproducible)})
-			received := testutil.RunScenario(t, testutil.Scenario{
-				Inbound: r.inbound, Outbound: r.outbound, Subscribers: 2,
-				Producers: [][][][]byte{msgs}, Idle: 0.5,
-			})
+			received := exchange(t, r, ssldir, certProducer, 2, msgs)
 			checkSigned(t, "subscriber 0", ssldir, sent, received[0], tc.signed, certRelay)
 			// Every listener gets the same bytes: one signature per message.
 			if !reflect.DeepEqual(received[1], received[0]) {
@@ -230,10 +227,7 @@ func TestSIGHUPReloadsKeys(t *testing.T) {
 			sent = append(sent, body)
 			msgs = append(msgs, [][]byte{[]byte(topic), body})
 		}
-		received := testutil.RunScenario(t, testutil.Scenario{
-			Inbound: r.inbound, Outbound: r.outbound, Subscribers: 1,
-			Producers: [][][][]byte{msgs}, Idle: 0.5,
-		})
+		received := exchange(t, r, ssldir, certProducer, 1, msgs)
 		checkSigned(t, step, ssldir, sent, received[0], true, certname)
 	}
 	// install replaces the relay's key pair as an operator would.

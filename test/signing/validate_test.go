@@ -147,7 +147,7 @@ func TestValidateSignatures(t *testing.T) {
 		}
 	}
 	dropsBefore := r.metric(t, dropped("signature"))
-	got := exchange(t, r, ssldir, certProducer, msgs)
+	got := exchange(t, r, ssldir, certProducer, 1, msgs)[0]
 
 	passed := map[string]bool{}
 	for _, m := range got {
@@ -182,7 +182,7 @@ func TestValidateSignatures(t *testing.T) {
 		t.Errorf("/healthz: %s", resp.Status)
 	}
 	last := [][]byte{[]byte(policedTopic), signed[7]}
-	if got := exchange(t, r, ssldir, certProducer, [][][]byte{last}); len(got) != 1 {
+	if got := exchange(t, r, ssldir, certProducer, 1, [][][]byte{last})[0]; len(got) != 1 {
 		t.Errorf("after the bad messages, a good one: %d relayed, want 1", len(got))
 	}
 }
@@ -204,7 +204,7 @@ func TestSIGHUPReloadsCRL(t *testing.T) {
 	)
 	// Probes and sentinels come from a certificate that stays good.
 	send := func(body []byte) int {
-		return len(exchange(t, r, ssldir, certRotated, [][][]byte{{[]byte(openTopic), body}}))
+		return len(exchange(t, r, ssldir, certRotated, 1, [][][]byte{{[]byte(openTopic), body}})[0])
 	}
 	if n := send(signed[0]); n != 1 {
 		t.Fatalf("before the CRL update: %d relayed, want 1", n)

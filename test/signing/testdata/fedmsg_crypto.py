@@ -12,12 +12,13 @@ are Python's own json.dumps(sort_keys=True, separators=(',', ':')).
                 equals sent (null without sent)}
   sign SSLDIR   one JSON request per line {"certname", "body": b64}; one line
                 per request: base64 of the body signed as fedmsg.publish does
-  exchange      JSON on stdin {"inbound", "outbound", "ssldir", "certname",
-                "messages": [[b64 topic, b64 body], ...]}: SUB-connects the
-                relay's outbound, PUB-connects (XPUB) its inbound, sends signed
-                probes until the path is live, then the messages and a signed
-                sentinel; prints {"received": [[b64 topic, b64 body], ...]},
-                everything that arrived before the sentinel, in order.
+  exchange      JSON on stdin {"inbound", "outbound", "subscribers", "ssldir",
+                "certname", "messages": [[b64 topic, b64 body], ...]}:
+                SUB-connects the relay's outbound, PUB-connects (XPUB) its
+                inbound, sends probes signed with certname until every path is
+                live, then the messages and a signed sentinel; prints
+                {"received": [[[b64 topic, b64 body], ...] per subscriber]},
+                what each got before the sentinel, in order.
 """
 
 import base64
@@ -125,47 +126,62 @@ def exchange():
     signer = make_signer(spec['ssldir'])
 
     def marker(kind):
-        body = json.dumps({'topic': PROBE_TOPIC.decode(), 'msg': {kind: str(uuid.uuid4())}})
-        return [PROBE_TOPIC, signer(spec['certname'], body.encode())]
+        tag = str(uuid.uuid4())
+        body = json.dumps({'topic': PROBE_TOPIC.decode(), 'msg': {kind: tag}})
+        return [PROBE_TOPIC, signer(spec['certname'], body.encode())], tag
+
+    def is_marker(frames, kind, tag):
+        # By content, not bytes: a signing relay re-signs what it relays.
+        return frames[0] == PROBE_TOPIC and json.loads(frames[1])['msg'].get(kind) == tag
 
     ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b'')
-    sub.setsockopt(zmq.RCVHWM, 0)
-    sub.connect(spec['outbound'])
+    subs = []
+    for _ in range(spec['subscribers']):
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b'')
+        sub.setsockopt(zmq.RCVHWM, 0)
+        sub.connect(spec['outbound'])
+        subs.append(sub)
     pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, 0)
     pub.setsockopt(zmq.LINGER, 5000)
     pub.connect(spec['inbound'])
     pub.recv()  # the relay's subscription: our connection is live
 
-    # The relay's outbound reaches us once a probe does (no fixed sleeps).
-    probe = marker('probe')
+    # The relay's outbound reaches a subscriber once a probe does (no fixed
+    # sleeps); then drop whatever probes are still on their way.
+    probe, tag = marker('probe')
     deadline = time.monotonic() + 10
-    while not sub.poll(20):
-        if time.monotonic() > deadline:
-            sys.exit('no probe came through the relay')
-        pub.send_multipart(probe)
-    while sub.poll(100):  # stray probes
-        sub.recv_multipart()
+    for sub in subs:
+        while not sub.poll(20):
+            if time.monotonic() > deadline:
+                sys.exit('no probe came through the relay')
+            pub.send_multipart(probe)
+    for sub in subs:
+        while sub.poll(100):
+            sub.recv_multipart()
 
     # One connection keeps order: the sentinel comes after every message.
-    sentinel = marker('sentinel')
+    sentinel, tag = marker('sentinel')
     for topic, body in spec['messages']:
         pub.send_multipart([base64.b64decode(topic), base64.b64decode(body)])
     pub.send_multipart(sentinel)
     received = []
-    while True:
-        if not sub.poll(10000):
-            sys.exit('the sentinel never came through the relay')
-        frames = sub.recv_multipart()
-        if frames == sentinel:
-            break
-        if frames[0] != PROBE_TOPIC:
-            received.append([base64.b64encode(f).decode('ascii') for f in frames])
+    for sub in subs:
+        got = []
+        while True:
+            if not sub.poll(30000):
+                sys.exit('the sentinel never came through the relay')
+            frames = sub.recv_multipart()
+            if is_marker(frames, 'sentinel', tag):
+                break
+            if frames[0] != PROBE_TOPIC:
+                got.append([base64.b64encode(f).decode('ascii') for f in frames])
+        received.append(got)
     json.dump({'received': received}, sys.stdout)
     pub.close()
-    sub.close(linger=0)
+    for sub in subs:
+        sub.close(linger=0)
     ctx.term()
 
 
