@@ -108,9 +108,9 @@ drop_log_interval: 0s
 	for old, repl := range map[string]string{
 		shippedLog: logPath,
 		"/usr/bin/systemctl reload fedmsg-relay.service": "/bin/kill -HUP " + strconv.Itoa(relay.cmd.Process.Pid),
-		"su fedmsg fedmsg":                    "",
-		"create 0600 fedmsg fedmsg":           "create 0600 root root",
-		"minsize 100k":                        "", // -f ignores it; keep the file honest
+		"su fedmsg fedmsg":          "",
+		"create 0600 fedmsg fedmsg": "create 0600 root root",
+		"minsize 100k":              "", // -f ignores it; keep the file honest
 	} {
 		if !strings.Contains(rotateConf, old) {
 			t.Fatalf("rpm/fedmsg-relay.logrotate no longer contains %q: update this test", old)

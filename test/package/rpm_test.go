@@ -52,10 +52,10 @@ func TestRPMFileList(t *testing.T) {
 		{
 			pkg: r.Main,
 			want: map[string]rpmFile{
-				"/usr/bin/fedmsg-relay":                       {"-rwxr-xr-x", "root", "root", "", ""},
-				"/usr/bin/fedmsg-signing-relay":               {"lrwxrwxrwx", "root", "root", "", "fedmsg-relay"},
-				"/usr/bin/fedmsg-logger":                      {"-rwxr-xr-x", "root", "root", "", ""},
-				"/usr/bin/fedmsg-tail":                        {"-rwxr-xr-x", "root", "root", "", ""},
+				"/usr/bin/fedmsg-relay":                        {"-rwxr-xr-x", "root", "root", "", ""},
+				"/usr/bin/fedmsg-signing-relay":                {"lrwxrwxrwx", "root", "root", "", "fedmsg-relay"},
+				"/usr/bin/fedmsg-logger":                       {"-rwxr-xr-x", "root", "root", "", ""},
+				"/usr/bin/fedmsg-tail":                         {"-rwxr-xr-x", "root", "root", "", ""},
 				"/usr/lib/systemd/system/fedmsg-relay.service": {"-rw-r--r--", "root", "root", "", ""},
 				"/usr/lib/sysusers.d/fedmsg-relay.conf":        {"-rw-r--r--", "root", "root", "", ""},
 				"/usr/lib/tmpfiles.d/fedmsg-relay.conf":        {"-rw-r--r--", "root", "root", "", ""},
@@ -85,9 +85,9 @@ func TestRPMFileList(t *testing.T) {
 		{
 			pkg: r.SELinux,
 			want: map[string]rpmFile{
-				"/usr/share/selinux/packages/targeted/fedmsg_relay.pp.bz2":       {"-rw-r--r--", "root", "root", "", ""},
+				"/usr/share/selinux/packages/targeted/fedmsg_relay.pp.bz2":        {"-rw-r--r--", "root", "root", "", ""},
 				"/usr/share/selinux/packages/targeted/fedmsg_relay_ports.cil.bz2": {"-rw-r--r--", "root", "root", "", ""},
-				"/usr/share/selinux/devel/include/distributed/fedmsg_relay.if":   {"-rw-r--r--", "root", "root", "", ""},
+				"/usr/share/selinux/devel/include/distributed/fedmsg_relay.if":    {"-rw-r--r--", "root", "root", "", ""},
 				"/var/lib/selinux/targeted/active/modules/200/fedmsg_relay":       {"drwx------", "root", "root", "g", ""},
 				"/var/lib/selinux/targeted/active/modules/200/fedmsg_relay_ports": {"drwx------", "root", "root", "g", ""},
 			},
