@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -89,10 +91,33 @@ func (f *fixture) migrate(t *testing.T) {
 			t.Errorf("%s: relay_inbound %v after the move, want [%s]", h.Name, got, want)
 		}
 	}
+	t.Logf("new relay's counters after the move:\n%s", relayCounters(t, to, f.ports.metrics))
 	f.sendThroughRelay(t, f.plain)
 
 	report := f.play(t, "migrate-relay.yml")
 	if changed := report.changedTasks(); len(changed) > 0 {
 		t.Errorf("second migration run changed: %v", changed)
 	}
+}
+
+// relayCounters returns the message counters of the relay on h from its metrics endpoint.
+func relayCounters(t *testing.T, h *testHost, port int) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://%s:%d/metrics", h.address, port))
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", h.Name, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("metrics of %s: %v", h.Name, err)
+	}
+	var counters []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(line, "fedmsg_relay_received_total") || strings.HasPrefix(line, "fedmsg_relay_relayed_total") ||
+			(strings.HasPrefix(line, "fedmsg_relay_dropped_total") && !strings.HasSuffix(line, " 0")) {
+			counters = append(counters, line)
+		}
+	}
+	return strings.Join(counters, "\n")
 }

@@ -152,6 +152,8 @@ func (f *fixture) writeInventory(t *testing.T, relay, retiring *testHost) {
 	fmt.Fprintf(&b, `[all:vars]
 ansible_connection=community.docker.nsenter
 ansible_python_interpreter=/usr/bin/python3
+# nsenter always enters as root: no sudo to become with (production plays use it).
+ansible_become=false
 fedmsg_base_environment=dev
 fedmsg_base_topic_prefix=org.fedoraproject
 [fedmsg_relays:vars]
@@ -182,17 +184,10 @@ func (f *fixture) play(t *testing.T, playbook string, args ...string) *playbookR
 			stderr = ee.Stderr
 		}
 		failures, _ := hostFailures(out)
-		t.Fatalf("ansible-playbook %s %v: %v %v\nfailures: %v\n%s\n%s", playbook, args, err, perr, failures, stderr, tailBytes(out, 4000))
+		t.Fatalf("ansible-playbook %s %v: %v %v\nfailures: %v\n%s", playbook, args, err, perr, failures, stderr)
 	}
 	t.Logf("%s %v in %s:\n%s", playbook, args, time.Since(start).Round(100*time.Millisecond), report.summary())
 	return report
-}
-
-func tailBytes(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
 }
 
 // relayProcess returns the relay's main PID and its user inside h.
@@ -205,22 +200,13 @@ func relayProcess(t *testing.T, h *testHost) (pid, user string) {
 	return pid, strings.TrimSpace(h.MustExec("ps", "-o", "user=", "-p", pid))
 }
 
-// journalCursor is the current end of h's journal.
-func journalCursor(t *testing.T, h *testHost) string {
-	t.Helper()
-	out := h.MustExec("journalctl", "--no-pager", "-n", "0", "--show-cursor")
-	_, cursor, ok := strings.Cut(out, "-- cursor: ")
-	if !ok {
-		t.Fatalf("%s: no journal cursor in %q", h.Name, out)
-	}
-	return strings.TrimSpace(cursor)
-}
-
-// relayStarts counts how often systemd reported fedmsg-relay.service started since cursor.
-func relayStarts(t *testing.T, h *testHost, cursor string) int {
+// relayStarts counts how often systemd has reported fedmsg-relay.service started on h.
+// (journalctl 252 returns nothing for --after-cursor combined with these matches, so
+// callers take the difference of two counts.)
+func relayStarts(t *testing.T, h *testHost) int {
 	t.Helper()
 	// 39f53479... is systemd's "unit started" catalog message id.
-	out := h.MustExec("journalctl", "--no-pager", "-o", "cat", "--after-cursor="+cursor,
+	out := h.MustExec("journalctl", "--no-pager", "-o", "cat",
 		"MESSAGE_ID=39f53479d3a045ac8e11786248231fbf", "UNIT=fedmsg-relay.service")
 	return strings.Count(out, "\n")
 }
@@ -334,10 +320,10 @@ func TestRealHosts(t *testing.T) {
 	})
 
 	t.Run("changed variable restarts the relay once", func(t *testing.T) {
-		cursor := journalCursor(t, relay)
+		startsBefore := relayStarts(t, relay)
 		pidBefore, _ := relayProcess(t, relay)
 		report := f.play(t, "site.yml", "-e", "fedmsg_relay_log_level=debug")
-		if starts := relayStarts(t, relay, cursor); starts != 1 {
+		if starts := relayStarts(t, relay) - startsBefore; starts != 1 {
 			t.Errorf("fedmsg-relay started %d times, want exactly 1", starts)
 		}
 		if pidAfter, _ := relayProcess(t, relay); pidAfter == pidBefore {
@@ -349,8 +335,6 @@ func TestRealHosts(t *testing.T) {
 		if changed := report.changedTasks(); len(changed) != 2 { // the template and its handler
 			t.Errorf("changed tasks %v, want the relay.yaml template and the restart", changed)
 		}
-		// Back to the inventory's value: one more restart, then converged again.
-		f.play(t, "site.yml")
 	})
 	if t.Failed() {
 		return
