@@ -1,0 +1,88 @@
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"testing"
+)
+
+// peerBytes is what a libzmq SUB sends: greeting, READY, a subscription.
+func peerBytes() []byte {
+	var b bytes.Buffer
+	z := &zmtpConn{w: bufio.NewWriter(&b)}
+	z.w.Write(greeting)
+	z.writeFrame(flagCommand, readyCommand("SUB"))
+	z.writeFrame(0, []byte("\x01org.fedoraproject."))
+	z.writeFrame(flagMore, bytes.Repeat([]byte("t"), 300)) // long frame
+	z.writeFrame(0, []byte("body"))
+	z.w.Flush()
+	return b.Bytes()
+}
+
+func TestHandshakeAndSubscription(t *testing.T) {
+	ours, theirs := net.Pipe()
+	defer ours.Close()
+	// net.Pipe is unbuffered: the peer reads and writes at the same time.
+	go func() { _, _ = io.Copy(io.Discard, theirs) }()
+	go func() { _, _ = theirs.Write(peerBytes()) }()
+	z, err := handshake(ours, "PUB", "SUB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := z.waitSubscription("org.fedoraproject.dev.logger.log"); err != nil {
+		t.Fatal(err)
+	}
+	frames, err := z.readMessage()
+	if err != nil || len(frames) != 2 || len(frames[0]) != 300 || string(frames[1]) != "body" {
+		t.Fatalf("readMessage = %d frames, %v", len(frames), err)
+	}
+}
+
+func TestReadyProperty(t *testing.T) {
+	props := readyCommand("ROUTER")[len("\x05READY"):]
+	cases := []struct {
+		props []byte
+		name  string
+		want  string
+	}{
+		{props, "Socket-Type", "ROUTER"},
+		{props, "socket-type", "ROUTER"},
+		{props, "Identity", ""},
+		{props[:len(props)-2], "Socket-Type", ""}, // truncated value
+		{nil, "Socket-Type", ""},
+	}
+	for _, tc := range cases {
+		if got := readyProperty(tc.props, tc.name); got != tc.want {
+			t.Errorf("readyProperty(%q, %q) = %q, want %q", tc.props, tc.name, got, tc.want)
+		}
+	}
+}
+
+// FuzzPeerStream feeds hostile peer bytes to the frame reader and the
+// command parsers: they must fail cleanly, never panic or over-allocate.
+func FuzzPeerStream(f *testing.F) {
+	real := peerBytes()
+	f.Add(real)
+	f.Add(real[:70])
+	f.Add(real[64:])
+	f.Add([]byte{flagLong, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		z := &zmtpConn{r: bufio.NewReader(bytes.NewReader(data))}
+		for i := 0; i < 100; i++ {
+			flags, body, err := z.readFrame()
+			if err != nil {
+				return
+			}
+			if len(body) > maxFrame {
+				t.Fatalf("accepted a %d-byte frame", len(body))
+			}
+			if flags&flagCommand != 0 {
+				if _, data, err := parseCommand(body); err == nil {
+					readyProperty(data, "Socket-Type")
+				}
+			}
+		}
+	})
+}
