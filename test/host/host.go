@@ -5,7 +5,7 @@
 // Usage:
 //
 //	h := host.Boot(t, "pkg-install")          // real systemd as PID 1, ready to use
-//	h.MustCopy("build/x.rpm", "/tmp/x.rpm")   // host file -> container path
+//	h.MustCopy("build/x.rpm", "/var/tmp/x.rpm") // host file -> container path (not /tmp: tmpfs inside)
 //	out := h.MustExec("systemctl", "is-active", "fedmsg-relay")
 //	out, err := h.Exec("rpm", "-e", "x")      // error carries the command output
 //	pid := h.Pid()                            // container init, as the host sees it
@@ -275,6 +275,8 @@ func (h *Host) MustExec(args ...string) string {
 func (h *Host) Path(p string) string { return filepath.Join(h.Root, p) }
 
 // Copy copies a host file to dst inside the container, keeping its mode.
+// Like WriteFile it writes to the root filesystem, under the container's
+// mounts: files put in /tmp or /run (tmpfs inside) are not visible there.
 func (h *Host) Copy(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {

@@ -117,7 +117,7 @@ func TestUnitSettings(t *testing.T) {
 		"Type": "notify", "User": "fedmsg", "Group": "fedmsg", "Restart": "on-failure",
 		"ExecReload": "/bin/kill -HUP $MAINPID", "ExecStart": "/usr/bin/fedmsg-relay --config /etc/fedmsg-relay/relay.yaml",
 		"ProtectSystem": "strict", "NoNewPrivileges": "yes", "CapabilityBoundingSet": "",
-		"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX", "UMask": "0077",
+		"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX AF_NETLINK", "UMask": "0077",
 		"RuntimeDirectory": "fedmsg", "RuntimeDirectoryMode": "0775", "LogsDirectory": "fedmsg",
 		"WantedBy": "multi-user.target",
 	} {
