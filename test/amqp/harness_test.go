@@ -148,7 +148,8 @@ type confirmedProducer struct {
 	endpoint string
 	timeout  time.Duration
 	sock     *zmq.Socket
-	resent   int // windows sent again
+	resent   int           // windows sent again
+	slowest  time.Duration // longest wait for a window's answers that all came
 }
 
 func newConfirmedProducer(t testing.TB, endpoint string) *confirmedProducer {
@@ -201,6 +202,7 @@ func (p *confirmedProducer) send(window []message, deadline time.Time) error {
 var errNoAnswer = errors.New("no answer in time")
 
 func (p *confirmedProducer) trySend(window []message) error {
+	start := time.Now()
 	for _, m := range window {
 		if _, err := p.sock.SendMessage(m.frames()); err != nil {
 			return fmt.Errorf("send: %w", err)
@@ -215,6 +217,7 @@ func (p *confirmedProducer) trySend(window []message) error {
 			return fmt.Errorf("relay answered %q", reply)
 		}
 	}
+	p.slowest = max(p.slowest, time.Since(start))
 	return nil
 }
 
