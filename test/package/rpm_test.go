@@ -9,6 +9,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/fedora-infra/fedmsg-relay/test/host"
 )
 
 // rpmFile is one entry of a package's file list.
@@ -243,6 +245,7 @@ func TestRPMDependencies(t *testing.T) {
 // spec's version (the spec's %check does the same at build time).
 func TestRPMVersionEmbedded(t *testing.T) {
 	t.Parallel()
+	host.NeedTools(t, "rpm2cpio", "cpio")
 	r := buildRPMs(t)
 	root := extractRPM(t, r.Main)
 	out := run(t, filepath.Join(root, "usr/bin/fedmsg-relay"), "--version")
@@ -269,6 +272,7 @@ func extractRPM(t *testing.T, pkg string) string {
 // and no filter may be unused.
 func TestRPMLint(t *testing.T) {
 	t.Parallel()
+	host.NeedTools(t, "rpmlint")
 	r := buildRPMs(t)
 	// rpmlint parses the spec itself; %sysusers_create_compat reads its
 	// source from beside the spec, as in a Fedora dist-git checkout.
