@@ -201,3 +201,62 @@ func relayOne(t *testing.T, inbound, outbound, text string) {
 	}
 	t.Fatalf("message %q never came through", text)
 }
+
+// Signals interrupt libzmq's system calls (the Go runtime itself preempts
+// threads with SIGURG); the relay must treat that as "nothing yet".
+func TestSurvivesSignalStorm(t *testing.T) {
+	inbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	outbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	cfg := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf("relay_inbound: %s\nrelay_outbound: %s\n", inbound, outbound))
+	proc := testutil.Start(t, relayBinary(t), "--config", cfg)
+	proc.WaitOutput(t, "relaying", 10*time.Second)
+	stop := make(chan struct{})
+	stormDone := make(chan struct{})
+	go func() {
+		defer close(stormDone)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = proc.Cmd.Process.Signal(syscall.SIGURG)
+				time.Sleep(200 * time.Microsecond)
+			}
+		}
+	}()
+	relayOne(t, inbound, outbound, "before the storm")
+	sub, _ := zmq.NewSocket(zmq.SUB)
+	defer sub.Close()
+	sub.SetLinger(0)
+	sub.SetSubscribe("")
+	sub.SetRcvtimeo(5 * time.Second)
+	if err := sub.Connect(outbound); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // subscription reaches the relay
+	xsub, _ := zmq.NewSocket(zmq.XPUB) // tells us when the relay has subscribed
+	defer xsub.Close()
+	xsub.SetLinger(0)
+	if err := xsub.Connect(inbound); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := xsub.Recv(0); err != nil {
+		t.Fatal(err)
+	}
+	topic := "org.fedoraproject.test.storm"
+	for i := 0; i < 500; i++ {
+		body := fmt.Sprintf(`{"topic": %q, "msg": {"i": %d}}`, topic, i)
+		if _, err := xsub.SendMessage(topic, body); err != nil {
+			t.Fatal(err)
+		}
+		m, err := sub.RecvMessage(0)
+		if err != nil || m[1] != body {
+			t.Fatalf("message %d under a signal storm: %q, %v\n%s", i, m, err, proc.Output())
+		}
+	}
+	close(stop)
+	<-stormDone
+	if strings.Contains(proc.Output(), "relay failed") || proc.Cmd.ProcessState != nil {
+		t.Fatalf("relay stopped under signals:\n%s", proc.Output())
+	}
+}

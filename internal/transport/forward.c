@@ -48,6 +48,20 @@ void fwd_set_reason(fwd_t *f, int code, const char *text) {
 
 static int more(zmq_msg_t *m) { return zmq_msg_more(m); }
 
+// A signal (the Go runtime preempts threads with SIGURG) may interrupt
+// libzmq: that is "nothing yet", never an error.
+static int transient(void) { return errno == EAGAIN || errno == EINTR; }
+
+// recv_rest receives a frame that libzmq has already queued, retrying when a
+// signal interrupts, so a message is never cut in two.
+static int recv_rest(zmq_msg_t *m, void *sock) {
+    int rc;
+    do {
+        rc = zmq_msg_recv(m, sock, 0);
+    } while (rc < 0 && errno == EINTR);
+    return rc;
+}
+
 // Receive one whole message from source s into slot i. Returns 1 when a
 // message was stored, 0 when none was waiting, -1 on error.
 static int recv_one(fwd_t *f, int s, int i) {
@@ -57,7 +71,7 @@ static int recv_one(fwd_t *f, int s, int i) {
     zmq_msg_init(first);
     if (zmq_msg_recv(first, sock, ZMQ_DONTWAIT) < 0) {
         zmq_msg_close(first);
-        return errno == EAGAIN ? 0 : -1;
+        return transient() ? 0 : -1;
     }
     // The rest of a multipart message is already queued: no waiting below.
     f->src[i] = s;
@@ -66,7 +80,7 @@ static int recv_one(fwd_t *f, int s, int i) {
     int has_more = more(first);
     if (kind == FWD_ROUTER) {
         zmq_msg_init(&f->topic[i]);
-        if (!has_more || zmq_msg_recv(&f->topic[i], sock, 0) < 0) {
+        if (!has_more || recv_rest(&f->topic[i], sock) < 0) {
             // An identity alone cannot happen in ZMTP; keep the slot consistent.
             zmq_msg_init_size(&f->topic[i], 0);
         } else {
@@ -77,7 +91,7 @@ static int recv_one(fwd_t *f, int s, int i) {
     f->size[i] = zmq_msg_size(&f->topic[i]);
     zmq_msg_init(&f->body[i]);
     if (has_more) {
-        zmq_msg_recv(&f->body[i], sock, 0);
+        recv_rest(&f->body[i], sock);
         f->frames[i] = 2;
         f->size[i] += zmq_msg_size(&f->body[i]);
         has_more = more(&f->body[i]);
@@ -85,7 +99,7 @@ static int recv_one(fwd_t *f, int s, int i) {
     while (has_more) { // frames beyond two: count and discard
         zmq_msg_t extra;
         zmq_msg_init(&extra);
-        if (zmq_msg_recv(&extra, sock, 0) < 0) {
+        if (recv_rest(&extra, sock) < 0) {
             zmq_msg_close(&extra);
             break;
         }
@@ -129,7 +143,7 @@ static int readable(fwd_t *f) {
     for (int s = 0; s < f->nsources; s++) {
         int events = 0;
         size_t len = sizeof(events);
-        if (zmq_getsockopt(f->source[s], ZMQ_EVENTS, &events, &len) != 0) return -1;
+        if (zmq_getsockopt(f->source[s], ZMQ_EVENTS, &events, &len) != 0) return transient() ? 1 : -1;
         if (events & ZMQ_POLLIN) return 1;
     }
     return 0;

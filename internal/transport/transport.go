@@ -243,6 +243,9 @@ func (s *Sockets) Recv(timeout time.Duration) (int, error) {
 		if errors.Is(err, syscall.Errno(C.ETERM)) || s.closed.Load() {
 			return 0, ErrClosed
 		}
+		if errors.Is(err, syscall.EINTR) { // a signal: an empty batch
+			return 0, nil
+		}
 		return 0, fmt.Errorf("receive: %w", err)
 	}
 	return int(n), nil
