@@ -69,8 +69,12 @@ type result struct {
 	delivered int
 }
 
-// throughput pushes messages through one target.
-func throughput(b *testing.B, t target) result {
+// throughput pushes the standard number of messages through one target.
+func throughput(b *testing.B, t target) result { return throughputOf(b, t, messages) }
+
+// throughputOf pushes n messages through one target and measures what the
+// subscriber saw and the target's CPU per message.
+func throughputOf(b *testing.B, t target, n int) result {
 	inbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
 	outbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
 	proc := t.start(b, inbound, outbound)
@@ -78,7 +82,7 @@ func throughput(b *testing.B, t target) result {
 	pid := proc.Cmd.Process.Pid
 
 	py := testutil.Python(b)
-	counter := exec.Command(py, testutil.PeerScript(), "count", outbound, strconv.Itoa(messages), "2")
+	counter := exec.Command(py, testutil.PeerScript(), "count", outbound, strconv.Itoa(n), "2")
 	out, err := counter.StdoutPipe()
 	if err != nil {
 		b.Fatal(err)
@@ -93,7 +97,7 @@ func throughput(b *testing.B, t target) result {
 	// Benchmark only: give the subscription time to reach the PUB socket.
 	time.Sleep(300 * time.Millisecond)
 	cpuBefore := cpuSeconds(b, pid)
-	if out, err := exec.Command(py, testutil.PeerScript(), "flood", inbound, strconv.Itoa(messages), strconv.Itoa(bodyBytes)).CombinedOutput(); err != nil {
+	if out, err := exec.Command(py, testutil.PeerScript(), "flood", inbound, strconv.Itoa(n), strconv.Itoa(bodyBytes)).CombinedOutput(); err != nil {
 		b.Fatalf("flood: %v\n%s", err, out)
 	}
 	if !lines.Scan() {
@@ -112,7 +116,7 @@ func throughput(b *testing.B, t target) result {
 	}
 	return result{
 		rate:      float64(res.N-1) / (res.Last - res.First),
-		cpuPerMsg: (cpuSeconds(b, pid) - cpuBefore) / float64(messages),
+		cpuPerMsg: (cpuSeconds(b, pid) - cpuBefore) / float64(n),
 		delivered: res.N,
 	}
 }

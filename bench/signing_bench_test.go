@@ -1,14 +1,9 @@
 package bench
 
 import (
-	"bufio"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
-	"strconv"
 	"testing"
-	"time"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/signing/signingtest"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
@@ -80,57 +75,4 @@ func BenchmarkSigningVsUnsignedRelay(b *testing.B) {
 		signingtest.KeyBits, unsigned, signed, signed/unsigned, unsigned/signed)
 	fmt.Fprintf(os.Stderr, "median CPU per message: unsigned %.2f us, signed %.2f us (%.0fx)\n",
 		unsignedCPU*1e6, signedCPU*1e6, signedCPU/unsignedCPU)
-}
-
-// throughputOf pushes n messages through one target and measures what the
-// subscriber saw and the target's CPU per message.
-//
-// It is throughput (relay_bench_test.go) with the message count as a
-// parameter; once throughput's callers use throughputOf(b, t, messages),
-// throughput can go.
-func throughputOf(b *testing.B, t target, n int) result {
-	inbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
-	outbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
-	proc := t.start(b, inbound, outbound)
-	defer func() { _ = proc.Cmd.Process.Kill(); _ = proc.Cmd.Wait() }()
-	pid := proc.Cmd.Process.Pid
-
-	py := testutil.Python(b)
-	counter := exec.Command(py, testutil.PeerScript(), "count", outbound, strconv.Itoa(n), "2")
-	out, err := counter.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := counter.Start(); err != nil {
-		b.Fatal(err)
-	}
-	lines := bufio.NewScanner(out)
-	if !lines.Scan() || lines.Text() != "ready" {
-		b.Fatalf("counter did not start: %q", lines.Text())
-	}
-	// Benchmark only: give the subscription time to reach the PUB socket.
-	time.Sleep(300 * time.Millisecond)
-	cpuBefore := cpuSeconds(b, pid)
-	if out, err := exec.Command(py, testutil.PeerScript(), "flood", inbound, strconv.Itoa(n), strconv.Itoa(bodyBytes)).CombinedOutput(); err != nil {
-		b.Fatalf("flood: %v\n%s", err, out)
-	}
-	if !lines.Scan() {
-		b.Fatal("counter printed no result")
-	}
-	var res struct {
-		N           int
-		First, Last float64
-	}
-	if err := json.Unmarshal(lines.Bytes(), &res); err != nil {
-		b.Fatal(err)
-	}
-	_ = counter.Wait()
-	if res.N < 2 || res.Last <= res.First {
-		b.Fatalf("%s: counter saw %d messages", t.name, res.N)
-	}
-	return result{
-		rate:      float64(res.N-1) / (res.Last - res.First),
-		cpuPerMsg: (cpuSeconds(b, pid) - cpuBefore) / float64(n),
-		delivered: res.N,
-	}
 }

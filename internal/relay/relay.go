@@ -180,6 +180,7 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 		reason := r.policy.Validate(m.Frames, m.Size, m.Topic, m.Body)
 		if reason == wire.OK && (crypto.Verifier != nil || crypto.Signer != nil) {
 			reason = r.applyCrypto(crypto, i, m)
+			m = s.Message(i) // the signed body replaced the received one
 		}
 		if reason != wire.OK {
 			s.SetVerdict(i, transport.Drop+int(reason))

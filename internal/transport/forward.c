@@ -151,7 +151,7 @@ static int readable(fwd_t *f) {
 
 int fwd_recv(fwd_t *f, int timeout_ms) {
     f->n = 0;
-    if (drain(f) != 0) return f->n > 0 ? f->n : -1;
+    if (drain(f) != 0) return f->n > 0 ? f->n : -1; // an error with nothing received
     // Wait with one poll(2) on the sockets' notification fds rather than
     // zmq_poll, which builds its poll set and polls twice on every call.
     int r = readable(f);
@@ -165,13 +165,18 @@ int fwd_recv(fwd_t *f, int timeout_ms) {
         }
         if (poll(pfd, f->nsources, timeout_ms) < 0 && errno != EINTR) return -1;
     }
-    return drain(f) < 0 ? -1 : f->n;
+    if (drain(f) < 0 && f->n == 0) return -1;
+    return f->n;
 }
 
 int fwd_replace_body(fwd_t *f, int i, const void *data, size_t len) {
     zmq_msg_close(&f->body[i]);
     if (zmq_msg_init_size(&f->body[i], len) != 0) return -1;
     memcpy(zmq_msg_data(&f->body[i]), data, len);
+    // Keep Go's view of the message on the new body: the old one is freed.
+    f->body_data[i] = zmq_msg_data(&f->body[i]);
+    f->body_len[i] = len;
+    f->size[i] = f->topic_len[i] + len;
     f->verdict[i] = FWD_SEND_REPLACED;
     return 0;
 }
