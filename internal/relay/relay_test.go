@@ -117,7 +117,7 @@ func TestRelaysPythonProducersToPythonListeners(t *testing.T) {
 		sent = append(sent, msgs)
 	}
 	got := testutil.RunScenario(t, testutil.Scenario{
-		Inbound: tr.inbound, Outbound: tr.outbound, Subscribers: 2, Producers: sent, Idle: 0.5,
+		Inbound: tr.inbound, Outbound: tr.outbound, Subscribers: 2, Producers: sent, Idle: 5, Expect: producers * perProducer,
 	})
 	for s, msgs := range got {
 		if len(msgs) != producers*perProducer {
@@ -172,7 +172,7 @@ func TestDropsBadMessagesAndKeepsServing(t *testing.T) {
 	}
 	msgs = append(msgs, good(len(bad)))
 	got := testutil.RunScenario(t, testutil.Scenario{
-		Inbound: tr.inbound, Outbound: tr.outbound, Subscribers: 1, Producers: [][][][]byte{msgs}, Idle: 0.5,
+		Inbound: tr.inbound, Outbound: tr.outbound, Subscribers: 1, Producers: [][][][]byte{msgs}, Idle: 5, Expect: len(bad) + 1,
 	})[0]
 	if len(got) != len(bad)+1 {
 		t.Fatalf("got %d messages, want the %d good ones: %q", len(got), len(bad)+1, got)
@@ -195,7 +195,7 @@ func TestOversizeFrameCutsOffOnlyItsSender(t *testing.T) {
 	ok := [][]byte{[]byte(testTopic), fedmsgBody(testTopic, 1, "")}
 	got := testutil.RunScenario(t, testutil.Scenario{
 		Inbound: tr.inbound, Outbound: tr.outbound, Subscribers: 1,
-		Producers: [][][][]byte{{huge}, {ok, ok, ok}}, Idle: 0.5,
+		Producers: [][][][]byte{{huge}, {ok, ok, ok}}, Idle: 5, Expect: 3,
 	})[0]
 	if len(got) != 3 {
 		t.Fatalf("got %d messages, want the other producer's 3", len(got))
@@ -352,7 +352,7 @@ func TestIPCAndIPv6Endpoints(t *testing.T) {
 	for _, in := range tr.cfg.RelayInbound {
 		msg := [][]byte{[]byte(testTopic), fedmsgBody(testTopic, 1, `, "via": "`+in+`"`)}
 		got := testutil.RunScenario(t, testutil.Scenario{
-			Inbound: in, Outbound: tr.outbound, Subscribers: 1, Producers: [][][][]byte{{msg}}, Idle: 0.3,
+			Inbound: in, Outbound: tr.outbound, Subscribers: 1, Producers: [][][][]byte{{msg}}, Idle: 5, Expect: 1,
 		})[0]
 		if len(got) != 1 || !bytes.Equal(got[0][1], msg[1]) {
 			t.Errorf("via %s to %s: got %q", in, tr.outbound, got)

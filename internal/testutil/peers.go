@@ -22,6 +22,7 @@ type Scenario struct {
 	Subscribers int          `json:"subscribers"`
 	Producers   [][][][]byte `json:"producers"` // producer -> message -> frame
 	Idle        float64      `json:"idle"`      // seconds of silence that end collection
+	Expect      int          `json:"expect"`    // messages per subscriber that end collection early (0: wait for silence)
 }
 
 // RunScenario runs the scenario through real pyzmq sockets and returns, per

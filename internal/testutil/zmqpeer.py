@@ -4,7 +4,8 @@ Run with Debian's /usr/bin/python3 (python3-zmq). Modes:
 
   scenario            JSON on stdin: {"inbound": EP, "outbound": EP,
                       "subscribers": N, "producers": [[[b64 frame, ...], ...], ...],
-                      "idle": seconds}. Connects N SUB sockets to the relay's
+                      "idle": seconds, "expect": N}. Collection ends when
+                      every SUB has N messages, or after idle seconds of silence. Connects N SUB sockets to the relay's
                       outbound and one PUB per producer to its inbound, sends
                       probes until every path is live (no fixed sleeps), then
                       sends each producer's messages (interleaved round-robin)
@@ -96,7 +97,8 @@ def scenario():
                 p.send_multipart(q.pop(0))
     received = [[] for _ in subs]
     idle = spec.get("idle", 1.0)
-    while True:
+    expect = spec.get("expect", 0)
+    while not expect or min(len(r) for r in received) < expect:
         events = poller.poll(int(idle * 1000))
         if not events:
             break
