@@ -68,9 +68,13 @@ func TestFaults(t *testing.T) {
 				time.Sleep(100 * time.Millisecond)
 			}
 			unique, duplicates := got.Counts()
-			redelivered := got.Redelivered()
-			t.Logf("%s: %d sent (acknowledged by the relay, %d windows sent again, slowest acknowledged window %s) in %s; broker: %d distinct, lost %d, duplicates %d (%d redelivered to the test's consumer, %d published twice by the bridge), first-delivery order inversions %d",
-				tc.name, total, producer.resent, producer.slowest.Round(time.Millisecond), elapsed.Round(time.Millisecond), unique, total-unique, duplicates, redelivered, duplicates-redelivered, orderInversions(got))
+			resentByBridge := r.metric(t, "fedmsg_relay_amqp_duplicates_resent_total")
+			t.Logf("%s: %d sent (acknowledged by the relay, %d windows sent again, slowest acknowledged window %s) in %s; "+
+				"broker: %d distinct, lost %d, duplicates %d (%v published again by the bridge since the relay's last start; "+
+				"%d flagged redelivered to the test's consumer; the rest delivered again to the consumer after the broker "+
+				"restart without the flag, or in windows the producer sent again); first-delivery order inversions %d",
+				tc.name, total, producer.resent, producer.slowest.Round(time.Millisecond), elapsed.Round(time.Millisecond),
+				unique, total-unique, duplicates, resentByBridge, got.Redelivered(), orderInversions(got))
 			if unique != total {
 				t.Errorf("lost %d of %d messages", total-unique, total)
 			}
