@@ -299,3 +299,21 @@ func TestRPMLint(t *testing.T) {
 		t.Errorf("rpmlint:\n%s", out)
 	}
 }
+
+// TestSpecAccountsForModuleLicences checks that the spec's licence comment
+// names every module go.mod requires, so a new dependency cannot be vendored
+// into the RPM without its licence being added to License:.
+func TestSpecAccountsForModuleLicences(t *testing.T) {
+	t.Parallel()
+	spec := readFile(t, repoPath("fedmsg-relay.spec"))
+	licenceBlock := spec[:strings.Index(spec, "\nLicense:")]
+	modules := regexp.MustCompile(`(?m)^\s+([a-z0-9.-]+\.[a-z]+/\S+) v\S+`).FindAllStringSubmatch(readFile(t, repoPath("go.mod")), -1)
+	if len(modules) == 0 {
+		t.Fatal("no requirements parsed from go.mod")
+	}
+	for _, m := range modules {
+		if !strings.Contains(licenceBlock, m[1]) {
+			t.Errorf("go.mod requires %s, not in the spec's licence comment above License:", m[1])
+		}
+	}
+}
