@@ -28,6 +28,13 @@ type migrationReport struct {
 // reports what arrived.
 func (f *fixture) migrate(t *testing.T) {
 	from, to := f.relayA, f.relayB
+	f.writeInventory(t, to, from)
+	// What the SOP says to run first; the new host has no relay package yet.
+	f.play(t, "migrate-relay.yml", "--check", "--diff")
+	if _, err := to.Exec("rpm", "-q", "fedmsg-relay"); err == nil {
+		t.Fatal("check mode installed fedmsg-relay")
+	}
+
 	stopFile := filepath.Join(t.TempDir(), "stop")
 	probe := exec.Command("/usr/bin/python3", "testdata/migration_probe.py", f.plain.Path("/etc/fedmsg.d/relay.py"),
 		fmt.Sprintf("tcp://%s:%d", from.address, f.ports.outbound),
@@ -47,7 +54,6 @@ func (f *fixture) migrate(t *testing.T) {
 		t.Fatalf("migration probe did not start: %q %s", lines.Text(), stderr.String())
 	}
 
-	f.writeInventory(t, to, from)
 	f.play(t, "migrate-relay.yml")
 	if err := os.WriteFile(stopFile, nil, 0o644); err != nil {
 		t.Fatal(err)
