@@ -144,7 +144,24 @@ drop_log_interval: 0s
 		})
 	}
 	if err := producer.wait(60 * time.Second); err != nil || strings.TrimSpace(producer.out.String()) != strconv.Itoa(messages) {
-		t.Fatalf("producer: %v\n%s\nrelay log tail:\n%s", err, producer.out.String(), tail([]byte(readOptional(logPath)), 3000))
+		relayState := "still running"
+		if err := relay.wait(0); err == nil || !strings.Contains(err.Error(), "did not exit") {
+			relayState = fmt.Sprintf("exited (%v), output:\n%s", err, tail(relay.out.Bytes(), 3000))
+		}
+		// Which logs, if any, have the unanswered message (dropped or only
+		// its reply lost)?
+		var where []string
+		if m := regexp.MustCompile(`message (\d+):`).FindStringSubmatch(producer.out.String()); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			needle := fmt.Sprintf("%s.%06d", prefix, n)
+			for _, f := range []string{logPath + ".3.gz", logPath + ".2.gz", logPath + ".1", logPath} {
+				if _, err := os.Stat(f); err == nil && strings.Contains(strings.Join(readLog(t, f), "\n"), needle) {
+					where = append(where, filepath.Base(f))
+				}
+			}
+		}
+		t.Fatalf("producer: %v\n%s\nunanswered message logged in: %v\nrelay %s\nrelay log tail:\n%s",
+			err, producer.out.String(), where, relayState, tail([]byte(readOptional(logPath)), 1500))
 	}
 	relay.cmd.Process.Signal(syscall.SIGTERM)
 	if err := relay.wait(20 * time.Second); err != nil {
