@@ -40,7 +40,7 @@ func TestFedoraMessagingFormat(t *testing.T) {
 	before := time.Now().UTC().Truncate(time.Second)
 	received := testutil.RunScenario(t, testutil.Scenario{
 		Inbound: r.inbound, Outbound: r.outbound, Subscribers: 1,
-		Producers: [][][][]byte{frames}, Idle: 1,
+		Producers: [][][][]byte{frames}, Expect: n, Idle: 10,
 	})
 	if len(received[0]) != n {
 		t.Fatalf("the ZeroMQ subscriber got %d of %d messages", len(received[0]), n)
