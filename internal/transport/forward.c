@@ -181,13 +181,30 @@ int fwd_replace_body(fwd_t *f, int i, const void *data, size_t len) {
     return 0;
 }
 
+// send_msg and send_buf never wait, but retry when a signal interrupts.
+static int send_msg(zmq_msg_t *m, void *sock, int flags) {
+    int rc;
+    do {
+        rc = zmq_msg_send(m, sock, flags | ZMQ_DONTWAIT);
+    } while (rc < 0 && errno == EINTR);
+    return rc;
+}
+
+static int send_buf(void *sock, const char *buf, size_t len) {
+    int rc;
+    do {
+        rc = zmq_send(sock, buf, len, ZMQ_DONTWAIT);
+    } while (rc < 0 && errno == EINTR);
+    return rc;
+}
+
 static void reply(fwd_t *f, int i, const char *text) {
     void *router = f->source[f->src[i]];
-    if (zmq_msg_send(&f->ident[i], router, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+    if (send_msg(&f->ident[i], router, ZMQ_SNDMORE) < 0) {
         zmq_msg_close(&f->ident[i]);
         return; // peer gone or over its HWM: it will time out and say so
     }
-    zmq_send(router, text, strlen(text), ZMQ_DONTWAIT);
+    send_buf(router, text, strlen(text));
 }
 
 int fwd_flush(fwd_t *f) {
@@ -198,8 +215,8 @@ int fwd_flush(fwd_t *f) {
         if (v == FWD_SEND || v == FWD_SEND_REPLACED) {
             // PUB never blocks: at a subscriber's HWM libzmq drops for that
             // subscriber only. zmq_msg_send takes ownership on success.
-            if (zmq_msg_send(&f->topic[i], f->pub, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0 ||
-                zmq_msg_send(&f->body[i], f->pub, ZMQ_DONTWAIT) < 0) {
+            if (send_msg(&f->topic[i], f->pub, ZMQ_SNDMORE) < 0 ||
+                send_msg(&f->body[i], f->pub, 0) < 0) {
                 f->send_errors++;
                 zmq_msg_close(&f->topic[i]);
                 zmq_msg_close(&f->body[i]);

@@ -65,12 +65,13 @@ func TestRPMFileList(t *testing.T) {
 				"/etc/fedmsg-relay/relay.yaml":                 {"-rw-r--r--", "root", "root", "cn", ""},
 				"/etc/logrotate.d/fedmsg-relay":                {"-rw-r--r--", "root", "root", "cn", ""},
 				"/var/log/fedmsg":                              {"drwxr-xr-x", "fedmsg", "fedmsg", "", ""},
+				"/usr/share/licenses/fedmsg-relay/LICENSE":     {"-rw-r--r--", "root", "root", "l", ""},
 			},
 			extra: func(p string, f rpmFile) error {
 				switch {
 				case strings.HasPrefix(p, "/usr/lib/.build-id"):
 					return nil // build-id links rpm adds for the binaries
-				case strings.HasPrefix(p, "/usr/share/licenses/fedmsg-relay/vendor"):
+				case p == "/usr/share/licenses/fedmsg-relay" || strings.HasPrefix(p, "/usr/share/licenses/fedmsg-relay/vendor"):
 					if f.Mode[0] == '-' && !strings.Contains(f.Flags, "l") {
 						return fmt.Errorf("not marked %%license")
 					}
