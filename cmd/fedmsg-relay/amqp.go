@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -13,31 +14,46 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/relay"
 )
 
+// errInjectStopped refuses consumed messages once the relay drains: they
+// stay unacknowledged and the broker keeps them.
+var errInjectStopped = errors.New("relay is shutting down")
+
 // startBridge connects the relay to RabbitMQ: every published message goes
 // to the bridge's spool, and, when a queue is configured, messages consumed
-// from it are injected into the bus. stop ends it and flushes the spool; call
-// it before the relay closes its sockets.
-func startBridge(cfg *config.Config, r *relay.Relay, log hclog.Logger, reg *metrics.Registry) (stop func(), err error) {
+// from it are injected into the bus. stopInject makes later injections fail
+// (so they are not acknowledged): call it before the relay drains, so every
+// acknowledged message is in the relay's queue when it does. stop ends the
+// bridge and flushes the spool: call it before the relay closes its sockets.
+func startBridge(cfg *config.Config, r *relay.Relay, log hclog.Logger, reg *metrics.Registry) (stopInject, stop func(), err error) {
 	bridge, err := amqpbridge.New(cfg.AMQP, log, reg)
 	if err != nil {
-		return nil, fmt.Errorf("amqp bridge: %w", err)
+		return nil, nil, fmt.Errorf("amqp bridge: %w", err)
 	}
 	r.SetTap(bridge.Publish)
 
 	var inject func(topic, body []byte) error
-	closeInjector := func() {}
+	closeInjector, stopInject := func() {}, func() {}
 	if cfg.AMQP.Consume.Queue != "" {
 		push, err := r.Sockets().NewInjector()
 		if err != nil {
 			bridge.Close()
-			return nil, err
+			return nil, nil, err
 		}
 		var mu sync.Mutex // one libzmq socket, several consumer goroutines
+		stopped := false
 		inject = func(topic, body []byte) error {
 			mu.Lock()
 			defer mu.Unlock()
+			if stopped {
+				return errInjectStopped
+			}
 			_, err := push.SendMessage(topic, body)
 			return err
+		}
+		stopInject = func() {
+			mu.Lock() // waits for an injection in progress
+			stopped = true
+			mu.Unlock()
 		}
 		closeInjector = func() { push.Close() }
 	}
@@ -50,7 +66,7 @@ func startBridge(cfg *config.Config, r *relay.Relay, log hclog.Logger, reg *metr
 			log.Error("bridge stopped", "error", err)
 		}
 	}()
-	return func() {
+	return stopInject, func() {
 		cancel()
 		<-done
 		closeInjector()

@@ -111,8 +111,10 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	if err := loadCrypto(cfg, r, log); err != nil {
 		return err
 	}
+	stopInject := func() {}
 	if cfg.AMQP.Enabled() {
-		stopBridge, err := startBridge(cfg, r, log.Named(logging.NameAMQP), reg)
+		var stopBridge func()
+		stopInject, stopBridge, err = startBridge(cfg, r, log.Named(logging.NameAMQP), reg)
 		if err != nil {
 			return err
 		}
@@ -163,6 +165,7 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 			}
 			log.Info("shutting down", "signal", sig.String(), "drain_timeout", cfg.DrainTimeout)
 			notify(log, sdnotify.Stopping)
+			stopInject() // nothing is acknowledged to RabbitMQ after the drain
 			cancel()
 			return <-done
 		}
