@@ -25,23 +25,36 @@ const (
 	rounds    = 3
 )
 
+// target is something messages are pushed through.
 type target struct {
-	name  string
-	start func(b *testing.B, inbound, outbound string) *testutil.Process
+	name     string
+	start    func(b *testing.B, inbound, outbound string) *testutil.Process
+	messages int // per round; 0 means the default, messages
 }
 
-func relayTarget(b *testing.B, inbound, outbound string) *testutil.Process {
-	cfg := testutil.WriteFile(b, "relay.yaml", fmt.Sprintf(`
+// configuredRelay starts the relay with the benchmarks' base configuration
+// plus the YAML extra returns (nil for none) and the given flags.
+func configuredRelay(extra func(b *testing.B) string, args ...string) func(b *testing.B, inbound, outbound string) *testutil.Process {
+	return func(b *testing.B, inbound, outbound string) *testutil.Process {
+		yaml := fmt.Sprintf(`
 relay_inbound: %s
 relay_outbound: %s
 inbound_hwm: 1000000
 outbound_hwm: 1000000
 log_level: warn
-`, inbound, outbound))
-	p := testutil.Start(b, testutil.Binary(b, "fedmsg-relay"), "--config", cfg)
-	waitListening(b, outbound)
-	return p
+`, inbound, outbound)
+		if extra != nil {
+			yaml += extra(b) + "\n"
+		}
+		cfg := testutil.WriteFile(b, "relay.yaml", yaml)
+		p := testutil.Start(b, testutil.Binary(b, "fedmsg-relay"), append([]string{"--config", cfg}, args...)...)
+		waitListening(b, outbound)
+		return p
+	}
 }
+
+// relayTarget is the relay as packaged: validation on, nothing else.
+var relayTarget = configuredRelay(nil)
 
 func proxyTarget(b *testing.B, inbound, outbound string) *testutil.Process {
 	p := testutil.Start(b, testutil.Python(b), testutil.PeerScript(), "proxy", inbound, outbound, "1000000")
@@ -68,9 +81,6 @@ type result struct {
 	cpuPerMsg float64 // the target's CPU seconds (user+system) per message
 	delivered int
 }
-
-// throughput pushes the standard number of messages through one target.
-func throughput(b *testing.B, t target) result { return throughputOf(b, t, messages) }
 
 // throughputOf pushes n messages through one target and measures what the
 // subscriber saw and the target's CPU per message.
@@ -145,27 +155,40 @@ func median(xs []float64) float64 {
 // through the relay (validation on) and through zmq.proxy, alternating,
 // median of three rounds each. Target relay/proxy >= 0.7.
 func BenchmarkThroughputVsZMQProxy(b *testing.B) {
-	targets := []target{{"zmq_proxy", proxyTarget}, {"fedmsg-relay", relayTarget}}
-	rates, cpus := map[string][]float64{}, map[string][]float64{}
+	m := compare(b, []target{{name: "zmq_proxy", start: proxyTarget}, {name: "fedmsg-relay", start: relayTarget}})
+	proxy, relay := m[0], m[1]
+	b.ReportMetric(proxy.rate, "proxy-msg/s")
+	b.ReportMetric(relay.rate, "relay-msg/s")
+	b.ReportMetric(relay.rate/proxy.rate, "relay/proxy")
+	b.ReportMetric(proxy.cpuPerMsg/relay.cpuPerMsg, "cpu-efficiency-relay/proxy")
+	fmt.Fprintf(os.Stderr, "median: zmq_proxy %.0f msg/s, fedmsg-relay %.0f msg/s, throughput ratio %.2f (target >= 0.70)\n", proxy.rate, relay.rate, relay.rate/proxy.rate)
+	fmt.Fprintf(os.Stderr, "median CPU per message: zmq_proxy %.2f us, fedmsg-relay %.2f us, efficiency ratio %.2f\n", proxy.cpuPerMsg*1e6, relay.cpuPerMsg*1e6, proxy.cpuPerMsg/relay.cpuPerMsg)
+}
+
+// compare pushes messages through every target, alternating, for rounds
+// rounds (times b.N), prints each round and returns each target's medians.
+func compare(b *testing.B, targets []target) []result {
+	rates, cpus := make([][]float64, len(targets)), make([][]float64, len(targets))
 	for i := 0; i < b.N; i++ {
 		for r := 0; r < rounds; r++ {
-			for _, t := range targets {
-				res := throughput(b, t)
-				rates[t.name] = append(rates[t.name], res.rate)
-				cpus[t.name] = append(cpus[t.name], res.cpuPerMsg)
-				fmt.Fprintf(os.Stderr, "round %d %-13s %8.0f msg/s, %5.2f us CPU/msg (%d/%d delivered)\n",
-					r+1, t.name, res.rate, res.cpuPerMsg*1e6, res.delivered, messages)
+			for k, t := range targets {
+				n := t.messages
+				if n == 0 {
+					n = messages
+				}
+				res := throughputOf(b, t, n)
+				rates[k] = append(rates[k], res.rate)
+				cpus[k] = append(cpus[k], res.cpuPerMsg)
+				fmt.Fprintf(os.Stderr, "round %d %-13s %8.0f msg/s, %8.2f us CPU/msg (%d/%d delivered)\n",
+					r+1, t.name, res.rate, res.cpuPerMsg*1e6, res.delivered, n)
 			}
 		}
 	}
-	proxy, relay := median(rates["zmq_proxy"]), median(rates["fedmsg-relay"])
-	proxyCPU, relayCPU := median(cpus["zmq_proxy"]), median(cpus["fedmsg-relay"])
-	b.ReportMetric(proxy, "proxy-msg/s")
-	b.ReportMetric(relay, "relay-msg/s")
-	b.ReportMetric(relay/proxy, "relay/proxy")
-	b.ReportMetric(proxyCPU/relayCPU, "cpu-efficiency-relay/proxy")
-	fmt.Fprintf(os.Stderr, "median: zmq_proxy %.0f msg/s, fedmsg-relay %.0f msg/s, throughput ratio %.2f (target >= 0.70)\n", proxy, relay, relay/proxy)
-	fmt.Fprintf(os.Stderr, "median CPU per message: zmq_proxy %.2f us, fedmsg-relay %.2f us, efficiency ratio %.2f\n", proxyCPU*1e6, relayCPU*1e6, proxyCPU/relayCPU)
+	medians := make([]result, len(targets))
+	for k := range targets {
+		medians[k] = result{rate: median(rates[k]), cpuPerMsg: median(cpus[k])}
+	}
+	return medians
 }
 
 // BenchmarkMemory: the relay's RSS idle and after 10,000 connect/send/close
