@@ -6,10 +6,7 @@ package amqp
 import (
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -87,30 +84,10 @@ func (r *relay) restart(t testing.TB) {
 	r.start(t)
 }
 
-// metric scrapes the relay's /metrics and returns the value of series, a
-// sample's full name with labels (e.g. `x_total{reason="y"}`).
+// metric returns the value of series in the relay's /metrics.
 func (r *relay) metric(t testing.TB, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + r.metrics + "/metrics")
-	if err != nil {
-		t.Fatalf("scrape metrics: %v", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(body), "\n") {
-		if value, ok := strings.CutPrefix(line, series+" "); ok {
-			v, err := strconv.ParseFloat(value, 64)
-			if err != nil {
-				t.Fatalf("metric %s: %v", line, err)
-			}
-			return v
-		}
-	}
-	t.Fatalf("no %s in /metrics:\n%s", series, body)
-	return 0
+	return testutil.Metric(t, r.metrics, series)
 }
 
 // bridgeQueue declares the bridge exchange and a queue of the test's own
