@@ -163,8 +163,9 @@ func TestSELinuxFileContextsMatchPackage(t *testing.T) {
 	logFile := regexp.MustCompile(`(?m)^log_file: (\S+)`).FindStringSubmatch(relayYAML)
 	monitor := regexp.MustCompile(`(?m)^monitoring_endpoint: ipc://(\S+)`).FindStringSubmatch(relayYAML)
 	runDir := regexp.MustCompile(`(?m)^d (\S+) `).FindStringSubmatch(readFile(t, repoPath("rpm/fedmsg-relay.tmpfiles")))
-	if logFile == nil || monitor == nil || runDir == nil {
-		t.Fatal("log_file, monitoring_endpoint (relay.yaml) or the tmpfiles.d directory not found")
+	stateDir := regexp.MustCompile(`(?m)^StateDirectory=(\S+)`).FindStringSubmatch(unit)
+	if logFile == nil || monitor == nil || runDir == nil || stateDir == nil {
+		t.Fatal("log_file, monitoring_endpoint (relay.yaml), the tmpfiles.d directory or the unit's StateDirectory not found")
 	}
 
 	want := []struct {
@@ -180,6 +181,8 @@ func TestSELinuxFileContextsMatchPackage(t *testing.T) {
 		{logFile[1] + ".1", "fedmsg_relay_log_t", false}, // rotated
 		{runDir[1], "fedmsg_relay_var_run_t", false},
 		{monitor[1], "fedmsg_relay_var_run_t", false},
+		{"/var/lib/" + stateDir[1], "fedmsg_relay_var_lib_t", false},
+		{"/var/lib/" + stateDir[1] + "/amqp-spool/segment", "fedmsg_relay_var_lib_t", false},
 	}
 	label := func(path string) (string, bool) {
 		for _, e := range fc {
