@@ -242,7 +242,7 @@ func TestConfirmTimeout(t *testing.T) {
 	for i := range total {
 		bridge.Publish([]byte("t.timeout"), fedmsgBody("t.timeout", fmt.Sprintf("2026-timeout-%03d", i), `{}`))
 	}
-	waitFor(t, 10*time.Second, "the confirm timeout", func() bool {
+	waitFor(t, 30*time.Second, "the confirm timeout", func() bool {
 		return bridge.metric(t, `fedmsg_relay_amqp_reconnects_total{direction="publish"}`) >= 1
 	})
 	b.freeze(t, false)
