@@ -15,10 +15,6 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/test/host"
 )
 
-// The relay hosts need dnf (the role installs with ansible.builtin.dnf); every host is
-// booted from the same package set so they share one cached root filesystem.
-var hostPackages = host.WithPackages("dnf")
-
 // testHost is a booted host and its addresses as the inventory gives them.
 type testHost struct {
 	*host.Host
@@ -87,7 +83,7 @@ func newFixture(t *testing.T) *fixture {
 // bootHost boots a host whose package sources include repo (a local dnf repository).
 func bootHost(t *testing.T, name, address, repo string) *testHost {
 	t.Helper()
-	h := &testHost{Host: host.Boot(t, name, hostPackages), address: address}
+	h := &testHost{Host: host.Boot(t, name), address: address}
 	// The host's package sources, as a Fedora host has its own; gpgcheck is off because
 	// the repository is built by this test.
 	for _, f := range mustGlob(t, filepath.Join(repo, "*.rpm")) {

@@ -48,11 +48,13 @@ import (
 // DefaultPackages is the package set of the cached root filesystem, on top of
 // debootstrap's minbase: systemd as init, python3 for Ansible, procps for
 // /bin/kill (ExecReload), python3-apt for Ansible's apt module, rpm to install
-// the packages under test, libzmq5 for the relay. ZeroMQ peers run on the host:
+// the packages under test and dnf for Ansible's dnf module (one root file
+// system for every test package: each set costs a debootstrap), libzmq5 for
+// the relay. ZeroMQ peers run on the host:
 // the network is shared (python3-zmq fails to configure under debootstrap).
 var DefaultPackages = []string{
 	"systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "iproute2", "procps",
-	"rpm", "libzmq5",
+	"rpm", "dnf", "libzmq5",
 }
 
 const (
