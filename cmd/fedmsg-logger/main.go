@@ -143,11 +143,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 // emit reads the messages and sends them; the relay is dialled at the first
 // message, so empty input needs no relay.
 func emit(o *options, stdin io.Reader, log hclog.Logger) error {
-	location := o.configDir
-	if o.configFile != "" {
-		location = o.configFile
-	}
-	cfg, err := fedmsgconf.LoadFrom(location, log)
+	cfg, err := fedmsgconf.LoadFrom(o.configDir, o.configFile, log)
 	if err != nil {
 		return err
 	}

@@ -91,11 +91,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func tail(o *options, stdout io.Writer, log hclog.Logger) error {
-	location := o.configDir
-	if o.configFile != "" {
-		location = o.configFile
-	}
-	cfg, err := fedmsgconf.LoadFrom(location, log)
+	cfg, err := fedmsgconf.LoadFrom(o.configDir, o.configFile, log)
 	if err != nil {
 		return err
 	}

@@ -163,9 +163,13 @@ func SplitAddresses(values ...string) []string {
 	return out
 }
 
-// LoadFrom loads the config at location (a file or a directory of *.py), or
-// at Location() when location is empty.
-func LoadFrom(location string, log hclog.Logger) (Config, error) {
+// LoadFrom loads the config the tools' flags name: the single file, else the
+// directory of *.py files, else Location().
+func LoadFrom(dir, file string, log hclog.Logger) (Config, error) {
+	location := dir
+	if file != "" {
+		location = file
+	}
 	if location == "" {
 		location = Location()
 	}
