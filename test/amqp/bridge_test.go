@@ -135,23 +135,7 @@ func TestConsumeIntoBus(t *testing.T) {
 	r.WaitOutput(t, "amqp: consuming", 15*time.Second)
 
 	sub := subscribe(t, r.outbound)
-	producer := newConfirmedProducer(t, r.confirm)
-	// Probe through the relay until the SUB's subscription is in place.
-	probe := message{topic: probeTopic, msgID: "2026-probe", msg: `{}`}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if err := producer.send([]message{probe}, deadline); err != nil {
-			t.Fatal(err)
-		}
-		if frames := sub.next(t, 100*time.Millisecond); frames != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the subscriber never received a probe")
-		}
-	}
-	for sub.next(t, 200*time.Millisecond) != nil { // stray probes
-	}
+	probeUntilLive(t, r, sub)
 
 	const topic = "org.fedoraproject.prod.reverse.hello"
 	body := `{"hello": "world", "n": 1}`
@@ -202,6 +186,7 @@ func TestConsumeIntoBus(t *testing.T) {
 	// Not bridged back: a sentinel published after it reaches the bridge
 	// exchange, in order, and nothing from amqp-bridge came before it.
 	sentinel := message{topic: "org.fedoraproject.prod.e2e.sentinel", msgID: "2026-sentinel", msg: `{}`}
+	producer := newConfirmedProducer(t, r.confirm)
 	if err := producer.send([]message{sentinel}, time.Now().Add(10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
