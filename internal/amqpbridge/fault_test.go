@@ -68,7 +68,7 @@ func TestFaultTolerance(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 			}
 			unique, dups := got.counts()
-			outOfOrder := firstDeliveryInversions(got)
+			outOfOrder := got.OrderInversions()
 			br := bridges.get()
 			t.Logf("%s: sent %d, lost %d, duplicates delivered %d (%d redelivered to the test consumer, %d published again), resent as counted by the last bridge %v, first deliveries out of order %d",
 				tt.name, total, total-unique, dups, got.redelivered(), dups-got.redelivered(), br.metric(t, "fedmsg_relay_amqp_duplicates_resent_total"), outOfOrder)
@@ -77,26 +77,6 @@ func TestFaultTolerance(t *testing.T) {
 			}
 		})
 	}
-}
-
-// firstDeliveryInversions counts messages whose first delivery came after a
-// later message's first delivery.
-func firstDeliveryInversions(c *collector) int {
-	seen := map[string]bool{}
-	var ids []string
-	for _, d := range c.snapshot() {
-		if !seen[d.MessageId] {
-			seen[d.MessageId] = true
-			ids = append(ids, d.MessageId)
-		}
-	}
-	inversions := 0
-	for i := 1; i < len(ids); i++ {
-		if ids[i] < ids[i-1] {
-			inversions++
-		}
-	}
-	return inversions
 }
 
 // bridgeSlot holds the running bridge, which a relay restart replaces.
@@ -210,7 +190,7 @@ func TestNackResend(t *testing.T) {
 		unique, _ := got.counts()
 		return unique == total
 	})
-	if n := firstDeliveryInversions(got); n != 0 {
+	if n := got.OrderInversions(); n != 0 {
 		t.Errorf("%d messages arrived before an older one", n)
 	}
 	t.Logf("nacked %v, resent %v, reconnects %v", bridge.metric(t, "fedmsg_relay_amqp_nacked_total"),

@@ -74,7 +74,7 @@ func TestFaults(t *testing.T) {
 				"%d flagged redelivered to the test's consumer; the rest delivered again to the consumer after the broker "+
 				"restart without the flag, or in windows the producer sent again); first-delivery order inversions %d",
 				tc.name, total, producer.resent, producer.slowest.Round(time.Millisecond), elapsed.Round(time.Millisecond),
-				unique, total-unique, duplicates, resentByBridge, got.Redelivered(), orderInversions(got))
+				unique, total-unique, duplicates, resentByBridge, got.Redelivered(), got.OrderInversions())
 			if unique != total {
 				t.Errorf("lost %d of %d messages", total-unique, total)
 			}
@@ -104,24 +104,4 @@ func stream(p *confirmedProducer, name string, total, window int, pause time.Dur
 		time.Sleep(pause)
 	}
 	return nil
-}
-
-// orderInversions counts messages whose first delivery came after a later
-// message's first delivery (ids sort in sending order).
-func orderInversions(c *amqptest.Collector) int {
-	seen := map[string]bool{}
-	var ids []string
-	for _, d := range c.Snapshot() {
-		if !seen[d.MessageId] {
-			seen[d.MessageId] = true
-			ids = append(ids, d.MessageId)
-		}
-	}
-	inversions := 0
-	for i := 1; i < len(ids); i++ {
-		if ids[i] < ids[i-1] {
-			inversions++
-		}
-	}
-	return inversions
 }

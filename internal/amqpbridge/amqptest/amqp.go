@@ -143,6 +143,26 @@ func (c *Collector) Snapshot() []amqp.Delivery {
 	return append([]amqp.Delivery(nil), c.deliveries...)
 }
 
+// OrderInversions counts messages whose first delivery came after a later
+// message's first delivery (message ids sort in sending order).
+func (c *Collector) OrderInversions() int {
+	seen := map[string]bool{}
+	var ids []string
+	for _, d := range c.Snapshot() {
+		if !seen[d.MessageId] {
+			seen[d.MessageId] = true
+			ids = append(ids, d.MessageId)
+		}
+	}
+	inversions := 0
+	for i := 1; i < len(ids); i++ {
+		if ids[i] < ids[i-1] {
+			inversions++
+		}
+	}
+	return inversions
+}
+
 // WaitFor polls cond until it holds or timeout passes.
 func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
 	tb.Helper()
