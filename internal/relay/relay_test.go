@@ -51,6 +51,15 @@ func startRelay(t *testing.T, mutate func(*config.Config)) *testRelay {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
+	// Tests start once the loop runs, so nothing they observe (such as the
+	// monitoring status) races the goroutine's start.
+	for !r.running.Load() {
+		select {
+		case err := <-done:
+			t.Fatalf("Run returned before forwarding: %v", err)
+		case <-time.After(time.Millisecond):
+		}
+	}
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
