@@ -1,7 +1,6 @@
 package amqpbridge
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -11,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/wire"
 )
 
 // The fedora-messaging wire format (fedora_messaging/message.py, base Message):
@@ -40,11 +41,42 @@ var (
 	errLoop = errors.New("message injected by an AMQP bridge")
 )
 
-// fedmsgEnvelope is the part of a fedmsg body the bridge reads.
-type fedmsgEnvelope struct {
-	Msg      json.RawMessage `json:"msg"`
-	MsgID    string          `json:"msg_id"`
-	Username string          `json:"username"`
+// envelopeFields are the members of a fedmsg body the bridge reads.
+type envelopeFields struct {
+	msg      []byte // raw JSON
+	msgID    string
+	username string
+}
+
+// readEnvelope picks the members the bridge needs from a fedmsg body without
+// decoding the rest: it runs for every relayed message.
+func readEnvelope(body []byte) (envelopeFields, error) {
+	var env envelopeFields
+	bad := ""
+	ok := wire.Members(body, func(key string, value []byte) bool {
+		var isString bool
+		switch key {
+		case "msg":
+			env.msg = value
+		case "msg_id":
+			env.msgID, isString = wire.StringValue(value)
+		case "username":
+			env.username, isString = wire.StringValue(value)
+		default:
+			return true
+		}
+		if key != "msg" && !isString && string(value) != "null" {
+			bad = key
+		}
+		return true
+	})
+	switch {
+	case !ok:
+		return env, fmt.Errorf("%w: body is not a JSON object", errInvalid)
+	case bad != "":
+		return env, fmt.Errorf("%w: %q is not a string", errInvalid, bad)
+	}
+	return env, nil
 }
 
 // toPublishing converts a fedmsg message to its fedora-messaging form. It
@@ -54,19 +86,19 @@ func toPublishing(topic, body []byte, received time.Time) (amqp.Publishing, erro
 	if len(topic) == 0 || len(topic) > maxShortString || !utf8.Valid(topic) {
 		return amqp.Publishing{}, fmt.Errorf("%w: topic must be 1..%d bytes of UTF-8", errInvalid, maxShortString)
 	}
-	var env fedmsgEnvelope
-	if err := json.Unmarshal(body, &env); err != nil {
-		return amqp.Publishing{}, fmt.Errorf("%w: body: %v", errInvalid, err)
+	env, err := readEnvelope(body)
+	if err != nil {
+		return amqp.Publishing{}, err
 	}
-	if env.Username == BridgeUsername {
+	if env.username == BridgeUsername {
 		return amqp.Publishing{}, errLoop
 	}
-	msg := bytes.TrimSpace(env.Msg)
+	msg := env.msg
 	if len(msg) == 0 || msg[0] != '{' {
 		// fedora-messaging's base schema requires the body to be a JSON object.
 		return amqp.Publishing{}, fmt.Errorf("%w: \"msg\" is not a JSON object", errInvalid)
 	}
-	msgID := env.MsgID
+	msgID := env.msgID
 	if msgID == "" {
 		msgID = newMsgID(received)
 	}

@@ -146,7 +146,31 @@ func FuzzValidate(f *testing.F) {
 		if r == OK && found && !bodyTopicEquals(rawTopic, []byte(wantTopic)) {
 			t.Fatalf("scanObject(%q) topic %q, encoding/json says %q", body, rawTopic, wantTopic)
 		}
+		if r == OK {
+			checkMembers(t, body)
+		}
 	})
+}
+
+// checkMembers compares Members' walk of a valid object with encoding/json's
+// decoding of it (where the last of duplicate keys wins).
+func checkMembers(t *testing.T, body []byte) {
+	var want map[string]json.RawMessage
+	if err := json.Unmarshal(body, &want); err != nil {
+		t.Fatalf("reference decode of %q: %v", body, err)
+	}
+	got := map[string][]byte{}
+	if !Members(body, func(k string, v []byte) bool { got[k] = v; return true }) {
+		t.Fatalf("Members rejected valid %q", body)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Members(%q) found %d keys, encoding/json %d", body, len(got), len(want))
+	}
+	for k, v := range want {
+		if !bytes.Equal(got[k], bytes.TrimSpace(v)) {
+			t.Fatalf("Members(%q)[%q] = %q, encoding/json %q", body, k, got[k], v)
+		}
+	}
 }
 
 func BenchmarkValidate1KiB(b *testing.B) {
@@ -166,6 +190,39 @@ func BenchmarkEncodingJSONValid1KiB(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		if !json.Valid(body) {
 			b.Fatal("invalid")
+		}
+	}
+}
+
+func TestMembers(t *testing.T) {
+	body := []byte(` { "topic" : "a.b", "msg": {"x": [1, "}]", {"y": null}]}, "i": -1.5e3,` +
+		` "\u006dsg_id": "2026-\u00e9", "empty": {}, "list": [], "ok": true } `)
+	type member struct{ key, value string }
+	var got []member
+	if !Members(body, func(k string, v []byte) bool {
+		got = append(got, member{k, string(v)})
+		return true
+	}) {
+		t.Fatal("Members rejected a valid object")
+	}
+	want := []member{
+		{"topic", `"a.b"`}, {"msg", `{"x": [1, "}]", {"y": null}]}`}, {"i", "-1.5e3"},
+		{"msg_id", `"2026-\u00e9"`}, {"empty", "{}"}, {"list", "[]"}, {"ok", "true"},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("members:\n got %v\nwant %v", got, want)
+	}
+	if s, ok := StringValue([]byte(`"2026-\u00e9"`)); !ok || s != "2026-é" {
+		t.Errorf("StringValue = %q, %v", s, ok)
+	}
+	stops := 0
+	Members(body, func(string, []byte) bool { stops++; return stops < 2 })
+	if stops != 2 {
+		t.Errorf("fn called %d times after returning false at the 2nd member", stops)
+	}
+	for _, bad := range []string{``, `[]`, `{`, `{"a"}`, `{"a":}`, `{"a":1,}`, `{"a":1} x`, `{"a":"}`, `{"a":[1}`, `{"a":1 "b":2}`} {
+		if Members([]byte(bad), func(string, []byte) bool { return true }) {
+			t.Errorf("Members accepted %q", bad)
 		}
 	}
 }
