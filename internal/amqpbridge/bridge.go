@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -217,6 +218,15 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 	return true, progressed, err
 }
 
+// batchingDial is the library's dialer, with writes joined by batchingConn.
+func batchingDial(network, addr string) (net.Conn, error) {
+	conn, err := amqp.DefaultDial(dialTimeout)(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	return newBatchingConn(conn), nil
+}
+
 func (b *Bridge) dial(direction string) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName("fedmsg-relay amqp bridge (" + direction + ")")
@@ -224,7 +234,7 @@ func (b *Bridge) dial(direction string) (*amqp.Connection, error) {
 		Heartbeat:       b.cfg.Heartbeat,
 		TLSClientConfig: b.tls,
 		Properties:      props,
-		Dial:            amqp.DefaultDial(dialTimeout),
+		Dial:            batchingDial,
 	}
 	if b.tls != nil && len(b.tls.Certificates) > 0 {
 		cfg.SASL = []amqp.Authentication{&amqp.ExternalAuth{}}
