@@ -77,6 +77,21 @@ func (rb *runningBridge) stop() {
 	rb.Close()
 }
 
+// unconfirmed is the number of spooled messages not yet confirmed.
+func (rb *runningBridge) unconfirmed() uint64 {
+	n, _ := rb.spool.state()
+	return n
+}
+
+// dropped is the number of messages dropped for any reason.
+func (rb *runningBridge) dropped() uint64 {
+	var n uint64
+	for _, c := range rb.metrics.dropped {
+		n += c.Value()
+	}
+	return n
+}
+
 // metric returns the current value of one series, e.g. `fedmsg_relay_amqp_dropped_total{reason="loop"}`.
 func (rb *runningBridge) metric(t testing.TB, series string) float64 {
 	t.Helper()
