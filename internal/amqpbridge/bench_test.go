@@ -77,9 +77,10 @@ func benchmarkConfirms(b *testing.B, url, exchange, queue string, topic, body []
 			b.Fatal(err)
 		}
 		ctx := context.Background()
+		var headers headerCache
 		b.ResetTimer()
 		for range b.N {
-			msg, err := toPublishing(topic, body, time.Now())
+			msg, err := toPublishing(topic, body, time.Now(), &headers)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -79,10 +79,32 @@ func readEnvelope(body []byte) (envelopeFields, error) {
 	return env, nil
 }
 
-// toPublishing converts a fedmsg message to its fedora-messaging form. It
-// returns errLoop for messages injected by an AMQP bridge and errInvalid for
-// those fedora-messaging cannot carry.
-func toPublishing(topic, body []byte, received time.Time) (amqp.Publishing, error) {
+// headerCache holds the fedora-messaging headers of the current second:
+// they differ only in sent-at, so messages received in one second share one
+// table instead of building and formatting it per message. Sharing is safe on
+// one goroutine: the AMQP library encodes the table during Publish.
+type headerCache struct {
+	second int64
+	table  amqp.Table
+}
+
+func (c *headerCache) headers(received time.Time) amqp.Table {
+	if second := received.Unix(); c.table == nil || second != c.second {
+		c.second = second
+		c.table = amqp.Table{
+			schemaHeader:   baseSchema,
+			severityHeader: severityInfo,
+			sentAtHeader:   received.UTC().Format(sentAtLayout),
+			priorityHeader: int32(0),
+		}
+	}
+	return c.table
+}
+
+// toPublishing converts a fedmsg message to its fedora-messaging form, with
+// headers from hc. It returns errLoop for messages injected by an AMQP bridge
+// and errInvalid for those fedora-messaging cannot carry.
+func toPublishing(topic, body []byte, received time.Time, hc *headerCache) (amqp.Publishing, error) {
 	if len(topic) == 0 || len(topic) > maxShortString || !utf8.Valid(topic) {
 		return amqp.Publishing{}, fmt.Errorf("%w: topic must be 1..%d bytes of UTF-8", errInvalid, maxShortString)
 	}
@@ -106,12 +128,7 @@ func toPublishing(topic, body []byte, received time.Time) (amqp.Publishing, erro
 		return amqp.Publishing{}, fmt.Errorf("%w: msg_id longer than %d bytes", errInvalid, maxShortString)
 	}
 	return amqp.Publishing{
-		Headers: amqp.Table{
-			schemaHeader:   baseSchema,
-			severityHeader: severityInfo,
-			sentAtHeader:   received.UTC().Format(sentAtLayout),
-			priorityHeader: int32(0),
-		},
+		Headers:         hc.headers(received),
 		ContentType:     contentType,
 		ContentEncoding: contentEncoding,
 		DeliveryMode:    amqp.Persistent,

@@ -2,6 +2,7 @@ package amqpbridge
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ func TestToPublishing(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p, err := toPublishing([]byte("org.fedoraproject.prod.x"), []byte(tt.body), received)
+			p, err := toPublishing([]byte("org.fedoraproject.prod.x"), []byte(tt.body), received, &headerCache{})
 			if !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
 				t.Fatalf("error %v, want %v", err, tt.wantErr)
 			}
@@ -51,7 +52,24 @@ func TestToPublishing(t *testing.T) {
 			}
 		})
 	}
-	if _, err := toPublishing([]byte("bad\xff"), []byte(`{"msg":{}}`), received); !errors.Is(err, errInvalid) {
+	if _, err := toPublishing([]byte("bad\xff"), []byte(`{"msg":{}}`), received, &headerCache{}); !errors.Is(err, errInvalid) {
 		t.Errorf("non-UTF-8 topic: %v", err)
+	}
+}
+
+// Messages of one second share a header table; the next second gets its own.
+func TestHeaderCache(t *testing.T) {
+	var hc headerCache
+	t0 := time.Date(2026, 11, 26, 16, 30, 5, 100, time.UTC)
+	first := hc.headers(t0)
+	if same := hc.headers(t0.Add(800 * time.Millisecond)); fmt.Sprintf("%p", same) != fmt.Sprintf("%p", first) {
+		t.Error("a message of the same second got a new table")
+	}
+	next := hc.headers(t0.Add(time.Second))
+	if next[sentAtHeader] != "2026-11-26T16:30:06+00:00" || first[sentAtHeader] != "2026-11-26T16:30:05+00:00" {
+		t.Errorf("sent-at %v then %v", first[sentAtHeader], next[sentAtHeader])
+	}
+	if next[schemaHeader] != baseSchema || next[severityHeader] != severityInfo || next[priorityHeader] != int32(0) {
+		t.Errorf("headers %v", next)
 	}
 }

@@ -53,7 +53,8 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 	var (
 		pending []inflight // oldest first
 		nextTag uint64     = 1
-		timer              = time.NewTimer(time.Hour)
+		headers headerCache
+		timer   = time.NewTimer(time.Hour)
 	)
 	defer timer.Stop()
 	// settle commits the confirmed prefix of pending (skipped records included).
@@ -78,7 +79,7 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 			if !ok {
 				break
 			}
-			msg, err := toPublishing(rec.topic, rec.body, rec.received)
+			msg, err := toPublishing(rec.topic, rec.body, rec.received, &headers)
 			if err != nil {
 				reason := dropInvalid
 				if errors.Is(err, errLoop) {
