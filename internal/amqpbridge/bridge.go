@@ -218,15 +218,6 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 	return true, progressed, err
 }
 
-// batchingDial is the library's dialer, with writes joined by batchingConn.
-func batchingDial(network, addr string) (net.Conn, error) {
-	conn, err := amqp.DefaultDial(dialTimeout)(network, addr)
-	if err != nil {
-		return nil, err
-	}
-	return newBatchingConn(conn), nil
-}
-
 func (b *Bridge) dial(direction string) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName("fedmsg-relay amqp bridge (" + direction + ")")
@@ -234,7 +225,13 @@ func (b *Bridge) dial(direction string) (*amqp.Connection, error) {
 		Heartbeat:       b.cfg.Heartbeat,
 		TLSClientConfig: b.tls,
 		Properties:      props,
-		Dial:            batchingDial,
+		Dial: func(network, addr string) (net.Conn, error) {
+			conn, err := amqp.DefaultDial(dialTimeout)(network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return newBatchingConn(conn, b.cfg.ConfirmTimeout), nil
+		},
 	}
 	if b.tls != nil && len(b.tls.Certificates) > 0 {
 		cfg.SASL = []amqp.Authentication{&amqp.ExternalAuth{}}

@@ -17,18 +17,23 @@ const maxQueuedWrite = 1 << 20
 // relay's CPU). An idle connection loses nothing: the first queued Write
 // wakes the writer at once. A write error is returned by the Writes after it,
 // and the library's reader sees the connection fail as before.
+//
+// A write that makes no progress for writeTimeout fails: a broker that stopped
+// reading will not confirm in time either, and without the deadline a full
+// socket would hold the publisher in Write, past its confirm timeout.
 type batchingConn struct {
 	net.Conn
-	mu     sync.Mutex
-	cond   *sync.Cond // queued changed, the writer failed or Close was called
-	queued []byte
-	err    error
-	closed bool
-	done   chan struct{} // the writer returned
+	writeTimeout time.Duration
+	mu           sync.Mutex
+	cond         *sync.Cond // queued changed, the writer failed or Close was called
+	queued       []byte
+	err          error
+	closed       bool
+	done         chan struct{} // the writer returned
 }
 
-func newBatchingConn(c net.Conn) *batchingConn {
-	b := &batchingConn{Conn: c, done: make(chan struct{})}
+func newBatchingConn(c net.Conn, writeTimeout time.Duration) *batchingConn {
+	b := &batchingConn{Conn: c, writeTimeout: writeTimeout, done: make(chan struct{})}
 	b.cond = sync.NewCond(&b.mu)
 	go b.writeLoop()
 	return b
@@ -70,7 +75,10 @@ func (b *batchingConn) writeLoop() {
 		out, b.queued = b.queued, out[:0]
 		b.cond.Broadcast() // room for waiting Writes
 		b.mu.Unlock()
-		_, err := b.Conn.Write(out)
+		err := b.Conn.SetWriteDeadline(time.Now().Add(b.writeTimeout))
+		if err == nil {
+			_, err = b.Conn.Write(out)
+		}
 		b.mu.Lock()
 		if err != nil {
 			b.err = err

@@ -38,7 +38,7 @@ func tcpPair(t *testing.T) (client, server net.Conn) {
 // while the reader is slow, and Close sends what is still queued.
 func TestBatchingConnOrderAndClose(t *testing.T) {
 	client, server := tcpPair(t)
-	conn := newBatchingConn(client)
+	conn := newBatchingConn(client, 10*time.Second)
 	var want bytes.Buffer
 	received := make(chan []byte)
 	go func() {
@@ -67,7 +67,7 @@ func TestBatchingConnOrderAndClose(t *testing.T) {
 // A failed write is reported by the next Writes, and Close does not hang.
 func TestBatchingConnWriteError(t *testing.T) {
 	client, server := tcpPair(t)
-	conn := newBatchingConn(client)
+	conn := newBatchingConn(client, 10*time.Second)
 	server.(*net.TCPConn).SetLinger(0)
 	server.Close() // the peer resets the connection
 	deadline := time.Now().Add(10 * time.Second)
@@ -85,5 +85,32 @@ func TestBatchingConnWriteError(t *testing.T) {
 	case <-closed:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Close hung after a write error")
+	}
+}
+
+// A peer that stops reading fails the writes after the write timeout instead
+// of holding the writer forever.
+func TestBatchingConnStalledPeer(t *testing.T) {
+	client, _ := tcpPair(t) // the server end never reads
+	conn := newBatchingConn(client, 300*time.Millisecond)
+	defer conn.Close()
+	failed := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for {
+			if _, err := conn.Write(chunk); err != nil {
+				failed <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-failed:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Errorf("write to a stalled peer: %v, want a timeout", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("writes to a peer that stopped reading never failed")
 	}
 }

@@ -3,6 +3,7 @@ package amqpbridge
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -199,14 +200,30 @@ func TestNackResend(t *testing.T) {
 
 // TestConfirmTimeout freezes the broker (SIGSTOP) so confirms stop coming:
 // the bridge must give up on the connection after confirm_timeout, reconnect
-// once the broker runs again, and lose nothing.
+// once the broker runs again, and lose nothing. With large messages the
+// frozen broker's socket fills and the publisher is stuck in a write, which
+// must time out as well (the heartbeat is set too long to rescue it).
 func TestConfirmTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		total    int
+		msgBytes int
+	}{
+		{"small messages", 100, 0},
+		{"socket full", 200, 256 << 10},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testConfirmTimeout(t, tt.total, tt.msgBytes) })
+	}
+}
+
+func testConfirmTimeout(t *testing.T, total, msgBytes int) {
 	b := requireBroker(t)
 	exchange, queue := testName(t), testName(t)
 	declareQueue(t, b.url(), exchange, queue)
 	got := startCollector(t, b.url(), queue)
 	cfg := testConfig(t, b.url(), exchange)
 	cfg.ConfirmTimeout = time.Second
+	cfg.Heartbeat = time.Minute
 	bridge := startBridge(t, cfg, nil)
 	waitFor(t, 10*time.Second, "the bridge to connect", func() bool {
 		return bridge.metric(t, `fedmsg_relay_amqp_connected{direction="publish"}`) == 1
@@ -218,16 +235,16 @@ func TestConfirmTimeout(t *testing.T) {
 			b.freeze(t, false)
 		}
 	})
-	const total = 100
+	pad := fmt.Sprintf(`{"pad": %q}`, strings.Repeat("x", msgBytes))
 	for i := range total {
-		bridge.Publish([]byte("t.timeout"), fedmsgBody("t.timeout", fmt.Sprintf("2026-timeout-%03d", i), `{}`))
+		bridge.Publish([]byte("t.timeout"), fedmsgBody("t.timeout", fmt.Sprintf("2026-timeout-%03d", i), pad))
 	}
-	waitFor(t, 30*time.Second, "the confirm timeout", func() bool {
+	waitFor(t, 20*time.Second, "the confirm timeout", func() bool {
 		return bridge.metric(t, `fedmsg_relay_amqp_reconnects_total{direction="publish"}`) >= 1
 	})
 	b.freeze(t, false)
 	frozen = false
-	waitFor(t, 30*time.Second, "every message", func() bool {
+	waitFor(t, 60*time.Second, "every message", func() bool {
 		unique, _ := got.counts()
 		return unique == total
 	})
