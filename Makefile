@@ -32,6 +32,7 @@ fuzz:
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/... ./test/clients/...
+	$(GO) test -run '^$$' -bench . -benchtime 3s -count 1 ./internal/amqpbridge
 
 rpm:
 	./rpm/build-rpm.sh

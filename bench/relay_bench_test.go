@@ -131,19 +131,12 @@ func throughputOf(b *testing.B, t target, n int) result {
 	}
 }
 
-// cpuSeconds is a process's user+system CPU time so far, from /proc. Unlike
-// wall-clock rates it barely moves when other work shares the machine.
 func cpuSeconds(b *testing.B, pid int) float64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	s, err := testutil.CPUSeconds(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// Fields after the parenthesised command name; utime and stime are 14 and 15.
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	const clockTicks = 100 // USER_HZ on Linux
-	return (utime + stime) / clockTicks
+	return s
 }
 
 func median(xs []float64) float64 {

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
 
 const (
@@ -277,6 +279,11 @@ func (b *Broker) Restart(tb testing.TB, downtime time.Duration) {
 		tb.Fatal(err)
 	}
 	tb.Logf("broker restart: stop %s, down %s, start %s", stopped.Sub(start).Round(time.Millisecond), downtime, time.Since(stopped.Add(downtime)).Round(time.Millisecond))
+}
+
+// CPUSeconds is the CPU time the running node has used so far.
+func (b *Broker) CPUSeconds() (float64, error) {
+	return testutil.GroupCPUSeconds(b.server.Process.Pid)
 }
 
 // Ctl runs rabbitmqctl against the node.
