@@ -43,20 +43,24 @@ func benchmarkConfirms(b *testing.B, url, exchange, queue string, topic, body []
 			return bridge.metric(b, `fedmsg_relay_amqp_connected{direction="publish"}`) == 1
 		})
 		b.ResetTimer()
+		drained := func(backlog uint64) func() bool {
+			return func() bool {
+				if dropped := bridge.dropped(); dropped > 0 {
+					b.Fatalf("the bridge dropped %d messages", dropped)
+				}
+				return bridge.unconfirmed() <= backlog
+			}
+		}
 		for i := range b.N {
 			bridge.Publish(topic, body)
 			// Sustained throughput is what counts: keep the backlog bounded
-			// rather than let the spool drop messages the loop below awaits.
-			for i%1024 == 0 && bridge.unconfirmed() > maxBenchBacklog {
-				time.Sleep(time.Millisecond)
+			// rather than let the spool drop messages.
+			if i%1024 == 0 && !drained(maxBenchBacklog)() {
+				waitFor(b, time.Minute, "the backlog to shrink", drained(maxBenchBacklog/2))
 			}
 		}
-		for bridge.metrics.confirmed.Value() < uint64(b.N) {
-			if dropped := bridge.dropped(); dropped > 0 {
-				b.Fatalf("the bridge dropped %d messages", dropped)
-			}
-			time.Sleep(time.Millisecond)
-		}
+		bridge.spool.flush()
+		waitFor(b, time.Minute, "every message confirmed", drained(0))
 		b.StopTimer()
 		pipelined = b.Elapsed() / time.Duration(b.N)
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")

@@ -15,12 +15,14 @@ const maxQueuedWrite = 1 << 20
 // goroutine writes everything queued at once, so a burst of publishes shares
 // a system call (perf showed the per-message writes at ~10% of a bridged
 // relay's CPU). An idle connection loses nothing: the first queued Write
-// wakes the writer at once. A write error is returned by the Writes after it,
-// and the library's reader sees the connection fail as before.
+// wakes the writer at once. A failed write closes the connection, so the
+// library's reader fails at once too, and later Writes return the error.
 //
-// A write that makes no progress for writeTimeout fails: a broker that stopped
-// reading will not confirm in time either, and without the deadline a full
-// socket would hold the publisher in Write, past its confirm timeout.
+// batchingConn owns the write deadline, since a Write here only queues: each
+// write(2) of a batch must finish within writeTimeout, or the connection
+// fails. A broker that stopped reading will not confirm in time either, and
+// without the deadline a full socket would hold the publisher in Write, past
+// its confirm timeout. Deadlines callers set apply to reads only.
 type batchingConn struct {
 	net.Conn
 	writeTimeout time.Duration
@@ -83,10 +85,17 @@ func (b *batchingConn) writeLoop() {
 		if err != nil {
 			b.err = err
 			b.cond.Broadcast()
+			b.Conn.Close()
 			return
 		}
 	}
 }
+
+// SetDeadline sets the read deadline; see batchingConn for writes.
+func (b *batchingConn) SetDeadline(t time.Time) error { return b.Conn.SetReadDeadline(t) }
+
+// SetWriteDeadline does nothing; see batchingConn.
+func (b *batchingConn) SetWriteDeadline(time.Time) error { return nil }
 
 // Close gives the writer a moment to send what is queued (the library's
 // connection.close), then closes the connection, which also ends a write

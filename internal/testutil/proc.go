@@ -19,12 +19,16 @@ func statFields(pid string) ([]string, error) {
 	return strings.Fields(s[strings.LastIndexByte(s, ')')+2:]), nil
 }
 
-// cpuOf is utime+stime (proc(5) fields 14 and 15) in seconds.
+// cpuOf is the user and system time of a process and of its children it
+// waited for (proc(5) fields 14 to 17), in seconds.
 func cpuOf(fields []string) float64 {
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
+	ticks := 0.0
+	for _, f := range fields[11:15] {
+		n, _ := strconv.ParseFloat(f, 64)
+		ticks += n
+	}
 	const clockTicks = 100 // USER_HZ on Linux
-	return (utime + stime) / clockTicks
+	return ticks / clockTicks
 }
 
 // CPUSeconds is a process's user+system CPU time so far. Unlike wall-clock

@@ -283,6 +283,9 @@ func (b *Broker) Restart(tb testing.TB, downtime time.Duration) {
 
 // CPUSeconds is the CPU time the running node has used so far.
 func (b *Broker) CPUSeconds() (float64, error) {
+	if b.server == nil {
+		return 0, errors.New("the broker is not running")
+	}
 	return testutil.GroupCPUSeconds(b.server.Process.Pid)
 }
 
