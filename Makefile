@@ -5,7 +5,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.
 LDFLAGS   := -X github.com/fedora-infra/fedmsg-relay/internal/version.Version=$(VERSION)
 # Fuzz budgets are counts, not durations: with a duration Go's fuzz
 # coordinator can report its own deadline as a failure (golang/go#75804).
-FUZZTIME  ?= 200000x
+FUZZTIME  ?= 100000x
 # Package roots, named rather than ./... so that build/ (rpmbuild trees,
 # test host root file systems) is never walked.
 PKGS      := ./cmd/... ./internal/... ./test/... ./bench/...
