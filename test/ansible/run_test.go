@@ -81,9 +81,9 @@ func newFixture(t *testing.T) *fixture {
 }
 
 // bootHost boots a host whose package sources include repo (a local dnf repository).
-func bootHost(t *testing.T, name, address, repo string) *testHost {
+func bootHost(t *testing.T, name, address, repo string, opts ...host.Option) *testHost {
 	t.Helper()
-	h := &testHost{Host: host.Boot(t, name), address: address}
+	h := &testHost{Host: host.Boot(t, name, opts...), address: address}
 	// The host's package sources, as a Fedora host has its own; gpgcheck is off because
 	// the repository is built by this test.
 	for _, f := range mustGlob(t, filepath.Join(repo, "*.rpm")) {

@@ -12,8 +12,8 @@
 //
 // Boot registers teardown with t.Cleanup, so the container is stopped and its
 // cgroups removed even when the test fails; on failure the container's journal
-// tail is logged first. The container shares the host's network: its ports are
-// host ports, so give each test its own.
+// tail is logged first. The container shares the host's network (unless booted
+// WithPrivateNetwork): its ports are host ports, so give each test its own.
 //
 // The root filesystem is cached as build/cache/rootfs-bookworm-<hash>.tar under
 // the repository (override the directory with FEDMSG_TEST_CACHE); the hash covers
@@ -57,6 +57,13 @@ var DefaultPackages = []string{
 	"rpm", "dnf", "libzmq5",
 }
 
+// laterPackages are installed with apt-get in the new root after debootstrap:
+// polkitd, which firewalld needs, fails to configure inside debootstrap, and
+// firewalld needs netbase's /etc/protocols. firewalld is for the hosts that test the role's firewall rules, and masked
+// on every other host: those share the machine's network, which a firewall
+// inside them would change.
+var laterPackages = []string{"firewalld", "netbase"}
+
 const (
 	suite          = "bookworm"
 	defaultMirror  = "http://deb.debian.org/debian"
@@ -83,10 +90,13 @@ type Host struct {
 	nspawn *exec.Cmd
 	exited chan struct{}
 	log    string // nspawn's console output
+
+	privateNetwork bool
 }
 
 type options struct {
-	packages []string
+	packages       []string
+	privateNetwork bool
 }
 
 // Option changes how Boot builds the container.
@@ -96,6 +106,12 @@ type Option func(*options)
 // cached separately, so prefer asking for them to be added to DefaultPackages.
 func WithPackages(pkgs ...string) Option {
 	return func(o *options) { o.packages = append(o.packages, pkgs...) }
+}
+
+// WithPrivateNetwork gives the host a network namespace of its own, with only
+// a loopback interface, and leaves firewalld enabled in it.
+func WithPrivateNetwork() Option {
+	return func(o *options) { o.privateNetwork = true }
 }
 
 // NeedTools skips the test when a tool is missing from PATH, or fails it when
@@ -148,8 +164,13 @@ func Boot(t testing.TB, name string, opts ...Option) *Host {
 		t.Fatalf("unpack %s: %v\n%s", tarball, err, out)
 	}
 
+	if !o.privateNetwork {
+		if err := os.Symlink("/dev/null", filepath.Join(root, "etc/systemd/system/firewalld.service")); err != nil {
+			t.Fatalf("mask firewalld: %v", err)
+		}
+	}
 	h := &Host{Name: name, Root: root, t: t, cgroup: "T-" + name, exited: make(chan struct{}),
-		log: filepath.Join(filepath.Dir(root), "nspawn.log")}
+		log: filepath.Join(filepath.Dir(root), "nspawn.log"), privateNetwork: o.privateNetwork}
 	h.removeCgroups() // left over from a killed earlier run
 	t.Cleanup(h.teardown)
 	if err := h.start(); err != nil {
@@ -174,9 +195,12 @@ for h in ` + strings.Join(cgroupHierarchies, " ") + `; do
 	echo $$ > "` + cgroupRoot + `/$h/$CG/cgroup.procs"
 done
 mkdir -p /run/systemd
-exec unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /run/systemd && exec systemd-nspawn -q -D "$ROOT" --boot --register=no --keep-unit -M "$NAME"'`
+exec unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /run/systemd && exec systemd-nspawn -q -D "$ROOT" --boot --register=no --keep-unit -M "$NAME" $NETWORK'`
 	cmd := exec.Command("sh", "-c", script)
-	cmd.Env = append(os.Environ(), "CG="+h.cgroup, "ROOT="+h.Root, "NAME="+h.Name)
+	cmd.Env = append(os.Environ(), "CG="+h.cgroup, "ROOT="+h.Root, "NAME="+h.Name, "NETWORK=")
+	if h.privateNetwork {
+		cmd.Env[len(cmd.Env)-1] = "NETWORK=--private-network"
+	}
 	cmd.Stdin = nil
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
@@ -411,7 +435,7 @@ func rootfsTarball(packages []string) (string, error) {
 		return "", fmt.Errorf("cache dir: %w", err)
 	}
 	mirror := aptMirror()
-	key := sha256.Sum256([]byte(suite + "\n" + mirror + "\n" + strings.Join(packages, ",")))
+	key := sha256.Sum256([]byte(suite + "\n" + mirror + "\n" + strings.Join(packages, ",") + "\n" + strings.Join(laterPackages, ",")))
 	tarball := filepath.Join(dir, "rootfs-"+suite+"-"+hex.EncodeToString(key[:6])+".tar")
 
 	unlock, err := lockFile(tarball + ".lock")
@@ -447,6 +471,9 @@ func rootfsTarball(packages []string) (string, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("debootstrap %s: %w\n%s", mirror, err, tail(out, 3000))
 	}
+	if err := aptInstall(root, laterPackages); err != nil {
+		return "", err
+	}
 	// No network inside: apt lists and the package cache are dead weight.
 	os.RemoveAll(filepath.Join(root, "var/cache/apt/archives"))
 	os.MkdirAll(filepath.Join(root, "var/cache/apt/archives/partial"), 0o755)
@@ -458,6 +485,37 @@ func rootfsTarball(packages []string) (string, error) {
 		return "", fmt.Errorf("cache root filesystem: %w", err)
 	}
 	return tarball, nil
+}
+
+// aptInstall installs packages into the root file system with its own
+// apt-get, from the mirror debootstrap configured.
+func aptInstall(root string, packages []string) error {
+	// The host's name servers for the download; the root keeps its own file.
+	resolvConf := filepath.Join(root, "etc/resolv.conf")
+	if own, err := os.ReadFile(resolvConf); err == nil {
+		defer os.WriteFile(resolvConf, own, 0o644)
+	} else {
+		defer os.Remove(resolvConf)
+	}
+	resolv, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		return fmt.Errorf("apt-get in the new root: %w", err)
+	}
+	if err := os.WriteFile(resolvConf, resolv, 0o644); err != nil {
+		return fmt.Errorf("apt-get in the new root: %w", err)
+	}
+	script := `set -e
+mount -t proc proc "$ROOT/proc"
+trap 'umount "$ROOT/proc"' EXIT
+chroot "$ROOT" apt-get update -q
+chroot "$ROOT" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+chroot "$ROOT" apt-get clean`
+	cmd := exec.Command("unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", script, "sh"}, packages...)...)
+	cmd.Env = append(os.Environ(), "ROOT="+root)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("apt-get install %s in the new root: %w\n%s", strings.Join(packages, " "), err, tail(out, 3000))
+	}
+	return nil
 }
 
 // lockFile takes an exclusive lock shared with other test processes; the
