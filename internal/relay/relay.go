@@ -6,8 +6,10 @@ package relay
 
 import (
 	"context"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -49,6 +51,8 @@ type Relay struct {
 	drops   *dropLogger
 	crypto  atomic.Pointer[Crypto]
 	tap     func(topic, body []byte) // sees every published message (AMQP bridge)
+
+	batch batchState // owned by the forwarding loop
 
 	lastLoop atomic.Int64 // unix nanoseconds of the loop's last turn
 	backlog  atomic.Int64 // size of the last batch: how much was waiting
@@ -159,6 +163,13 @@ func (r *Relay) drain() error {
 	return nil
 }
 
+// batchState is the forwarding loop's per-message scratch space.
+type batchState struct {
+	reasons [transport.MaxBatch]wire.Reason
+	errs    [transport.MaxBatch]error  // why verification or signing failed
+	signed  [transport.MaxBatch][]byte // signed bodies, until swapped in
+}
+
 // forwardBatch is the hot path: one receive, one verdict per message, one
 // send. Counters are summed locally and published once per batch.
 func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
@@ -172,20 +183,23 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 	}
 	r.backlog.Store(int64(n))
 	var b batchCounts
-	crypto := r.crypto.Load()
-	for i := 0; i < n; i++ {
+	reasons, errs := r.batch.reasons[:n], r.batch.errs[:n]
+	for i := range n {
 		m := s.Message(i)
 		b.received[m.Source]++
 		b.receivedBytes += uint64(m.Size)
-		reason := r.policy.Validate(m.Frames, m.Size, m.Topic, m.Body)
-		if reason == wire.OK && (crypto.Verifier != nil || crypto.Signer != nil) {
-			reason = r.applyCrypto(crypto, i, m)
-			m = s.Message(i) // the signed body replaced the received one
-		}
-		if reason != wire.OK {
+		reasons[i], errs[i] = r.policy.Validate(m.Frames, m.Size, m.Topic, m.Body), nil
+	}
+	if crypto := r.crypto.Load(); crypto.Verifier != nil || crypto.Signer != nil {
+		r.applyCrypto(crypto, n)
+	}
+	for i := range n {
+		m := s.Message(i) // a signed body has replaced the received one
+		if reason := reasons[i]; reason != wire.OK {
 			s.SetVerdict(i, transport.Drop+int(reason))
 			b.dropped[reason]++
-			r.drops.note(reason, m)
+			r.drops.noteErr(reason, m, errs[i])
+			errs[i] = nil
 			continue
 		}
 		b.relayedBytes += uint64(m.Size)
@@ -200,26 +214,50 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 	return n, nil
 }
 
-// applyCrypto verifies and/or signs message i; cold compared to forwarding
-// (RSA dominates), so clarity wins over speed here.
-func (r *Relay) applyCrypto(c *Crypto, i int, m transport.Message) wire.Reason {
+// applyCrypto verifies and signs the batch's valid messages. RSA costs about
+// a millisecond per signature, so the messages are spread over the machine's
+// cores; the signed bodies are then swapped in, in order, on this goroutine.
+func (r *Relay) applyCrypto(c *Crypto, n int) {
+	s, st := r.sockets, &r.batch
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < n; i = int(next.Add(1) - 1) {
+				if st.reasons[i] == wire.OK {
+					st.signed[i], st.reasons[i], st.errs[i] = cryptoOne(c, s.Message(i))
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range n {
+		if st.signed[i] == nil {
+			continue
+		}
+		if err := s.ReplaceBody(i, st.signed[i]); err != nil {
+			st.reasons[i], st.errs[i] = wire.SignFailed, err
+		}
+		st.signed[i] = nil
+	}
+}
+
+// cryptoOne verifies m's signature and signs its body, as configured; it is
+// safe to run for several messages at once.
+func cryptoOne(c *Crypto, m transport.Message) (signed []byte, r wire.Reason, err error) {
 	if c.Verifier != nil {
 		if err := c.Verifier.Verify(string(m.Topic), m.Body); err != nil {
-			r.drops.noteErr(wire.Signature, m, err)
-			return wire.Signature
+			return nil, wire.Signature, err
 		}
 	}
 	if c.Signer != nil {
-		signed, err := c.Signer.Sign(m.Body)
-		if err == nil {
-			err = r.sockets.ReplaceBody(i, signed)
-		}
-		if err != nil {
-			r.drops.noteErr(wire.SignFailed, m, err)
-			return wire.SignFailed
+		if signed, err = c.Signer.Sign(m.Body); err != nil {
+			return nil, wire.SignFailed, err
 		}
 	}
-	return wire.OK
+	return signed, wire.OK, nil
 }
 
 // Close releases the sockets, letting queued output linger up to the drain

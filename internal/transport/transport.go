@@ -63,6 +63,9 @@ const (
 	FromInject Source = C.FWD_PULL
 )
 
+// MaxBatch bounds the messages one Recv returns.
+const MaxBatch = int(C.FWD_BATCH)
+
 // Verdict codes for SetVerdict: Send, or Drop plus a drop reason.
 const (
 	Send = int(C.FWD_SEND)
