@@ -39,9 +39,7 @@ func benchmarkConfirms(b *testing.B, url, exchange, queue string, topic, body []
 	var pipelined time.Duration // per message, in the last pipelined run
 	b.Run("pipelined", func(b *testing.B) {
 		bridge := startBridge(b, testConfig(b, url, exchange), nil)
-		waitFor(b, 10*time.Second, "the bridge to connect", func() bool {
-			return bridge.metric(b, `fedmsg_relay_amqp_connected{direction="publish"}`) == 1
-		})
+		bridge.waitConnected(b)
 		b.ResetTimer()
 		drained := func(backlog uint64) func() bool {
 			return func() bool {

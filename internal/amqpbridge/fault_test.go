@@ -225,9 +225,7 @@ func testConfirmTimeout(t *testing.T, total, msgBytes int) {
 	cfg.ConfirmTimeout = time.Second
 	cfg.Heartbeat = time.Minute
 	bridge := startBridge(t, cfg, nil)
-	waitFor(t, 10*time.Second, "the bridge to connect", func() bool {
-		return bridge.metric(t, `fedmsg_relay_amqp_connected{direction="publish"}`) == 1
-	})
+	bridge.waitConnected(t)
 	b.freeze(t, true)
 	frozen := true
 	t.Cleanup(func() {
@@ -259,9 +257,7 @@ func TestBrokerBlocked(t *testing.T) {
 	declareQueue(t, b.url(), exchange, queue)
 	got := startCollector(t, b.url(), queue)
 	bridge := startBridge(t, testConfig(t, b.url(), exchange), nil)
-	waitFor(t, 10*time.Second, "the bridge to connect", func() bool {
-		return bridge.metric(t, `fedmsg_relay_amqp_connected{direction="publish"}`) == 1
-	})
+	bridge.waitConnected(t)
 	b.ctl(t, "set_vm_memory_high_watermark", "0.00001")
 	alarm := true
 	t.Cleanup(func() {

@@ -77,6 +77,14 @@ func (rb *runningBridge) stop() {
 	rb.Close()
 }
 
+// waitConnected waits until the publishing side is connected to the broker.
+func (rb *runningBridge) waitConnected(t testing.TB) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the bridge to connect", func() bool {
+		return rb.metric(t, `fedmsg_relay_amqp_connected{direction="publish"}`) == 1
+	})
+}
+
 // unconfirmed is the number of spooled messages not yet confirmed.
 func (rb *runningBridge) unconfirmed() uint64 {
 	n, _ := rb.spool.state()
