@@ -199,7 +199,6 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 			s.SetVerdict(i, transport.Drop+int(reason))
 			b.dropped[reason]++
 			r.drops.noteErr(reason, m, errs[i])
-			errs[i] = nil
 			continue
 		}
 		b.relayedBytes += uint64(m.Size)
