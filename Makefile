@@ -1,5 +1,6 @@
 # fedmsg-relay: build, test and package targets users and scripts rely on.
-GO        ?= go
+# The toolchain scripts/install-deps installs, else the one on PATH.
+GO        ?= $(firstword $(wildcard /usr/local/go/bin/go) go)
 BIN       := bin
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0)
 LDFLAGS   := -X github.com/fedora-infra/fedmsg-relay/internal/version.Version=$(VERSION)
