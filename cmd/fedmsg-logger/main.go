@@ -42,6 +42,11 @@ Addresses come from the flags, else FEDMSG_RELAY_INBOUND (or
 FEDMSG_RELAY_INBOUND_CONFIRM), else relay_inbound (relay_inbound_confirm) in
 the fedmsg config: the *.py files of FEDMSG_CONFIG, else /etc/fedmsg.d.
 
+With sign_messages in the config every message is signed as fedmsg signs
+it: with <ssldir>/<certname>.key and .crt, where certname is
+certnames["<cert prefix>.<short hostname>"]. If that key cannot be loaded,
+nothing is sent.
+
 Exit status: 0 sent (confirmed with --confirm), 1 failed, 2 usage error.
 
 Flags:
@@ -88,7 +93,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.BoolVar(&o.jsonInput, "json-input", false, "the input is JSON, not log lines")
 	fs.StringVar(&o.topic, "topic", "log", "topic: think org.fedoraproject.ENV.MODNAME.TOPIC")
 	fs.StringVar(&o.modname, "modname", "logger", "module name: think org.fedoraproject.ENV.MODNAME.TOPIC")
-	fs.StringVar(&o.certPrefix, "cert-prefix", "shell", "accepted for compatibility: messages are signed by the signing relay")
+	fs.StringVar(&o.certPrefix, "cert-prefix", "", "with sign_messages, sign with the key of certnames[\"PREFIX.<short hostname>\"] (default: cert_prefix from the config, else shell)")
 	fs.StringVar(&o.topicPrefix, "topic-prefix", "", "topic prefix (default: topic_prefix from the config, else org.fedoraproject)")
 	fs.Var(&o.relays, "relay", "relay_inbound address (repeatable or comma-separated)")
 	fs.Var(&o.confirmRelays, "relay-confirm", "relay_inbound_confirm address for --confirm (repeatable or comma-separated)")
@@ -172,6 +177,14 @@ func emit(o *options, stdin io.Reader, log hclog.Logger) error {
 		return err
 	}
 
+	signer, err := loadSigner(cfg, o.certPrefix)
+	if err != nil {
+		return err
+	}
+	if signer != nil {
+		log.Debug("signing", "certificate", signer.Subject())
+	}
+
 	next := messages(o, stdin)
 	topic := b.Topic(o.modname, o.topic)
 	timeout := time.Duration(o.timeout)
@@ -196,6 +209,9 @@ func emit(o *options, stdin io.Reader, log hclog.Logger) error {
 			}
 		}
 		full, body, err := b.Build(o.modname, o.topic, msg)
+		if err == nil && signer != nil {
+			body, err = signer.Sign(body)
+		}
 		if err != nil {
 			return closeWith(conn, err)
 		}
