@@ -62,4 +62,3 @@ func loadSigner(cfg fedmsgconf.Config, certPrefix string) (*signing.Signer, erro
 	}
 	return signer, nil
 }
-

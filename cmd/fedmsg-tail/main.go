@@ -19,13 +19,23 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/fedmsgconf"
+	"github.com/fedora-infra/fedmsg-relay/internal/signing"
 	"github.com/fedora-infra/fedmsg-relay/internal/version"
 )
 
 const usage = `Usage: fedmsg-tail [flags]
 
 Print the messages published on the relay's outbound endpoint, one line each:
-"TOPIC BODY" or, with --json, the JSON body alone.
+"TOPIC BODY" or, with --json, the JSON body alone. Control characters are
+printed escaped (\u001b), never raw.
+
+--validate checks every message as a validating fedmsg consumer does: the
+certificate issued by the CA at ca_cert_location, not in the CRL at
+crl_location, the signature, and routing_policy (with routing_nitpicky). A
+message that fails is printed as "!! invalid REASON (DETAIL): TOPIC BODY"
+(with --json, the body alone, and the mark on standard error);
+--drop-invalid leaves it out. For an https:// location the copy fedmsg
+cached (ca_cert_cache, crl_cache) is read; nothing is downloaded.
 
 Addresses come from --relay-outbound, else FEDMSG_RELAY_OUTBOUND, else
 endpoints["relay_outbound"] in the fedmsg config: the *.py files of
@@ -46,6 +56,7 @@ type options struct {
 	relays                listFlag
 	topic                 string
 	jsonOut, version      bool
+	validate, drop        bool
 	count                 int
 	timeout               time.Duration
 	configDir, configFile string
@@ -67,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.timeout, "timeout", 0, "exit 1 if --count messages have not arrived by then (0: wait forever)")
 	fs.StringVar(&o.configDir, "config-dir", "", "directory of fedmsg *.py config files (default: FEDMSG_CONFIG, else /etc/fedmsg.d)")
 	fs.StringVar(&o.configFile, "config-filename", "", "a single fedmsg config file to read instead")
+	fs.BoolVar(&o.validate, "validate", false, "check signatures, certificates and the routing policy; mark messages that fail")
+	fs.BoolVar(&o.drop, "drop-invalid", false, "with --validate (implied), leave out messages that fail instead of marking them")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -83,17 +96,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "fedmsg-tail", Level: hclog.Warn, Output: stderr})
-	if err := tail(o, stdout, log); err != nil {
+	if err := tail(o, stdout, stderr, log); err != nil {
 		fmt.Fprintln(stderr, "fedmsg-tail:", err)
 		return 1
 	}
 	return 0
 }
 
-func tail(o *options, stdout io.Writer, log hclog.Logger) error {
+func tail(o *options, stdout, stderr io.Writer, log hclog.Logger) error {
 	cfg, err := fedmsgconf.LoadFrom(o.configDir, o.configFile, log)
 	if err != nil {
 		return err
+	}
+	var verifier *signing.Verifier
+	if o.validate || o.drop {
+		if verifier, err = loadVerifier(cfg); err != nil {
+			return err
+		}
 	}
 	addrs, err := fedmsgconf.Pick(o.relays, "FEDMSG_RELAY_OUTBOUND",
 		func() ([]string, error) { return cfg.Endpoint("relay_outbound") }, fedmsgconf.DefaultRelayOutbound)
@@ -143,7 +162,22 @@ func tail(o *options, stdout io.Writer, log hclog.Logger) error {
 		if err != nil {
 			return fmt.Errorf("receive: %w", err)
 		}
-		if err := printMessage(out, frames, o.jsonOut); err != nil {
+		topic, body := []byte(nil), frames[len(frames)-1]
+		if len(frames) > 1 {
+			topic = frames[0]
+		}
+		var invalid error
+		if verifier != nil {
+			invalid = verifier.Verify(string(topic), body)
+		}
+		if invalid != nil && o.drop {
+			continue
+		}
+		if invalid != nil && o.jsonOut {
+			fmt.Fprintf(stderr, "fedmsg-tail: !! invalid message on %s: %s\n",
+				appendPrintable(nil, topic, false), appendPrintable(nil, []byte(invalid.Error()), false))
+		}
+		if err := printMessage(out, topic, body, o.jsonOut, invalid); err != nil {
 			return err
 		}
 		seen++
@@ -151,26 +185,29 @@ func tail(o *options, stdout io.Writer, log hclog.Logger) error {
 	return nil
 }
 
-// printMessage writes one line: the body alone (--json) or "TOPIC BODY".
-// Bodies are compacted so that each message stays on one line.
-func printMessage(out *bufio.Writer, frames [][]byte, jsonOnly bool) error {
-	topic, body := []byte(nil), frames[len(frames)-1]
-	if len(frames) > 1 {
-		topic = frames[0]
-	}
+// printMessage writes one line: the body alone (--json) or "TOPIC BODY",
+// after "!! invalid REASON (DETAIL): " when invalid is not nil. Bodies are
+// compacted so that each message stays on one line.
+func printMessage(out *bufio.Writer, topic, body []byte, jsonOnly bool, invalid error) error {
 	var compact bytes.Buffer
-	if json.Compact(&compact, body) == nil {
+	isJSON := json.Compact(&compact, body) == nil
+	if isJSON {
 		body = compact.Bytes()
 	} else if jsonOnly {
 		// Not JSON: quote it so the line is still one JSON value.
 		body, _ = json.Marshal(string(body))
+		isJSON = true
+	}
+	line := make([]byte, 0, len(topic)+len(body)+2)
+	if invalid != nil && !jsonOnly {
+		line = fmt.Appendf(line, "!! invalid %s (", signing.Reason(invalid))
+		line = append(appendPrintable(line, []byte(invalid.Error()), false), "): "...)
 	}
 	if !jsonOnly && topic != nil {
-		out.Write(topic)
-		out.WriteByte(' ')
+		line = append(appendPrintable(line, topic, false), ' ')
 	}
-	out.Write(body)
-	out.WriteByte('\n')
+	line = append(appendPrintable(line, body, isJSON), '\n')
+	out.Write(line)
 	if err := out.Flush(); err != nil {
 		return fmt.Errorf("write: %w", err)
 	}
