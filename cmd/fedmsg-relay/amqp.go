@@ -25,7 +25,7 @@ var errInjectStopped = errors.New("relay is shutting down")
 // acknowledged message is in the relay's queue when it does. stop ends the
 // bridge and flushes the spool: call it before the relay closes its sockets.
 func startBridge(cfg *config.Config, r *relay.Relay, log hclog.Logger, reg *metrics.Registry) (stopInject, stop func(), err error) {
-	bridge, err := amqpbridge.New(cfg.AMQP, log, reg)
+	bridge, err := amqpbridge.New(bridgeOptions(&cfg.AMQP), log, reg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("amqp bridge: %w", err)
 	}

@@ -103,7 +103,7 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	reg.GaugeFunc("fedmsg_relay_start_time_seconds", "Start time of the process since the Unix epoch.",
 		func() float64 { return float64(start.Unix()) })
 
-	r, err := relay.New(cfg, log.Named(logging.NameRelay), reg)
+	r, err := relay.New(relayOptions(cfg), log.Named(logging.NameRelay), reg)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -27,7 +26,7 @@ const (
 // Bridge copies relayed messages to RabbitMQ and, when configured, consumed
 // RabbitMQ messages into the bus. Publish is safe for concurrent use.
 type Bridge struct {
-	cfg     Config
+	opts    Options
 	log     hclog.Logger
 	tls     *tls.Config // nil for amqp://
 	spool   *spool
@@ -39,22 +38,15 @@ type Bridge struct {
 }
 
 // New opens (or recovers) the spool and prepares the bridge; nothing connects
-// until Run. cfg gets its defaults applied here.
-func New(cfg Config, log hclog.Logger, reg *metrics.Registry) (*Bridge, error) {
-	cfg.SetDefaults()
-	if errs := cfg.Validate(); len(errs) > 0 {
-		return nil, fmt.Errorf("amqp bridge config: %w", errors.Join(errs...))
-	}
-	if !cfg.Enabled() {
-		return nil, errors.New("amqp bridge config: amqp.url is not set")
-	}
-	tlsConfig, err := loadTLS(cfg)
+// until Run.
+func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Bridge, error) {
+	tlsConfig, err := loadTLS(opts)
 	if err != nil {
 		return nil, err
 	}
-	b := &Bridge{cfg: cfg, log: log, tls: tlsConfig}
+	b := &Bridge{opts: opts, log: log, tls: tlsConfig}
 	// The spool reports through metrics that need the spool: break the cycle with a closure.
-	b.spool, err = openSpool(cfg.SpoolDir, cfg.SpoolMaxBytes, log, spoolEvents{
+	b.spool, err = openSpool(opts.SpoolDir, opts.SpoolMaxBytes, log, spoolEvents{
 		appended: func(n int) { b.metrics.spooled.Add(uint64(n)) },
 		dropped:  func(reason string, n uint64) { b.metrics.drop(reason, n) },
 	})
@@ -65,7 +57,7 @@ func New(cfg Config, log hclog.Logger, reg *metrics.Registry) (*Bridge, error) {
 	return b, nil
 }
 
-func loadTLS(cfg Config) (*tls.Config, error) {
+func loadTLS(cfg Options) (*tls.Config, error) {
 	if cfg.CACert == "" && cfg.ClientCert == "" {
 		return nil, nil
 	}
@@ -111,10 +103,10 @@ func (b *Bridge) Run(ctx context.Context, inject func(topic, body []byte) error)
 		defer wg.Done()
 		b.keepConnected(ctx, directionPublish, b.publishSession)
 	}()
-	if b.cfg.Consume.Queue != "" && inject == nil {
+	if b.opts.Consume.Queue != "" && inject == nil {
 		b.log.Warn("amqp: amqp.consume.queue is set but no inject function was given; not consuming")
 	}
-	if b.cfg.Consume.Queue != "" && inject != nil {
+	if b.opts.Consume.Queue != "" && inject != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -141,8 +133,8 @@ type session func(ctx context.Context, conn *amqp.Connection) (progressed bool, 
 // keepConnected runs sessions one after another, with exponential backoff
 // and jitter between failed ones, until ctx is done.
 func (b *Bridge) keepConnected(ctx context.Context, direction string, run session) {
-	log := b.log.With("direction", direction, "url", redactURL(b.cfg.URL))
-	delay := b.cfg.ReconnectMin
+	log := b.log.With("direction", direction, "url", redactURL(b.opts.URL))
+	delay := b.opts.ReconnectMin
 	for {
 		connected, progressed, err := b.runSession(ctx, direction, log, run)
 		if ctx.Err() != nil {
@@ -150,7 +142,7 @@ func (b *Bridge) keepConnected(ctx context.Context, direction string, run sessio
 			return
 		}
 		if progressed {
-			delay = b.cfg.ReconnectMin
+			delay = b.opts.ReconnectMin
 		}
 		// Jitter over the upper half of the delay spreads reconnecting relays apart.
 		wait := delay/2 + rand.N(delay/2+1)
@@ -165,7 +157,7 @@ func (b *Bridge) keepConnected(ctx context.Context, direction string, run sessio
 		case <-ctx.Done():
 			return
 		}
-		delay = min(delay*2, b.cfg.ReconnectMax)
+		delay = min(delay*2, b.opts.ReconnectMax)
 	}
 }
 
@@ -222,7 +214,7 @@ func (b *Bridge) dial(direction string) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName("fedmsg-relay amqp bridge (" + direction + ")")
 	cfg := amqp.Config{
-		Heartbeat:       b.cfg.Heartbeat,
+		Heartbeat:       b.opts.Heartbeat,
 		TLSClientConfig: b.tls,
 		Properties:      props,
 		Dial: func(network, addr string) (net.Conn, error) {
@@ -230,15 +222,15 @@ func (b *Bridge) dial(direction string) (*amqp.Connection, error) {
 			if err != nil {
 				return nil, err
 			}
-			return newBatchingConn(conn, b.cfg.ConfirmTimeout), nil
+			return newBatchingConn(conn, b.opts.ConfirmTimeout), nil
 		},
 	}
 	if b.tls != nil && len(b.tls.Certificates) > 0 {
 		cfg.SASL = []amqp.Authentication{&amqp.ExternalAuth{}}
 	}
-	conn, err := amqp.DialConfig(b.cfg.URL, cfg)
+	conn, err := amqp.DialConfig(b.opts.URL, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect %s: %w", redactURL(b.cfg.URL), err)
+		return nil, fmt.Errorf("connect %s: %w", redactURL(b.opts.URL), err)
 	}
 	return conn, nil
 }

@@ -3,7 +3,6 @@ package amqpbridge
 import (
 	"fmt"
 	"reflect"
-	"strings"
 	"testing"
 	"time"
 
@@ -134,44 +133,4 @@ func TestDeclareExchange(t *testing.T) {
 	withChannel(t, b.url(), func(ch *amqp.Channel) error {
 		return ch.ExchangeDeclarePassive(exchange, amqp.ExchangeTopic, true, false, false, false, nil)
 	})
-}
-
-func TestConfigValidate(t *testing.T) {
-	tests := []struct {
-		name   string
-		modify func(*Config)
-		want   []string // substrings, one per expected error, in order
-	}{
-		{"defaults are valid", func(*Config) {}, nil},
-		{"disabled needs nothing", func(c *Config) { *c = Config{} }, nil},
-		{"scheme", func(c *Config) { c.URL = "http://h/" }, []string{"amqp.url: scheme \"http\""}},
-		{"no host", func(c *Config) { c.URL = "amqp:///vhost" }, []string{"amqp.url: \"amqp:///vhost\" has no host"}},
-		{"tls on plain url", func(c *Config) { c.CACert = "/ca.crt" }, []string{"amqp.ca_cert/client_cert/client_key: set, but amqp.url"}},
-		{"cert without key", func(c *Config) { c.URL = "amqps://h/"; c.ClientCert = "/c.crt" }, []string{"amqp.client_cert and amqp.client_key: set both"}},
-		{"window", func(c *Config) { c.ConfirmWindow = 70000 }, []string{"amqp.confirm_window: 70000"}},
-		{"backoff order", func(c *Config) { c.ReconnectMax = time.Millisecond }, []string{"amqp.reconnect_max: 1ms is below amqp.reconnect_min"}},
-		{"negative timeout", func(c *Config) { c.ConfirmTimeout = -time.Second }, []string{"amqp.confirm_timeout: -1s: must be positive"}},
-		{"spool", func(c *Config) { c.SpoolDir = ""; c.SpoolMaxBytes = 10 }, []string{"amqp.spool_dir: required", "amqp.spool_max_bytes: 10"}},
-		{"consume loop", func(c *Config) { c.Consume.Queue = "q"; c.Consume.Exchange = "zmq.topic" }, []string{"amqp.consume.exchange: \"zmq.topic\" is also amqp.exchange"}},
-		{"keys without queue", func(c *Config) { c.Consume.BindingKeys = []string{"a.#"} }, []string{"amqp.consume.queue: required"}},
-		{"empty key", func(c *Config) { c.Consume.Queue = "q"; c.Consume.BindingKeys = []string{"a", ""} }, []string{"amqp.consume.binding_keys[1]: empty"}},
-		{"password hidden", func(c *Config) { c.URL = "amqp://u:secret@/" }, []string{"amqp.url: \"amqp://u:xxxxx@/\" has no host"}},
-	}
-	for _, tt := range tests {
-		cfg := Config{URL: "amqp://guest:guest@localhost/", SpoolDir: "/var/spool/x"}
-		tt.modify(&cfg)
-		cfg.SetDefaults()
-		errs := cfg.Validate()
-		var got []string
-		for _, e := range errs {
-			got = append(got, e.Error())
-		}
-		ok := len(got) == len(tt.want)
-		for i := 0; ok && i < len(got); i++ {
-			ok = strings.Contains(got[i], tt.want[i])
-		}
-		if !ok {
-			t.Errorf("%s: config %+v: errors %q, want %q", tt.name, cfg, got, tt.want)
-		}
-	}
 }

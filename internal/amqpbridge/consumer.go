@@ -15,7 +15,7 @@ const consumerTag = "fedmsg-relay-amqp-bridge"
 // and acknowledges it once inject succeeded. An inject error ends the session:
 // the broker redelivers the unacknowledged messages on the next one.
 func (b *Bridge) consumeSession(ctx context.Context, conn *amqp.Connection, inject func(topic, body []byte) error) (progressed bool, err error) {
-	cc := b.cfg.Consume
+	cc := b.opts.Consume
 	ch, err := conn.Channel()
 	if err != nil {
 		return false, fmt.Errorf("open channel: %w", err)

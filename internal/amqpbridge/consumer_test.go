@@ -21,7 +21,7 @@ func TestConsume(t *testing.T) {
 	queue := testName(t)
 	cfg := testConfig(t, b.url(), testName(t)+".out")
 	cfg.DeclareExchange = true
-	cfg.Consume = ConsumeConfig{Queue: queue, DeclareQueue: true, BindingKeys: []string{"org.fedoraproject.test.#"}}
+	cfg.Consume = ConsumeOptions{Queue: queue, DeclareQueue: true, Exchange: "amq.topic", BindingKeys: []string{"org.fedoraproject.test.#"}, Prefetch: 100}
 
 	bus := make(chan injected, 10)
 	var calls atomic.Int32

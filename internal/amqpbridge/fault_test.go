@@ -83,7 +83,7 @@ func TestFaultTolerance(t *testing.T) {
 // bridgeSlot holds the running bridge, which a relay restart replaces.
 type bridgeSlot struct {
 	mu      sync.Mutex
-	cfg     Config
+	cfg     Options
 	current *runningBridge
 }
 
@@ -117,7 +117,7 @@ func TestSpoolFull(t *testing.T) {
 	b := requireBroker(t)
 	exchange, queue := testName(t), testName(t)
 	cfg := testConfig(t, deadURL(t), exchange)
-	cfg.SpoolMaxBytes = minSpoolBytes
+	cfg.SpoolMaxBytes = 64 << 10 // the smallest the configuration allows
 	down := startBridge(t, cfg, nil)
 
 	const total = 20000

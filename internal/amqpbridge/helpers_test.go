@@ -51,7 +51,7 @@ type runningBridge struct {
 }
 
 // startBridge creates a bridge and runs it; it is stopped and closed at cleanup.
-func startBridge(t testing.TB, cfg Config, inject func(topic, body []byte) error) *runningBridge {
+func startBridge(t testing.TB, cfg Options, inject func(topic, body []byte) error) *runningBridge {
 	t.Helper()
 	reg := metrics.NewRegistry()
 	b, err := New(cfg, logging.ForTest(t), reg)
@@ -120,15 +120,19 @@ func (rb *runningBridge) metric(t testing.TB, series string) float64 {
 	return 0
 }
 
-// testConfig is a bridge configuration for tests: fast reconnects and a spool
-// in the test's temp dir.
-func testConfig(t testing.TB, url, exchange string) Config {
-	return Config{
-		URL:          url,
-		Exchange:     exchange,
-		SpoolDir:     t.TempDir(),
-		ReconnectMin: 50 * time.Millisecond,
-		ReconnectMax: 500 * time.Millisecond,
+// testConfig is a bridge configuration for tests: the relay's defaults,
+// except fast reconnects and a spool in the test's temp dir.
+func testConfig(t testing.TB, url, exchange string) Options {
+	return Options{
+		URL:            url,
+		Exchange:       exchange,
+		Heartbeat:      10 * time.Second,
+		ConfirmWindow:  1024,
+		ConfirmTimeout: 30 * time.Second,
+		ReconnectMin:   50 * time.Millisecond,
+		ReconnectMax:   500 * time.Millisecond,
+		SpoolDir:       t.TempDir(),
+		SpoolMaxBytes:  1 << 30,
 	}
 }
 

@@ -33,12 +33,12 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 	if err := ch.Confirm(false); err != nil {
 		return false, fmt.Errorf("enable publisher confirms: %w", err)
 	}
-	if b.cfg.DeclareExchange {
-		if err := ch.ExchangeDeclare(b.cfg.Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-			return false, fmt.Errorf("declare exchange %q: %w", b.cfg.Exchange, err)
+	if b.opts.DeclareExchange {
+		if err := ch.ExchangeDeclare(b.opts.Exchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+			return false, fmt.Errorf("declare exchange %q: %w", b.opts.Exchange, err)
 		}
 	}
-	window := b.cfg.ConfirmWindow
+	window := b.opts.ConfirmWindow
 	// Buffered for the whole window: the library's reader never waits on us.
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, window))
 	closed := ch.NotifyClose(make(chan *amqp.Error, 1))
@@ -93,7 +93,7 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 			}
 			// Not mandatory: an unroutable message is confirmed and gone, like on the
 			// ZeroMQ bus when nobody listens.
-			if err := ch.PublishWithContext(ctx, b.cfg.Exchange, string(rec.topic), false, false, msg); err != nil {
+			if err := ch.PublishWithContext(ctx, b.opts.Exchange, string(rec.topic), false, false, msg); err != nil {
 				return progressed, fmt.Errorf("publish: %w", err)
 			}
 			b.metrics.published.Inc()
@@ -109,7 +109,7 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 		if len(pending) < window {
 			readable = s.readable
 		}
-		resetTimer(timer, pending, b.cfg.ConfirmTimeout)
+		resetTimer(timer, pending, b.opts.ConfirmTimeout)
 		select {
 		case c := <-confirms:
 			err := b.confirmReceived(c, confirms, &pending)
@@ -120,7 +120,7 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 			progressed = true
 		case <-readable:
 		case <-timer.C:
-			return progressed, fmt.Errorf("no confirm for %d messages within %s", len(pending), b.cfg.ConfirmTimeout)
+			return progressed, fmt.Errorf("no confirm for %d messages within %s", len(pending), b.opts.ConfirmTimeout)
 		case r := <-returned:
 			b.log.Warn("amqp: broker returned a message", "routing_key", r.RoutingKey, "reply", r.ReplyText)
 		case err := <-closed:

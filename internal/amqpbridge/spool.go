@@ -32,7 +32,6 @@ const (
 	payloadHeaderBytes = 12
 	segmentSuffix      = ".seg"
 	cursorFile         = "cursor"
-	minSpoolBytes      = 64 << 10
 	maxSegmentBytes    = 16 << 20
 	// pendingLimit bounds the in-memory buffer between Publish and the spool
 	// writer; it only fills if the disk stalls.

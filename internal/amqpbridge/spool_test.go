@@ -138,7 +138,7 @@ func TestSpoolRecovery(t *testing.T) {
 // disk and that the size gauge follows.
 func TestSpoolConfirmedSegmentsRemoved(t *testing.T) {
 	dir := t.TempDir()
-	s, dropped := testSpool(t, dir, minSpoolBytes)
+	s, dropped := testSpool(t, dir, 64<<10)
 	defer s.close()
 	for i := range 2000 {
 		s.append([]byte("t"), fmt.Appendf(nil, "m%04d", i), time.Now())

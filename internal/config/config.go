@@ -12,12 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"sort"
+	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
-
-	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge"
 )
 
 // DefaultPath is where packaged installs keep the configuration.
@@ -70,9 +70,10 @@ type Config struct {
 	RoutingNitpicky    bool                `yaml:"routing_nitpicky"`
 
 	// AMQP bridges every published message to RabbitMQ (off without amqp.url).
-	AMQP amqpbridge.Config `yaml:"amqp"`
+	AMQP AMQP `yaml:"amqp"`
 
-	// lines maps each top-level key to its line in the file, for error messages.
+	// lines maps each key the file sets, nested ones as "amqp.consume.queue",
+	// to its line: for error messages, and to tell a key set to 0 from an unset one.
 	lines map[string]int
 }
 
@@ -96,6 +97,7 @@ func Default() *Config {
 		MonitoringInterval:   5 * time.Second,
 		MonitoringSocketMode: 0o770,
 		CertNames:            map[string]string{},
+		AMQP:                 defaultAMQP(),
 	}
 }
 
@@ -157,9 +159,6 @@ func Load(path string) (*Config, error) {
 	// Values that failed to decode keep their defaults, so validating the
 	// rest still finds its problems: all are reported together.
 	probs := cfg.decode(data)
-	if cfg.AMQP.Enabled() {
-		cfg.AMQP.SetDefaults()
-	}
 	if err := cfg.Validate(); err != nil {
 		probs = append(probs, err.(Problems)...)
 	}
@@ -179,15 +178,6 @@ func sortProblems(probs Problems) {
 	})
 }
 
-// knownKeys are the top-level keys, taken from the struct's yaml tags.
-var knownKeys = func() map[string]bool {
-	keys := map[string]bool{}
-	for _, name := range yamlFieldNames(Config{}) {
-		keys[name] = true
-	}
-	return keys
-}()
-
 func (c *Config) decode(data []byte) Problems {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -196,46 +186,69 @@ func (c *Config) decode(data []byte) Problems {
 	if len(doc.Content) == 0 { // empty file: defaults
 		return nil
 	}
-	root := doc.Content[0]
-	if root.Kind != yaml.MappingNode {
-		return Problems{{File: c.Path, Line: root.Line, Msg: "top level must be a mapping of keys to values"}}
-	}
 	c.lines = map[string]int{}
+	return c.decodeSection("", doc.Content[0], reflect.ValueOf(c).Elem())
+}
+
+// decodeSection decodes a mapping into the struct dst key by key, recursing
+// into nested sections, so that every problem keeps its own line and one bad
+// value hides nothing else. Keys not in the file keep their defaults.
+func (c *Config) decodeSection(prefix string, n *yaml.Node, dst reflect.Value) Problems {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" { // "amqp:" with nothing under it
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		what := "top level"
+		if prefix != "" {
+			what = strings.TrimSuffix(prefix, ".")
+		}
+		return Problems{{File: c.Path, Line: n.Line, Key: strings.TrimSuffix(prefix, "."), Msg: what + " must be a mapping of keys to values"}}
+	}
+	fields := yamlFields(dst.Type())
 	var probs Problems
-	for i := 0; i+1 < len(root.Content); i += 2 {
-		k, v := root.Content[i], root.Content[i+1]
-		if !knownKeys[k.Value] {
-			probs = append(probs, Problem{File: c.Path, Line: k.Line, Key: k.Value, Msg: "unknown key"})
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := prefix + k.Value
+		field, known := fields[k.Value]
+		if !known {
+			probs = append(probs, Problem{File: c.Path, Line: k.Line, Key: key, Msg: "unknown key"})
 			continue
 		}
-		if _, dup := c.lines[k.Value]; dup {
-			probs = append(probs, Problem{File: c.Path, Line: k.Line, Key: k.Value, Msg: "key given twice"})
+		if _, dup := c.lines[key]; dup {
+			probs = append(probs, Problem{File: c.Path, Line: k.Line, Key: key, Msg: "key given twice"})
 			continue
 		}
-		c.lines[k.Value] = k.Line
-		// Decode each key on its own so that one bad value does not hide the others.
-		if err := decodeStrict(k, v, c); err != nil {
-			probs = append(probs, Problem{File: c.Path, Line: v.Line, Key: k.Value, Msg: cleanYAMLError(err)})
+		c.lines[key] = k.Line
+		fv := dst.Field(field)
+		if isSection(fv.Type()) {
+			probs = append(probs, c.decodeSection(key+".", v, fv)...)
+			continue
 		}
+		// Decode into a fresh value so a bad one leaves the default in place.
+		val := reflect.New(fv.Type())
+		if err := v.Decode(val.Interface()); err != nil {
+			probs = append(probs, Problem{File: c.Path, Line: v.Line, Key: key, Msg: cleanYAMLError(err)})
+			continue
+		}
+		fv.Set(val.Elem())
 	}
 	return probs
 }
 
-// decodeStrict decodes one key's value into c, rejecting unknown keys in
-// nested sections too (yaml.Node.Decode alone would ignore them).
-func decodeStrict(k, v *yaml.Node, c *Config) error {
-	single := &yaml.Node{Kind: yaml.MappingNode, Content: []*yaml.Node{k, v}}
-	raw, err := yaml.Marshal(single)
-	if err != nil {
-		return err
+// line returns the line of a key the file set, else that of its closest
+// enclosing section the file set, else 0.
+func (c *Config) line(key string) int {
+	for {
+		if l, ok := c.lines[key]; ok {
+			return l
+		}
+		i := strings.LastIndexByte(key, '.')
+		if i < 0 {
+			return 0
+		}
+		key = key[:i]
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	return dec.Decode(c)
 }
-
-// line returns the line of a top-level key, or 0.
-func (c *Config) line(key string) int { return c.lines[key] }
 
 func (c *Config) problem(key, format string, args ...any) Problem {
 	return Problem{File: c.Path, Line: c.line(key), Key: key, Msg: fmt.Sprintf(format, args...)}

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -50,17 +51,23 @@ func (m *FileMode) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
-// yamlFieldNames lists the yaml tag names of a struct's fields.
-func yamlFieldNames(v any) []string {
-	t := reflect.TypeOf(v)
-	var names []string
+// yamlFields maps the yaml tag names of a struct's fields to their indexes.
+func yamlFields(t reflect.Type) map[string]int {
+	fields := map[string]int{}
 	for i := 0; i < t.NumField(); i++ {
 		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
 		if name != "" && name != "-" {
-			names = append(names, name)
+			fields[name] = i
 		}
 	}
-	return names
+	return fields
+}
+
+// isSection reports whether values of t are nested sections, decoded key by
+// key: structs that do not decode themselves.
+func isSection(t reflect.Type) bool {
+	return t.Kind() == reflect.Struct && t != reflect.TypeOf(time.Time{}) &&
+		!reflect.PointerTo(t).Implements(reflect.TypeOf((*yaml.Unmarshaler)(nil)).Elem())
 }
 
 var yamlLineRE = regexp.MustCompile(`line (\d+)`)
@@ -83,12 +90,6 @@ func cleanYAMLError(err error) string {
 	msg = strings.TrimSpace(msg)
 	if i := strings.Index(msg, ": "); i >= 0 && strings.HasPrefix(msg, "line ") {
 		msg = msg[i+2:]
-	}
-	// "field bogus not found in type amqpbridge.Config"
-	if name, ok := strings.CutPrefix(msg, "field "); ok {
-		if name, _, ok = strings.Cut(name, " not found in type"); ok {
-			return "unknown key " + name
-		}
 	}
 	return msg
 }

@@ -204,11 +204,3 @@ func (c *Config) validateSigning() []Problem {
 	}
 	return probs
 }
-
-func (c *Config) validateAMQP() []Problem {
-	var probs []Problem
-	for _, err := range c.AMQP.Validate() {
-		probs = append(probs, Problem{File: c.Path, Line: c.line("amqp"), Msg: err.Error()})
-	}
-	return probs
-}

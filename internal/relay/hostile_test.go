@@ -14,7 +14,6 @@ import (
 
 	zmq "github.com/pebbe/zmq4"
 
-	"github.com/fedora-infra/fedmsg-relay/internal/config"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
 
@@ -58,7 +57,7 @@ func assertRelays(t *testing.T, tr *testRelay) {
 // or nothing at all never take the relay down or block others, and their
 // file descriptors are released.
 func TestHostileTCPPeers(t *testing.T) {
-	tr := startRelay(t, func(c *config.Config) {
+	tr := startRelay(t, func(c *Options) {
 		c.HandshakeTimeout = 500 * time.Millisecond
 		c.MaxMessageBytes = 1 << 20
 	})
@@ -171,7 +170,7 @@ func waitStable(t *testing.T, what string, before int, now func() int) {
 // A subscriber that stops reading costs only itself: the others get every
 // message and the relay's memory stays bounded by its high-water mark.
 func TestStalledSubscriberDoesNotStallOthers(t *testing.T) {
-	tr := startRelay(t, func(c *config.Config) {
+	tr := startRelay(t, func(c *Options) {
 		c.OutboundHWM = 1000
 		c.InboundHWM = 100000
 	})

@@ -17,6 +17,13 @@ const (
 	monitoringProducerName = "MonitoringProducer"
 )
 
+// MonitoringOptions configure the status socket; it is off without Endpoint.
+type MonitoringOptions struct {
+	Endpoint   string
+	SocketMode os.FileMode // of an ipc:// socket file
+	Interval   time.Duration
+}
+
 // Monitoring publishes moksha-style status documents, as the original relay
 // did, so the existing nagios plugins keep working.
 type Monitoring struct {
@@ -28,17 +35,18 @@ type Monitoring struct {
 	done     chan struct{}
 }
 
-// StartMonitoring binds the monitoring socket and publishes a status every
-// interval until Stop.
+// StartMonitoring binds the monitoring socket of Options.Monitoring and
+// publishes a status every interval until Stop.
 func (r *Relay) StartMonitoring(log hclog.Logger) (*Monitoring, error) {
-	pub, err := r.sockets.OpenStatusPublisher(r.cfg.MonitoringEndpoint, os.FileMode(r.cfg.MonitoringSocketMode))
+	o := r.opts.Monitoring
+	pub, err := r.sockets.OpenStatusPublisher(o.Endpoint, o.SocketMode)
 	if err != nil {
 		return nil, err
 	}
-	m := &Monitoring{relay: r, log: log, interval: r.cfg.MonitoringInterval,
+	m := &Monitoring{relay: r, log: log, interval: o.Interval,
 		pub: pub, quit: make(chan struct{}), done: make(chan struct{})}
 	go m.loop()
-	log.Info("publishing status", "endpoint", r.cfg.MonitoringEndpoint, "interval", m.interval)
+	log.Info("publishing status", "endpoint", o.Endpoint, "interval", m.interval)
 	return m, nil
 }
 

@@ -15,7 +15,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/fedora-infra/fedmsg-relay/internal/config"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 	"github.com/fedora-infra/fedmsg-relay/internal/wire"
@@ -41,9 +40,37 @@ type Crypto struct {
 	Verifier Verifier // nil: no signature validation
 }
 
+// Options configure a relay.
+type Options struct {
+	Inbound  []string // SUB bind addresses (fedmsg's relay_inbound)
+	Confirm  []string // ROUTER bind addresses for confirmed delivery
+	Outbound []string // PUB bind addresses (relay_outbound)
+	// Inject opens the in-process injection socket (NewInjector).
+	Inject bool
+
+	MaxMessageBytes   int64
+	InboundHWM        int
+	OutboundHWM       int // per subscriber
+	HandshakeTimeout  time.Duration
+	HeartbeatInterval time.Duration
+	TCPKeepalive      bool
+	IPv6              bool
+	// DrainTimeout bounds the drain on shutdown and the linger on Close.
+	DrainTimeout time.Duration
+
+	// AllowedTopicPrefixes restricts accepted topics; empty accepts all.
+	AllowedTopicPrefixes []string
+	// PassTopicMismatch publishes bodies whose "topic" differs from frame 1.
+	PassTopicMismatch bool
+	// DropLogInterval bounds how often each drop reason is logged.
+	DropLogInterval time.Duration
+
+	Monitoring MonitoringOptions
+}
+
 // Relay forwards fedmsg messages from its inbound sockets to its outbound one.
 type Relay struct {
-	cfg     *config.Config
+	opts    Options
 	log     hclog.Logger
 	sockets *transport.Sockets
 	policy  wire.Policy
@@ -59,32 +86,32 @@ type Relay struct {
 	running  atomic.Bool
 }
 
-// New binds every socket of cfg. The relay serves nothing until Run.
-func New(cfg *config.Config, log hclog.Logger, reg *metrics.Registry) (*Relay, error) {
+// New binds every socket of opts. The relay serves nothing until Run.
+func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) {
 	sockets, err := transport.Open(transport.Options{
-		Inbound:           cfg.RelayInbound,
-		Confirm:           cfg.RelayInboundConfirm,
-		Outbound:          cfg.RelayOutbound,
-		Inject:            cfg.AMQP.Enabled() && cfg.AMQP.Consume.Queue != "",
-		MaxMessageBytes:   cfg.MaxMessageBytes,
-		InboundHWM:        cfg.InboundHWM,
-		OutboundHWM:       cfg.OutboundHWM,
-		HandshakeTimeout:  cfg.HandshakeTimeout,
-		HeartbeatInterval: cfg.HeartbeatInterval,
-		TCPKeepalive:      cfg.TCPKeepalive,
-		IPv6:              cfg.IPv6,
-		Linger:            cfg.DrainTimeout,
+		Inbound:           opts.Inbound,
+		Confirm:           opts.Confirm,
+		Outbound:          opts.Outbound,
+		Inject:            opts.Inject,
+		MaxMessageBytes:   opts.MaxMessageBytes,
+		InboundHWM:        opts.InboundHWM,
+		OutboundHWM:       opts.OutboundHWM,
+		HandshakeTimeout:  opts.HandshakeTimeout,
+		HeartbeatInterval: opts.HeartbeatInterval,
+		TCPKeepalive:      opts.TCPKeepalive,
+		IPv6:              opts.IPv6,
+		Linger:            opts.DrainTimeout,
 	})
 	if err != nil {
 		return nil, err
 	}
 	r := &Relay{
-		cfg:     cfg,
+		opts:    opts,
 		log:     log,
 		sockets: sockets,
-		policy:  newPolicy(cfg),
+		policy:  newPolicy(opts),
 		stats:   newStats(reg),
-		drops:   newDropLogger(log, cfg.DropLogInterval),
+		drops:   newDropLogger(log, opts.DropLogInterval),
 	}
 	r.crypto.Store(&Crypto{})
 	for _, reason := range wire.Reasons() {
@@ -99,12 +126,12 @@ func New(cfg *config.Config, log hclog.Logger, reg *metrics.Registry) (*Relay, e
 	return r, nil
 }
 
-func newPolicy(cfg *config.Config) wire.Policy {
+func newPolicy(opts Options) wire.Policy {
 	p := wire.Policy{
-		MaxBytes:          int(cfg.MaxMessageBytes),
-		PassTopicMismatch: cfg.TopicMismatch == config.TopicMismatchPass,
+		MaxBytes:          int(opts.MaxMessageBytes),
+		PassTopicMismatch: opts.PassTopicMismatch,
 	}
-	for _, prefix := range cfg.AllowedTopicPrefixes() {
+	for _, prefix := range opts.AllowedTopicPrefixes {
 		p.AllowedPrefixes = append(p.AllowedPrefixes, []byte(prefix))
 	}
 	return p
@@ -132,9 +159,9 @@ func (r *Relay) Alive(within time.Duration) bool {
 func (r *Relay) Run(ctx context.Context) error {
 	r.running.Store(true)
 	defer r.running.Store(false)
-	r.log.Info("relaying", "inbound", strings.Join(r.cfg.RelayInbound, ","),
-		"outbound", strings.Join(r.cfg.RelayOutbound, ","),
-		"confirm", strings.Join(r.cfg.RelayInboundConfirm, ","))
+	r.log.Info("relaying", "inbound", strings.Join(r.opts.Inbound, ","),
+		"outbound", strings.Join(r.opts.Outbound, ","),
+		"confirm", strings.Join(r.opts.Confirm, ","))
 	for ctx.Err() == nil {
 		r.lastLoop.Store(time.Now().UnixNano())
 		if _, err := r.forwardBatch(pollInterval); err != nil {

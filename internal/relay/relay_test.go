@@ -15,7 +15,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	zmq "github.com/pebbe/zmq4"
 
-	"github.com/fedora-infra/fedmsg-relay/internal/config"
 	"github.com/fedora-infra/fedmsg-relay/internal/logging"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
@@ -25,26 +24,36 @@ import (
 // testRelay is a relay running in this process on free loopback ports.
 type testRelay struct {
 	*Relay
-	cfg      *config.Config
+	opts     Options
 	reg      *metrics.Registry
 	inbound  string
 	outbound string
 }
 
-func startRelay(t *testing.T, mutate func(*config.Config)) *testRelay {
-	t.Helper()
-	cfg := config.Default()
-	cfg.RelayInbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
-	cfg.RelayOutbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
-	cfg.DrainTimeout = time.Second
-	if mutate != nil {
-		mutate(cfg)
+// testOptions are the configuration's defaults on free loopback ports.
+func testOptions(t *testing.T) Options {
+	return Options{
+		Inbound:           []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
+		Outbound:          []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
+		MaxMessageBytes:   1 << 20,
+		InboundHWM:        10000,
+		OutboundHWM:       10000,
+		HandshakeTimeout:  10 * time.Second,
+		HeartbeatInterval: 30 * time.Second,
+		TCPKeepalive:      true,
+		DrainTimeout:      time.Second,
+		DropLogInterval:   10 * time.Second,
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
+}
+
+func startRelay(t *testing.T, mutate func(*Options)) *testRelay {
+	t.Helper()
+	opts := testOptions(t)
+	if mutate != nil {
+		mutate(&opts)
 	}
 	reg := metrics.NewRegistry()
-	r, err := New(cfg, logging.ForTest(t), reg)
+	r, err := New(opts, logging.ForTest(t), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +76,7 @@ func startRelay(t *testing.T, mutate func(*config.Config)) *testRelay {
 		}
 		r.Close()
 	})
-	return &testRelay{Relay: r, cfg: cfg, reg: reg, inbound: cfg.RelayInbound[0], outbound: cfg.RelayOutbound[0]}
+	return &testRelay{Relay: r, opts: opts, reg: reg, inbound: opts.Inbound[0], outbound: opts.Outbound[0]}
 }
 
 // metric returns the value of one series in the Prometheus text output.
@@ -152,8 +161,8 @@ func TestRelaysPythonProducersToPythonListeners(t *testing.T) {
 // Bad messages are dropped and counted by reason; good ones around them
 // still arrive, in order.
 func TestDropsBadMessagesAndKeepsServing(t *testing.T) {
-	tr := startRelay(t, func(c *config.Config) {
-		c.TopicAllowlist = []string{"org.fedoraproject.test"}
+	tr := startRelay(t, func(c *Options) {
+		c.AllowedTopicPrefixes = []string{"org.fedoraproject.test"}
 		c.MaxMessageBytes = 4096
 	})
 	good := func(i int) [][]byte { return [][]byte{[]byte(testTopic), fedmsgBody(testTopic, i, "")} }
@@ -199,7 +208,7 @@ func TestDropsBadMessagesAndKeepsServing(t *testing.T) {
 // A frame over max_message_bytes makes libzmq cut that producer off before
 // allocating; other producers are not affected.
 func TestOversizeFrameCutsOffOnlyItsSender(t *testing.T) {
-	tr := startRelay(t, func(c *config.Config) { c.MaxMessageBytes = 1024 })
+	tr := startRelay(t, func(c *Options) { c.MaxMessageBytes = 1024 })
 	huge := [][]byte{[]byte(testTopic), fedmsgBody(testTopic, 0, `, "pad": "`+strings.Repeat("x", 4096)+`"`)}
 	ok := [][]byte{[]byte(testTopic), fedmsgBody(testTopic, 1, "")}
 	got := testutil.RunScenario(t, testutil.Scenario{
@@ -216,7 +225,7 @@ func TestOversizeFrameCutsOffOnlyItsSender(t *testing.T) {
 // "refused:<reason>" for a message the relay will not publish.
 func TestConfirmedDelivery(t *testing.T) {
 	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
-	tr := startRelay(t, func(c *config.Config) { c.RelayInboundConfirm = config.Endpoints{confirm} })
+	tr := startRelay(t, func(c *Options) { c.Confirm = []string{confirm} })
 
 	sub := newSocket(t, zmq.SUB)
 	must(t, sub.SetSubscribe(""))
@@ -264,10 +273,8 @@ func TestConfirmedDelivery(t *testing.T) {
 // Fedora's nagios plugins read, and its file has the configured mode.
 func TestMonitoringSocket(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "monitoring-fedmsg-relay.socket")
-	tr := startRelay(t, func(c *config.Config) {
-		c.MonitoringEndpoint = "ipc://" + path
-		c.MonitoringSocketMode = 0o770
-		c.MonitoringInterval = 100 * time.Millisecond
+	tr := startRelay(t, func(c *Options) {
+		c.Monitoring = MonitoringOptions{Endpoint: "ipc://" + path, SocketMode: 0o770, Interval: 100 * time.Millisecond}
 	})
 	mon, err := tr.StartMonitoring(logging.ForTest(t))
 	if err != nil {
@@ -334,17 +341,16 @@ func must(t *testing.T, err error) {
 // A relay that cannot bind says which address, and leaves nothing open.
 func TestBindConflictIsAClearError(t *testing.T) {
 	tr := startRelay(t, nil)
-	cfg := config.Default()
-	cfg.RelayInbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
-	cfg.RelayOutbound = config.Endpoints{tr.outbound}
+	cfg := testOptions(t)
+	cfg.Outbound = []string{tr.outbound}
 	for i := 0; i < 3; i++ { // repeatedly: a leak would show as a hang or crash
 		_, err := New(cfg, logging.ForTest(t), metrics.NewRegistry())
 		if err == nil || !strings.Contains(err.Error(), "bind "+tr.outbound) {
 			t.Fatalf("New with a taken outbound address: %v", err)
 		}
 	}
-	cfg.RelayOutbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
-	cfg.RelayInbound = config.Endpoints{tr.inbound}
+	cfg.Outbound = []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
+	cfg.Inbound = []string{tr.inbound}
 	if _, err := New(cfg, logging.ForTest(t), metrics.NewRegistry()); err == nil || !strings.Contains(err.Error(), "bind "+tr.inbound) {
 		t.Fatalf("New with a taken inbound address: %v", err)
 	}
@@ -353,12 +359,12 @@ func TestBindConflictIsAClearError(t *testing.T) {
 // ipc:// and IPv6 tcp:// endpoints work for producers and listeners alike.
 func TestIPCAndIPv6Endpoints(t *testing.T) {
 	dir := t.TempDir()
-	tr := startRelay(t, func(c *config.Config) {
+	tr := startRelay(t, func(c *Options) {
 		c.IPv6 = true
-		c.RelayInbound = config.Endpoints{"ipc://" + filepath.Join(dir, "in.sock"), fmt.Sprintf("tcp://[::1]:%d", testutil.FreePort(t))}
-		c.RelayOutbound = config.Endpoints{fmt.Sprintf("tcp://[::1]:%d", testutil.FreePort(t))}
+		c.Inbound = []string{"ipc://" + filepath.Join(dir, "in.sock"), fmt.Sprintf("tcp://[::1]:%d", testutil.FreePort(t))}
+		c.Outbound = []string{fmt.Sprintf("tcp://[::1]:%d", testutil.FreePort(t))}
 	})
-	for _, in := range tr.cfg.RelayInbound {
+	for _, in := range tr.opts.Inbound {
 		msg := [][]byte{[]byte(testTopic), fedmsgBody(testTopic, 1, `, "via": "`+in+`"`)}
 		got := testutil.RunScenario(t, testutil.Scenario{
 			Inbound: in, Outbound: tr.outbound, Subscribers: 1, Producers: [][][][]byte{{msg}}, Idle: 5, Expect: 1,
@@ -373,9 +379,7 @@ func TestIPCAndIPv6Endpoints(t *testing.T) {
 // those not logged, so a flood of bad input cannot flood the log.
 func TestDropLogIsRateLimited(t *testing.T) {
 	var logBuf syncBuffer
-	cfg := config.Default()
-	cfg.RelayInbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
-	cfg.RelayOutbound = config.Endpoints{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
+	cfg := testOptions(t)
 	cfg.DropLogInterval = time.Hour
 	r, err := New(cfg, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info}), metrics.NewRegistry())
 	if err != nil {
@@ -388,7 +392,7 @@ func TestDropLogIsRateLimited(t *testing.T) {
 
 	pub := newSocket(t, zmq.PUB)
 	must(t, pub.SetSndhwm(0))
-	must(t, pub.Connect(cfg.RelayInbound[0]))
+	must(t, pub.Connect(cfg.Inbound[0]))
 	const floods = 2000
 	deadline := time.Now().Add(10 * time.Second)
 	for sent := 0; ; sent++ {

@@ -1,0 +1,67 @@
+// Package amqpbridge copies every message the relay publishes onto a RabbitMQ
+// exchange in the format fedora-messaging consumers read, and optionally
+// injects messages from a RabbitMQ queue into the ZeroMQ bus.
+//
+// The relay's hot path only calls Bridge.Publish, which copies the message into
+// an in-memory buffer and returns; a writer goroutine appends that buffer to an
+// on-disk spool and the publisher goroutine reads the spool and publishes with
+// pipelined publisher confirms. A message leaves the spool only once the
+// broker confirmed it, so a broker outage or a relay restart loses nothing.
+package amqpbridge
+
+import (
+	"net/url"
+	"time"
+)
+
+// Options configure the bridge; the relay's configuration has validated them
+// and filled in the defaults.
+type Options struct {
+	// URL is amqp://user:pass@host:port/vhost or amqps://host:port/vhost.
+	URL string
+	// Exchange receives the bridged messages.
+	Exchange string
+	// DeclareExchange declares Exchange (durable topic) on every connect.
+	DeclareExchange bool
+
+	// TLS for amqps:// URLs. With ClientCert and ClientKey set the bridge
+	// authenticates with SASL EXTERNAL (the certificate's subject).
+	CACert, ClientCert, ClientKey string
+
+	Heartbeat time.Duration
+	// ConfirmWindow is the number of published but unconfirmed messages in flight.
+	ConfirmWindow int
+	// ConfirmTimeout is how long the oldest unconfirmed message may wait for its
+	// confirm before the connection is considered broken and replaced.
+	ConfirmTimeout             time.Duration
+	ReconnectMin, ReconnectMax time.Duration
+
+	// SpoolDir holds the on-disk spool; messages wait there until confirmed.
+	SpoolDir string
+	// SpoolMaxBytes bounds the spool; when it is full the oldest messages are dropped.
+	SpoolMaxBytes int64
+
+	Consume ConsumeOptions
+}
+
+// ConsumeOptions configure the optional reverse direction (RabbitMQ to
+// ZeroMQ); it is off when Queue is empty.
+type ConsumeOptions struct {
+	Queue string
+	// DeclareQueue declares Queue as a durable queue.
+	DeclareQueue bool
+	// Exchange the queue is bound to with BindingKeys, on every connect.
+	Exchange    string
+	BindingKeys []string
+	// Prefetch is the number of unacknowledged deliveries the broker sends ahead.
+	Prefetch int
+}
+
+// redactURL hides the password of an AMQP URL for messages and logs.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "<unparsable URL>"
+	}
+	return u.Redacted()
+}
