@@ -134,18 +134,101 @@ func TestMissingFile(t *testing.T) {
 func TestAMQPSection(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
-	os.WriteFile(good, []byte("amqp:\n  url: amqp://guest:guest@127.0.0.1:5672/%2F\n  spool_dir: "+dir+"\n"), 0o644)
+	os.WriteFile(good, []byte("amqp:\n  url: amqp://guest:guest@127.0.0.1:5672/%2F\n  spool_dir: "+dir+"\n  consume: {queue: q}\n"), 0o644)
 	cfg, err := Load(good)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !cfg.AMQP.Enabled() || cfg.AMQP.Exchange != "zmq.topic" {
-		t.Errorf("amqp = %+v, want enabled with the default exchange zmq.topic", cfg.AMQP)
+	a := cfg.AMQP
+	if !a.Enabled() || !a.Consuming() || a.Exchange != "zmq.topic" || a.ConfirmWindow != 1024 || a.Consume.Exchange != "amq.topic" || a.Consume.Prefetch != 100 {
+		t.Errorf("amqp = %+v, want enabled with the defaults (exchange zmq.topic, confirm_window 1024, consume from amq.topic, prefetch 100)", a)
 	}
-	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte("log_level: info\namqp:\n  url: http://example\n  bogus: 1\n"), 0o644)
-	_, err = Load(bad)
-	if err == nil || !strings.Contains(err.Error(), "bogus") || !strings.Contains(err.Error(), "amqp") {
-		t.Fatalf("want unknown nested key and a bad url reported, got %v", err)
+}
+
+// A problem inside a nested section is reported at its own line; an unknown
+// nested key hides none of the others; a key set to 0 is not "unset".
+func TestNestedProblemsKeepTheirLines(t *testing.T) {
+	const path = "testdata/broken-amqp.yaml"
+	_, err := Load(path)
+	var probs Problems
+	if !errors.As(err, &probs) {
+		t.Fatalf("want Problems, got %v", err)
+	}
+	want := []struct {
+		line int
+		key  string
+		frag string
+	}{
+		{2, "amqp.spool_dir", "required"}, // not in the file: at its section's line
+		{5, "amqp.bogus", "unknown key"},
+		{6, "amqp.confirm_window", "0: must be 1..65535"},
+		{8, "amqp.reconnect_max", "1s is below amqp.reconnect_min 2s"},
+		{9, "amqp.ca_cert", "is not amqps://"},
+		{10, "amqp.spool_max_bytes", "cannot unmarshal"},
+		{13, "amqp.consume.exchange", "also amqp.exchange"},
+		{14, "amqp.consume.frobnicate", "unknown key"},
+		{15, "amqp.consume.prefetch", "0: must be 1..65535"},
+		{16, "amqp.consume.binding_keys", "entry 1 is empty"},
+	}
+	if len(probs) != len(want) {
+		t.Fatalf("got %d problems, want %d:\n%v", len(probs), len(want), err)
+	}
+	for i, w := range want {
+		p := probs[i]
+		if p.File != path || p.Line != w.line || p.Key != w.key || !strings.Contains(p.Msg, w.frag) {
+			t.Errorf("problem %d = %+v, want %s:%d key %s containing %q", i, p, path, w.line, w.key, w.frag)
+		}
+	}
+	if strings.Contains(err.Error(), "secret") {
+		t.Errorf("the URL's password is in the problems:\n%v", err)
+	}
+}
+
+func TestAMQPProblems(t *testing.T) {
+	const (
+		head  = "amqp:\n  url: amqp://guest:guest@localhost/\n  spool_dir: /var/spool/x\n" // lines 1-3
+		spool = "  spool_dir: /var/spool/x\n"
+	)
+	tests := []struct {
+		name string
+		yaml string
+		line int
+		key  string
+		frag string
+	}{
+		{"scheme", "amqp:\n  url: http://h/\n" + spool, 2, "amqp.url", `scheme "http"`},
+		{"no host", "amqp:\n  url: amqp:///vhost\n" + spool, 2, "amqp.url", `"amqp:///vhost" has no host`},
+		{"password hidden", "amqp:\n  url: amqp://u:secret@/\n" + spool, 2, "amqp.url", `"amqp://u:xxxxx@/" has no host`},
+		{"cert without key", "amqp:\n  url: amqps://h/\n" + spool + "  client_cert: /c.crt\n", 4, "amqp.client_cert", "set both"},
+		{"window zero", head + "  confirm_window: 0\n", 4, "amqp.confirm_window", "0: must be 1..65535"},
+		{"window large", head + "  confirm_window: 70000\n", 4, "amqp.confirm_window", "70000: must be 1..65535"},
+		{"heartbeat zero", head + "  heartbeat: 0s\n", 4, "amqp.heartbeat", "must be positive"},
+		{"negative timeout", head + "  confirm_timeout: -1s\n", 4, "amqp.confirm_timeout", "-1s: must be positive"},
+		{"tiny spool", head + "  spool_max_bytes: 10\n", 4, "amqp.spool_max_bytes", "10: must be at least 65536"},
+		{"keys without queue", head + "  consume:\n    binding_keys: [a.#]\n", 4, "amqp.consume.queue", "required"},
+		{"prefetch zero", head + "  consume: {queue: q, prefetch: 0}\n", 4, "amqp.consume.prefetch", "0: must be 1..65535"},
+		{"section not a mapping", "amqp: [1]\n", 1, "amqp", "must be a mapping"},
+		{"consume not a mapping", head + "  consume: q\n", 4, "amqp.consume", "must be a mapping"},
+		{"twice", head + "  url: amqp://other/\n", 4, "amqp.url", "twice"},
+	}
+	dir := t.TempDir()
+	for _, tt := range tests {
+		path := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "_")+".yaml")
+		if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path)
+		var probs Problems
+		if !errors.As(err, &probs) {
+			t.Errorf("%s: yaml %q: want Problems, got %v", tt.name, tt.yaml, err)
+			continue
+		}
+		found := false
+		for _, p := range probs {
+			found = found || p.Line == tt.line && p.Key == tt.key && strings.Contains(p.Msg, tt.frag)
+		}
+		if !found || strings.Contains(err.Error(), "secret") {
+			t.Errorf("%s: yaml %q: want line %d key %q containing %q and no password; got:\n%v", tt.name, tt.yaml, tt.line, tt.key, tt.frag, err)
+		}
 	}
 }
