@@ -103,32 +103,7 @@ func TestGitHookPush(t *testing.T) {
 	writeFile(t, conf, "base.py", "config = dict(environment='prod')\n")
 	writeFile(t, conf, "relay.py", fmt.Sprintf("config = dict(relay_inbound=%q)\n", r.Inbound))
 
-	root := t.TempDir()
-	bare := filepath.Join(root, "project.git")
-	run := func(args ...string) {
-		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	run("init", "-q", "--bare", bare)
-	hook, err := os.ReadFile("../../contrib/git/post-receive")
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFile(t, filepath.Join(bare, "hooks"), "post-receive", string(hook))
-	if err := os.Chmod(filepath.Join(bare, "hooks", "post-receive"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	run("init", "-q", "-b", "main", filepath.Join(root, "work"))
-	w := &gitRepo{t: t, dir: filepath.Join(root, "work"), env: []string{
-		"GIT_AUTHOR_NAME=Zbyněk \"Z\" Tester", "GIT_AUTHOR_EMAIL=z@example.org",
-		"GIT_COMMITTER_NAME=Committer", "GIT_COMMITTER_EMAIL=c@example.org",
-		"GIT_CONFIG_NOSYSTEM=1", "HOME=" + root,
-		// What the hook and the logger it runs see.
-		"FEDMSG_CONFIG=" + conf, "FEDMSG_LOGGER=" + bin("fedmsg-logger"),
-		"LOGNAME=pusher", "USER=pusher-agent",
-	}}
-	w.git("remote", "add", "origin", bare)
+	w, bare := hookedRepo(t, conf)
 
 	tricky := "Fix \"quoting\" \\ in\tthe parser é 😀\n\nBody with \x01 control \x1b[31m chars,\r\n" +
 		"a form feed \f, a backspace \b, DEL \x7f and a trailing space \n"
@@ -239,6 +214,40 @@ func TestGitHookPush(t *testing.T) {
 		}
 	}
 	sub.expectNone(500 * time.Millisecond)
+}
+
+// hookedRepo makes a bare repository "project.git" with the hook installed
+// and a work repository (branch main) whose origin it is; pushes run the
+// hook with the fedmsg config directory conf and our fedmsg-logger.
+func hookedRepo(t *testing.T, conf string) (w *gitRepo, bare string) {
+	t.Helper()
+	root := t.TempDir()
+	bare = filepath.Join(root, "project.git")
+	run := func(args ...string) {
+		if out, err := exec.Command("git", args...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	run("init", "-q", "--bare", bare)
+	hook, err := os.ReadFile("../../contrib/git/post-receive")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(bare, "hooks"), "post-receive", string(hook))
+	if err := os.Chmod(filepath.Join(bare, "hooks", "post-receive"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	run("init", "-q", "-b", "main", filepath.Join(root, "work"))
+	w = &gitRepo{t: t, dir: filepath.Join(root, "work"), env: []string{
+		"GIT_AUTHOR_NAME=Zbyněk \"Z\" Tester", "GIT_AUTHOR_EMAIL=z@example.org",
+		"GIT_COMMITTER_NAME=Committer", "GIT_COMMITTER_EMAIL=c@example.org",
+		"GIT_CONFIG_NOSYSTEM=1", "HOME=" + root,
+		// What the hook and the logger it runs see.
+		"FEDMSG_CONFIG=" + conf, "FEDMSG_LOGGER=" + bin("fedmsg-logger"),
+		"LOGNAME=pusher", "USER=pusher-agent",
+	}}
+	w.git("remote", "add", "origin", bare)
+	return w, bare
 }
 
 // nextCommit returns msg["commit"] of the next git.receive message.

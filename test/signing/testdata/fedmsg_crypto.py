@@ -10,6 +10,13 @@ are Python's own json.dumps(sort_keys=True, separators=(',', ':')).
                 "cn": signer's common name, "crypto": the crypto field,
                 "unchanged": whether got minus crypto/signature/certificate
                 equals sent (null without sent)}
+  validate CA CRL POLICY NITPICKY
+                fedmsg.crypto.x509_ng.validate itself: the CA chain and the CRL
+                through pyOpenSSL's X509Store (CRL_CHECK|CRL_CHECK_ALL), the
+                signature, then utils.validate_policy with POLICY (a JSON file
+                of routing_policy) and NITPICKY ("true"/"false"). One JSON
+                request per line {"got": b64 body}; one answer per line
+                {"error": "" or a reason, "cn": the signer's common name}
   sign SSLDIR   one JSON request per line {"certname", "body": b64}; one line
                 per request: base64 of the body signed as fedmsg.publish does
   exchange      JSON on stdin {"inbound", "outbound", "subscribers", "ssldir",
@@ -32,6 +39,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
+from OpenSSL import crypto as ossl
 
 ADDED = ('crypto', 'signature', 'certificate')
 PROBE_TOPIC = b'org.fedoraproject.test.signing.probe'
@@ -91,6 +99,51 @@ def verify(ca_path):
             sent = json.loads(base64.b64decode(request['sent']).decode('utf-8'))
             answer['unchanged'] = sent == {k: v for k, v in message.items() if k not in ADDED}
         print(json.dumps(answer), flush=True)
+
+
+def fedmsg_validate(ca_pem, crl_pem, policy, nitpicky, got):
+    """Returns (error, cn) as fedmsg's x509_ng.validate decides."""
+    message = json.loads(got.decode('utf-8'))
+    if message.get('crypto', 'x509') != 'x509':
+        return 'crypto_backend', None
+    for field in ('signature', 'certificate'):
+        if not isinstance(message.get(field), str):
+            return 'unsigned', None
+    signature = base64.b64decode(message['signature'])
+    certificate = base64.b64decode(message['certificate'])
+    stripped = {k: v for k, v in message.items() if k not in ('signature', 'certificate')}
+    store = ossl.X509Store()
+    store.add_cert(ossl.load_certificate(ossl.FILETYPE_PEM, ca_pem))
+    store.add_crl(ossl.load_crl(ossl.FILETYPE_PEM, crl_pem))
+    store.set_flags(ossl.X509StoreFlags.CRL_CHECK | ossl.X509StoreFlags.CRL_CHECK_ALL)
+    try:
+        ossl.X509StoreContext(store, ossl.load_certificate(ossl.FILETYPE_PEM, certificate)).verify_certificate()
+    except ossl.X509StoreContextError as e:
+        return 'certificate: ' + str(e), None
+    cert = x509.load_pem_x509_certificate(certificate)
+    cn = cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value
+    try:
+        cert.public_key().verify(signature, dumps(stripped).encode('utf-8'),
+                                 padding.PKCS1v15(), hashes.SHA1())
+    except InvalidSignature:
+        return 'bad_signature', cn
+    topic = message.get('topic')
+    if topic in policy:
+        return ('' if cn in policy[topic] else 'routing_policy'), cn
+    return ('routing_policy' if nitpicky else ''), cn
+
+
+def validate(ca_path, crl_path, policy_path, nitpicky):
+    with open(ca_path, 'rb') as f:
+        ca_pem = f.read()
+    with open(crl_path, 'rb') as f:
+        crl_pem = f.read()
+    with open(policy_path) as f:
+        policy = json.load(f)
+    for line in sys.stdin:
+        got = base64.b64decode(json.loads(line)['got'])
+        error, cn = fedmsg_validate(ca_pem, crl_pem, policy, nitpicky == 'true', got)
+        print(json.dumps({'error': error, 'cn': cn}), flush=True)
 
 
 def make_signer(ssldir):
@@ -189,6 +242,8 @@ def main(argv):
     mode = argv[1]
     if mode == 'verify':
         verify(argv[2])
+    elif mode == 'validate':
+        validate(*argv[2:6])
     elif mode == 'sign':
         sign(argv[2])
     elif mode == 'exchange':
