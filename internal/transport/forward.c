@@ -170,9 +170,12 @@ int fwd_recv(fwd_t *f, int timeout_ms) {
 }
 
 int fwd_replace_body(fwd_t *f, int i, const void *data, size_t len) {
-    zmq_msg_close(&f->body[i]);
-    if (zmq_msg_init_size(&f->body[i], len) != 0) return -1;
-    memcpy(zmq_msg_data(&f->body[i]), data, len);
+    // Allocate before freeing: on ENOMEM the received body stays whole, and
+    // the failed zmq_msg_t (which libzmq leaves unsafe to close) is dropped.
+    zmq_msg_t fresh;
+    if (zmq_msg_init_size(&fresh, len) != 0) return -1;
+    memcpy(zmq_msg_data(&fresh), data, len);
+    zmq_msg_move(&f->body[i], &fresh); // frees the received body
     // Keep Go's view of the message on the new body: the old one is freed.
     f->body_data[i] = zmq_msg_data(&f->body[i]);
     f->body_len[i] = len;
@@ -214,9 +217,16 @@ int fwd_flush(fwd_t *f) {
         int v = f->verdict[i];
         if (v == FWD_SEND || v == FWD_SEND_REPLACED) {
             // PUB never blocks: at a subscriber's HWM libzmq drops for that
-            // subscriber only. zmq_msg_send takes ownership on success.
-            if (send_msg(&f->topic[i], f->pub, ZMQ_SNDMORE) < 0 ||
-                send_msg(&f->body[i], f->pub, 0) < 0) {
+            // subscriber only. zmq_msg_send takes ownership on success (and
+            // leaves an empty message behind, safe to close).
+            int failed = send_msg(&f->topic[i], f->pub, ZMQ_SNDMORE) < 0;
+            if (!failed && send_msg(&f->body[i], f->pub, 0) < 0) {
+                // The topic left with MORE: end the message with an empty
+                // frame, or the next message's frames would join this one.
+                failed = 1;
+                send_buf(f->pub, "", 0);
+            }
+            if (failed) {
                 f->send_errors++;
                 zmq_msg_close(&f->topic[i]);
                 zmq_msg_close(&f->body[i]);

@@ -43,8 +43,8 @@ typedef struct {
     void *body_data[FWD_BATCH];
     size_t body_len[FWD_BATCH];
 
-    // Counters since the last fwd_take_errors.
-    long send_errors;
+    // Counters Go reads and resets after each fwd_flush.
+    long send_errors; // messages not sent (a torn one went out as [topic, ""])
 } fwd_t;
 
 fwd_t *fwd_new(void *pub);

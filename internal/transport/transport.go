@@ -86,7 +86,7 @@ type Sockets struct {
 	inbound []*zmq.Socket // SUB, ROUTER and PULL if any, in fwd source order
 	sub     *zmq.Socket
 	confirm *zmq.Socket // ROUTER, nil without relay_inbound_confirm
-	bound   map[*zmq.Socket][]string
+	bound   map[*zmq.Socket][]string // as libzmq resolved them (ZMQ_LAST_ENDPOINT)
 	fwd     *C.fwd_t
 	monitor []*monitorSocket
 	closed  atomic.Bool
@@ -192,12 +192,19 @@ func (s *Sockets) socket(t zmq.Type, o Options, endpoints []string) (*zmq.Socket
 	return sock, nil
 }
 
+// bind binds every endpoint and remembers each as libzmq resolved it:
+// libzmq knows "tcp://*:2003" only as "tcp://0.0.0.0:2003" (or "tcp://[::]:2003"),
+// and Unbind takes only the resolved form.
 func (s *Sockets) bind(sock *zmq.Socket, endpoints []string) error {
 	for _, ep := range endpoints {
 		if err := sock.Bind(ep); err != nil {
 			return fmt.Errorf("bind %s: %w", ep, err)
 		}
-		s.bound[sock] = append(s.bound[sock], ep)
+		resolved, err := sock.GetLastEndpoint()
+		if err != nil {
+			return fmt.Errorf("bind %s: read back the bound address: %w", ep, err)
+		}
+		s.bound[sock] = append(s.bound[sock], resolved)
 	}
 	return nil
 }
@@ -302,16 +309,21 @@ func (s *Sockets) Flush() (sent int, failed int) {
 
 // StopInbound unbinds every inbound endpoint, which also closes the
 // connections accepted on it, so that no new message arrives; what is
-// already queued can still be received.
-func (s *Sockets) StopInbound() {
+// already queued can still be received. It unbinds every endpoint it can
+// and reports those it could not, which keep accepting producers.
+func (s *Sockets) StopInbound() error {
+	var errs []error
 	for _, sock := range s.inbound {
 		for _, ep := range s.bound[sock] {
 			if ep == injectEndpoint {
 				continue
 			}
-			_ = sock.Unbind(ep) // best effort: we are shutting down
+			if err := sock.Unbind(ep); err != nil {
+				errs = append(errs, fmt.Errorf("unbind %s: %w", ep, err))
+			}
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // NewInjector returns a socket that other goroutines use, one at a time, to
