@@ -85,7 +85,7 @@ type Sockets struct {
 	pub     *zmq.Socket
 	inbound []*zmq.Socket // SUB, ROUTER and PULL if any, in fwd source order
 	sub     *zmq.Socket
-	confirm *zmq.Socket // ROUTER, nil without relay_inbound_confirm
+	confirm *zmq.Socket              // ROUTER, nil without relay_inbound_confirm
 	bound   map[*zmq.Socket][]string // as libzmq resolved them (ZMQ_LAST_ENDPOINT)
 	fwd     *C.fwd_t
 	monitor []*monitorSocket
