@@ -1,5 +1,9 @@
 // Package fedmsgconf reads fedmsg's Python configuration files (the
-// /etc/fedmsg.d/*.py every Fedora host carries) without running Python.
+// /etc/fedmsg.d/*.py every Fedora host carries) as fedmsg does: each file's
+// `config` dict, merged in sorted order. Files of literals (the shipped
+// ones) are read by a small parser without starting Python; a directory
+// with any other Python is evaluated by the host's python3, exactly as
+// fedmsg.config executes it.
 package fedmsgconf
 
 import (
@@ -8,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -35,7 +40,9 @@ func Location() string {
 
 // Files lists the config files at location: the location itself when it is a
 // file, else its *.py files in lexicographic order (later ones override
-// earlier ones). A missing location yields no files and no error.
+// earlier ones), skipping what is not a regular file as fedmsg's isfile
+// check does. A missing location yields no files and no error; a directory
+// that cannot be listed is an error.
 func Files(location string) ([]string, error) {
 	info, err := os.Stat(location)
 	if os.IsNotExist(err) {
@@ -47,14 +54,18 @@ func Files(location string) ([]string, error) {
 	if !info.IsDir() {
 		return []string{location}, nil
 	}
-	matches, err := filepath.Glob(filepath.Join(location, "*.py"))
+	entries, err := os.ReadDir(location)
 	if err != nil {
-		return nil, fmt.Errorf("list %s: %w", location, err)
+		return nil, fmt.Errorf("config location: %w", err)
 	}
-	files := matches[:0]
-	for _, m := range matches {
-		if st, err := os.Stat(m); err == nil && st.Mode().IsRegular() {
-			files = append(files, m)
+	var files []string
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".py") {
+			continue
+		}
+		f := filepath.Join(location, e.Name())
+		if st, err := os.Stat(f); err == nil && st.Mode().IsRegular() {
+			files = append(files, f)
 		}
 	}
 	sort.Strings(files)
@@ -64,39 +75,56 @@ func Files(location string) ([]string, error) {
 // Config is the merged `config` dicts of the files read.
 type Config map[string]any
 
-// Load parses each file and merges its `config` dict into the result the way
-// fedmsg's load_config does (dicts merged recursively, later files win).
-// A file that cannot be read or that uses Python beyond the literal subset
-// is skipped with a warning naming file:line:col; Load never fails.
-func Load(files []string, log hclog.Logger) Config {
-	merged := map[string]any{}
-	for _, f := range files {
-		src, err := os.ReadFile(f)
+// loader reads config files: the literal parser while every file is plain,
+// else Python for the whole set, so that one program does the whole merge.
+type loader struct {
+	// python finds the interpreter; called only when a file needs it.
+	python  func() (string, error)
+	timeout time.Duration
+	log     hclog.Logger
+}
+
+// load merges files the way fedmsg's load_config does. Every failure is one
+// error naming the file (and line, where there is one).
+func (l loader) load(location string, files []string) (Config, error) {
+	sources := make([]string, len(files))
+	for i, f := range files {
+		b, err := os.ReadFile(f)
 		if err != nil {
-			log.Warn("skipping fedmsg config file", "file", f, "error", err)
-			continue
+			return nil, fmt.Errorf("fedmsg config: %w", err)
 		}
-		cfg, err := Parse(string(src))
+		sources[i] = string(b)
+	}
+	merged := map[string]any{}
+	for i, f := range files {
+		cfg, err := Parse(sources[i])
 		if err != nil {
-			log.Warn("skipping fedmsg config file: only literal Python is supported",
-				"file", f, "error", fmt.Sprintf("%s:%v", f, err))
-			continue
+			return l.evaluate(location, files, f, err)
+		}
+		if tooLarge(cfg) {
+			return nil, fmt.Errorf("%s: `config` holds more than %d values", f, maxValues)
 		}
 		mergeInto(merged, cfg)
 	}
-	return merged
+	if tooLarge(merged) {
+		return nil, fmt.Errorf("%s: the merged config holds more than %d values", location, maxValues)
+	}
+	return merged, nil
 }
 
-// mergeInto is fedmsg's _recursive_update.
-func mergeInto(dst, src map[string]any) {
-	for k, v := range src {
-		sub, srcIsDict := v.(map[string]any)
-		if cur, ok := dst[k].(map[string]any); ok && srcIsDict {
-			mergeInto(cur, sub)
-			continue
+// evaluate runs the files through Python because file could not be read
+// as literals (why).
+func (l loader) evaluate(location string, files []string, file string, why error) (Config, error) {
+	l.log.Debug("fedmsg config needs Python", "file", file, "reason", why)
+	python, err := l.python()
+	if err != nil {
+		sep := " "
+		if _, ok := why.(*SyntaxError); ok {
+			sep = "" // its message starts with line:col
 		}
-		dst[k] = v
+		return nil, fmt.Errorf("%s:%s%v; reading it needs Python: %w", file, sep, why, err)
 	}
+	return evaluator{python: python, timeout: l.timeout}.eval(location, files)
 }
 
 // String returns the string at key, or def when the key is absent or None.
@@ -164,7 +192,8 @@ func SplitAddresses(values ...string) []string {
 }
 
 // LoadFrom loads the config the tools' flags name: the single file, else the
-// directory of *.py files, else Location().
+// directory of *.py files, else Location(). A missing location is an empty
+// config; anything that keeps fedmsg from reading it is an error.
 func LoadFrom(dir, file string, log hclog.Logger) (Config, error) {
 	location := dir
 	if file != "" {
@@ -178,7 +207,7 @@ func LoadFrom(dir, file string, log hclog.Logger) (Config, error) {
 		return nil, err
 	}
 	log.Debug("fedmsg config", "location", location, "files", files)
-	return Load(files, log), nil
+	return loader{python: findPython, timeout: pythonTimeout, log: log}.load(location, files)
 }
 
 // Pick chooses addresses by precedence: flag values, then the environment
