@@ -3,7 +3,9 @@ package clients
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -108,4 +110,38 @@ func goSubscriber(b *testing.B, r *relay) <-chan []byte {
 	}()
 	probeUntil(b, r, ready)
 	return bodies
+}
+
+// BenchmarkSignedEmit times one emit of our fedmsg-logger, from process
+// start to the message seen behind the relay, unsigned and signed (RSA-2048,
+// sign_messages in plain literal config files), alternately so that load
+// affects both alike; b.N rounds of emitsPerRound each. Target:
+// signed/unsigned <= 2.
+//
+//	go test -run '^$' -bench SignedEmit -benchtime 1x ./test/clients
+func BenchmarkSignedEmit(b *testing.B) {
+	const emitsPerRound = 20
+	bus := newSignedBus(b)
+	unsigned := emptyConfigDir(b)
+	writeFile(b, unsigned, "relay.py", fmt.Sprintf("config = dict(relay_inbound=[%q])\n", bus.Inbound))
+	seen := goSubscriber(b, bus.relay)
+	var plainWall, signedWall time.Duration
+	for i := 0; i < b.N*emitsPerRound; i++ {
+		for _, run := range []struct {
+			conf string
+			wall *time.Duration
+		}{{unsigned, &plainWall}, {bus.conf, &signedWall}} {
+			label := fmt.Sprintf("bench-%d-%s", i, filepath.Base(run.conf))
+			cmd := exec.Command(bin("fedmsg-logger"), "--message", label)
+			cmd.Env = append(os.Environ(), "FEDMSG_CONFIG="+run.conf)
+			wall, _ := timeEmit(b, seen, label, cmd)
+			*run.wall += wall
+		}
+	}
+	perEmit := func(d time.Duration) float64 {
+		return float64(d.Microseconds()) / 1000 / float64(b.N*emitsPerRound)
+	}
+	b.ReportMetric(perEmit(plainWall), "unsigned-ms/emit")
+	b.ReportMetric(perEmit(signedWall), "signed-ms/emit")
+	b.ReportMetric(float64(signedWall)/float64(plainWall), "signed/unsigned")
 }

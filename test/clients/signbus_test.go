@@ -67,7 +67,7 @@ type signedBus struct {
 
 // newSignedBus starts a relay and writes the config; extraSSL is added to
 // ssl.py's dict (Python keyword arguments, e.g. "certnames={}").
-func newSignedBus(t *testing.T, extraSSL ...string) *signedBus {
+func newSignedBus(t testing.TB, extraSSL ...string) *signedBus {
 	t.Helper()
 	busPKIOnce.Do(func() {
 		busPKI, busPKIErr = signingtest.Generate(
