@@ -35,7 +35,7 @@ func TestFirewalld(t *testing.T) {
 	dir := t.TempDir()
 	inventory := filepath.Join(dir, "hosts")
 	if err := os.WriteFile(inventory, []byte(fmt.Sprintf(`[fedmsg_relays]
-%s ansible_nsenter_pid=%d fedmsg_bus_address=127.0.0.1 fedmsg_relay_bind_address=127.0.0.1
+%s ansible_nsenter_pid=%d fedmsg_relay_bind_address=127.0.0.1
 [all:vars]
 ansible_connection=community.docker.nsenter
 ansible_python_interpreter=/usr/bin/python3

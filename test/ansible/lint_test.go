@@ -155,14 +155,24 @@ func TestVariableValidation(t *testing.T) {
 		vars    map[string]any // host vars
 		wantErr string         // "" = must pass
 	}{
-		{"relay_defaults", true, map[string]any{"fedmsg_relay_inbound_ports": []int{2003}, "fedmsg_relay_outbound_port": 4001}, ""},
+		{"relay_defaults", true, nil, ""},
 		{"base_defaults", false, nil, ""},
+		{"vpn_host_in_production", false, map[string]any{"fedmsg_base_environment": "prod", "fedmsg_base_network": "vpn"}, ""},
+		{"loopback_in_production", false,
+			map[string]any{"fedmsg_base_environment": "prod", "fedmsg_base_relay_inbound": []string{"tcp://127.0.0.1:9941"}},
+			"loopback_in_production is not in group fedmsg_relays but its relay_inbound ['tcp://127.0.0.1:9941'] is loopback"},
 		{"unknown_state", true, map[string]any{"fedmsg_relay_state": "paused"},
 			"value of fedmsg_relay_state must be one of: started, stopped"},
 		{"port_as_text", true, map[string]any{"fedmsg_relay_outbound_port": "many"},
 			"argument 'fedmsg_relay_outbound_port' is of type"},
 		{"same_port_twice", true, map[string]any{"fedmsg_relay_inbound_ports": []int{2003}, "fedmsg_relay_confirm_port": 2003},
-			"must be distinct ports in 1-65535; got [2003, 2003, 4001]"},
+			"must be distinct ports in 1-65535; got [2003, 2003, 3999, 9943]"},
+		{"client_network_on_a_port_not_bound", true,
+			map[string]any{"fedmsg_relay_client_networks": []map[string]any{{"name": "vpn", "address": "a.example", "inbound_ports": []int{3997}}}},
+			"inbound_ports (if given) among fedmsg_relay_inbound_ports [9941, 3998]"},
+		{"nrpe_checks_without_the_status_socket", true,
+			map[string]any{"fedmsg_relay_nrpe_checks": true, "fedmsg_relay_monitoring_endpoint": ""},
+			"fedmsg_relay_nrpe_checks needs fedmsg_relay_monitoring_endpoint"},
 		{"no_inbound_port", true, map[string]any{"fedmsg_relay_inbound_ports": []int{}},
 			"fedmsg_relay_inbound_ports (at least one)"},
 		{"port_out_of_range", true, map[string]any{"fedmsg_relay_outbound_port": 70000},
@@ -183,8 +193,8 @@ func TestVariableValidation(t *testing.T) {
 			"value of fedmsg_base_environment must be one of"},
 	}
 	// A YAML inventory with each host's vars as a JSON flow mapping, in table order:
-	// relay_defaults is the first relay, from whose variables (the role defaults, written
-	// out as an inventory must) every plain host's relay.py derives.
+	// relay_defaults is the first relay, from whose variables (the role defaults, as the
+	// relay host sets none) every plain host's relay.py derives, with production networks.
 	var relays, plain strings.Builder
 	for _, tt := range tests {
 		vars, err := json.Marshal(tt.vars)
@@ -198,8 +208,9 @@ func TestVariableValidation(t *testing.T) {
 		fmt.Fprintf(group, "        %s: %s\n", tt.name, vars)
 	}
 	path := filepath.Join(t.TempDir(), "hosts.yml")
-	inventory := "all:\n  vars: {ansible_connection: local, ansible_python_interpreter: /usr/bin/python3, fedmsg_bus_address: 127.0.0.1}\n" +
-		"  children:\n    fedmsg_relays:\n      hosts:\n" + relays.String() + "    plain:\n      hosts:\n" + plain.String()
+	inventory := "all:\n  vars: {ansible_connection: local, ansible_python_interpreter: /usr/bin/python3}\n" +
+		"  children:\n    fedmsg_relays:\n      hosts:\n" + relays.String() +
+		"    fedmsg_hosts:\n      children: {fedmsg_relays: {}}\n      hosts:\n" + plain.String()
 	if err := os.WriteFile(path, []byte(inventory), 0o644); err != nil {
 		t.Fatal(err)
 	}

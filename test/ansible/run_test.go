@@ -128,7 +128,8 @@ func (f *fixture) writeInventory(t *testing.T, relay, retiring *testHost) {
 	line := func(h *testHost) string {
 		s := fmt.Sprintf("%s ansible_nsenter_pid=%d", h.Name, h.Pid())
 		if h.address != "" {
-			s += fmt.Sprintf(" fedmsg_bus_address=%s fedmsg_relay_bind_address=%s fedmsg_relay_metrics_address=%s:%d",
+			s += fmt.Sprintf(` fedmsg_relay_client_networks='[{"name": "lo", "address": "%s"}]'`+
+				" fedmsg_relay_bind_address=%s fedmsg_relay_metrics_address=%s:%d",
 				h.address, h.address, h.address, f.ports.metrics)
 		}
 		return s + "\n"
@@ -145,7 +146,10 @@ func (f *fixture) writeInventory(t *testing.T, relay, retiring *testHost) {
 			b.WriteString(line(h))
 		}
 	}
-	fmt.Fprintf(&b, `[all:vars]
+	fmt.Fprintf(&b, `[fedmsg_hosts:children]
+fedmsg_relays
+fedmsg_relays_retiring
+[all:vars]
 ansible_connection=community.docker.nsenter
 ansible_python_interpreter=/usr/bin/python3
 # nsenter always enters as root: no sudo to become with (production plays use it).

@@ -61,8 +61,9 @@ var DefaultPackages = []string{
 // polkitd, which firewalld needs, fails to configure inside debootstrap, and
 // firewalld needs netbase's /etc/protocols. firewalld is for the hosts that test the role's firewall rules, and masked
 // on every other host: those share the machine's network, which a firewall
-// inside them would change.
-var laterPackages = []string{"firewalld", "netbase"}
+// inside them would change. monitoring-plugins-basic gives the NRPE checks
+// the relay role installs their check_procs.
+var laterPackages = []string{"firewalld", "netbase", "monitoring-plugins-basic"}
 
 const (
 	suite          = "bookworm"
