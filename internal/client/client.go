@@ -31,17 +31,19 @@ type RefusedError struct{ Reason string }
 func (e *RefusedError) Error() string { return "relay refused the message: " + e.Reason }
 
 // Conn is a connection to one relay, chosen among the addresses dialled.
-// When the relay goes away (a restart under a long-running producer), the
-// next Send dials the addresses again, as libzmq would reconnect.
+// It answers the relay's heartbeats and pings an idle relay itself; when the
+// relay goes away (a restart under a long-running producer) or stops
+// answering, the next Send dials the addresses again, as libzmq would
+// reconnect.
 type Conn struct {
 	Addr    string // the address that answered
 	z       *zmtpConn
+	s       *session
 	timeout time.Duration
 	confirm bool
 	log     hclog.Logger
-	redial  func() (*Conn, error)
-	gone    chan struct{} // publisher: closed once the relay closed its side
-	broken  bool          // confirmer: the last exchange failed
+	redial  func(timeout time.Duration) (*Conn, error)
+	broken  bool // confirmer: the last exchange failed
 }
 
 // DialPublisher connects as a PUB socket to every address of relay_inbound
@@ -50,7 +52,11 @@ type Conn struct {
 // message sent now is not lost to the slow-joiner race fedmsg papered over
 // with post_init_sleep.
 func DialPublisher(addrs []string, topic string, timeout time.Duration, log hclog.Logger) (*Conn, error) {
-	c, err := dial(addrs, timeout, log, false, func(c net.Conn) (*zmtpConn, error) {
+	return dialPublisher(addrs, topic, timeout, defaultHeartbeat, log)
+}
+
+func dialPublisher(addrs []string, topic string, timeout time.Duration, hb heartbeat, log hclog.Logger) (*Conn, error) {
+	c, err := dial(addrs, timeout, hb, log, false, func(c net.Conn) (*zmtpConn, error) {
 		z, err := handshake(c, "PUB", "SUB", "XSUB")
 		if err != nil {
 			return nil, err
@@ -60,15 +66,9 @@ func DialPublisher(addrs []string, topic string, timeout time.Duration, log hclo
 	if err != nil {
 		return nil, err
 	}
-	c.redial = func() (*Conn, error) { return DialPublisher(addrs, topic, timeout, log) }
-	// The relay sends a publisher nothing we need after the subscription;
-	// reading on is how we learn that it closed the connection.
-	r, gone := c.z.r, make(chan struct{})
-	c.gone = gone
-	go func() {
-		_, _ = io.Copy(io.Discard, r)
-		close(gone)
-	}()
+	c.redial = func(timeout time.Duration) (*Conn, error) {
+		return dialPublisher(addrs, topic, timeout, hb, log)
+	}
 	return c, nil
 }
 
@@ -76,13 +76,19 @@ func DialPublisher(addrs []string, topic string, timeout time.Duration, log hclo
 // relay_inbound_confirm and keeps the first whose ROUTER completes the
 // handshake.
 func DialConfirmer(addrs []string, timeout time.Duration, log hclog.Logger) (*Conn, error) {
-	c, err := dial(addrs, timeout, log, true, func(c net.Conn) (*zmtpConn, error) {
+	return dialConfirmer(addrs, timeout, defaultHeartbeat, log)
+}
+
+func dialConfirmer(addrs []string, timeout time.Duration, hb heartbeat, log hclog.Logger) (*Conn, error) {
+	c, err := dial(addrs, timeout, hb, log, true, func(c net.Conn) (*zmtpConn, error) {
 		return handshake(c, "DEALER", "ROUTER")
 	})
 	if err != nil {
 		return nil, err
 	}
-	c.redial = func() (*Conn, error) { return DialConfirmer(addrs, timeout, log) }
+	c.redial = func(timeout time.Duration) (*Conn, error) {
+		return dialConfirmer(addrs, timeout, hb, log)
+	}
 	return c, nil
 }
 
@@ -94,7 +100,7 @@ type attempt struct {
 }
 
 // dial tries every address at once until one is ready or the timeout ends.
-func dial(addrs []string, timeout time.Duration, log hclog.Logger, confirm bool, ready func(net.Conn) (*zmtpConn, error)) (*Conn, error) {
+func dial(addrs []string, timeout time.Duration, hb heartbeat, log hclog.Logger, confirm bool, ready func(net.Conn) (*zmtpConn, error)) (*Conn, error) {
 	if len(addrs) == 0 {
 		return nil, fmt.Errorf("%w: no relay address configured", ErrNoRelay)
 	}
@@ -118,7 +124,7 @@ func dial(addrs []string, timeout time.Duration, log hclog.Logger, confirm bool,
 		case a.err != nil:
 			failures[a.addr] = a.err
 		case winner == nil:
-			winner = &Conn{Addr: a.addr, z: a.z, timeout: timeout, confirm: confirm, log: log}
+			winner = &Conn{Addr: a.addr, z: a.z, s: start(a.z, hb, confirm), timeout: timeout, confirm: confirm, log: log}
 			log.Debug("relay ready", "address", a.addr)
 			cancel() // stop the other attempts
 		default:
@@ -183,49 +189,56 @@ func describe(err error) error {
 
 // Send sends one two-frame message. On a confirmer it returns only once the
 // relay answered: nil for `ok`, a *RefusedError for `refused:<reason>`, an
-// error when no answer came within the timeout.
+// error when no answer came within the timeout. A connection known to be
+// lost is dialled again first; all of it takes at most the timeout.
 func (c *Conn) Send(topic string, body []byte) error {
-	if c.lost() {
-		c.log.Warn("connection to the relay lost, dialling again", "address", c.Addr)
-		fresh, err := c.redial()
+	deadline := time.Now().Add(c.timeout)
+	if err := c.lost(); err != nil {
+		c.log.Warn("connection to the relay lost, dialling again", "address", c.Addr, "error", err)
+		fresh, err := c.redial(c.timeout)
 		if err != nil {
 			return err
 		}
+		c.s.close()
 		c.z.Close()
 		*c = *fresh
 	}
-	err := c.exchange(topic, body)
+	err := c.exchange(topic, body, deadline)
 	var refused *RefusedError
 	c.broken = err != nil && !errors.As(err, &refused)
 	return err
 }
 
-func (c *Conn) lost() bool {
-	if c.confirm {
-		return c.broken
+// lost says why the connection cannot carry the next message, or nil.
+func (c *Conn) lost() error {
+	if c.confirm && c.broken {
+		return errors.New("the last exchange failed")
 	}
-	select {
-	case <-c.gone:
-		return true
-	default:
-		return false
-	}
+	return c.s.alive()
 }
 
-func (c *Conn) exchange(topic string, body []byte) error {
-	c.z.SetWriteDeadline(time.Now().Add(c.timeout))
-	if err := c.z.writeMessage([]byte(topic), body); err != nil {
+func (c *Conn) exchange(topic string, body []byte, deadline time.Time) error {
+	if err := c.z.writeMessage(deadline, []byte(topic), body); err != nil {
 		return fmt.Errorf("send to %s: %w", c.Addr, err)
 	}
 	if !c.confirm {
 		return nil
 	}
-	c.z.SetReadDeadline(time.Now().Add(c.timeout))
-	reply, err := c.z.readMessage()
-	if err != nil {
-		return fmt.Errorf("no confirmation from %s within %s: %w", c.Addr, c.timeout, err)
+	wait := time.NewTimer(time.Until(deadline))
+	defer wait.Stop()
+	var reply []byte
+	select {
+	case reply = <-c.s.replies:
+	case <-c.s.done:
+		select {
+		case reply = <-c.s.replies: // answered just before the end
+		default:
+			return fmt.Errorf("connection to %s lost before the relay confirmed the message (it may have been published): %w", c.Addr, c.s.err)
+		}
+	case <-wait.C:
+		return fmt.Errorf("no confirmation from %s within %s", c.Addr, c.timeout)
 	}
-	switch r := string(reply[len(reply)-1]); {
+	switch r := string(reply); {
 	case r == "ok":
 		return nil
 	case strings.HasPrefix(r, "refused:"):
@@ -239,6 +252,7 @@ func (c *Conn) exchange(topic string, body []byte) error {
 // (up to the timeout) for the relay to close its side, which it does only
 // after reading everything we sent: the bytes have really left.
 func (c *Conn) Close() error {
+	c.s.close()
 	defer c.z.Close()
 	if c.confirm {
 		return nil
@@ -250,7 +264,7 @@ func (c *Conn) Close() error {
 		}
 	}
 	select {
-	case <-c.gone:
+	case <-c.s.done:
 		return nil
 	case <-time.After(c.timeout):
 		return fmt.Errorf("relay %s did not acknowledge the end of the stream within %s", c.Addr, c.timeout)

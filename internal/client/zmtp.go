@@ -10,6 +10,8 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"time"
 )
 
 // The client speaks ZMTP 3.0 (RFC 23) with the NULL mechanism itself: a
@@ -24,8 +26,14 @@ const (
 	flagCommand = 0x04
 )
 
-// maxFrame bounds what we accept from a relay (subscriptions, replies).
+// maxFrame bounds what we accept from a relay in one frame and in one
+// message (subscriptions, replies): a hostile endpoint cannot make us hold
+// more than this per message, however many frames it flags MORE.
 const maxFrame = 1 << 16
+
+// maxOthers bounds the subscriptions remembered for the error of a relay
+// that never subscribes to our topic.
+const maxOthers = 8
 
 // greeting is ours: signature, version 3.0, mechanism NULL, as-server 0.
 var greeting = func() []byte {
@@ -35,11 +43,13 @@ var greeting = func() []byte {
 	return g
 }()
 
-// zmtpConn is one ZMTP connection.
+// zmtpConn is one ZMTP connection. Once the handshake is done, one
+// goroutine reads while others write whole messages and commands under wmu.
 type zmtpConn struct {
 	net.Conn
-	r *bufio.Reader
-	w *bufio.Writer
+	r   *bufio.Reader
+	wmu sync.Mutex
+	w   *bufio.Writer
 }
 
 // handshake exchanges greetings and READY commands as socketType and
@@ -48,7 +58,7 @@ func handshake(c net.Conn, socketType string, peerTypes ...string) (*zmtpConn, e
 	z := &zmtpConn{Conn: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
 	z.w.Write(greeting)
 	z.writeFrame(flagCommand, readyCommand(socketType))
-	if err := z.w.Flush(); err != nil {
+	if err := z.w.Flush(); err != nil { // under the dial's deadline
 		return nil, fmt.Errorf("send greeting: %w", err)
 	}
 	var peer [64]byte
@@ -137,8 +147,10 @@ func (z *zmtpConn) writeFrame(flags byte, body []byte) {
 	z.w.Write(body)
 }
 
-// writeMessage sends a multi-frame message.
-func (z *zmtpConn) writeMessage(frames ...[]byte) error {
+// writeMessage sends a multi-frame message, giving up at deadline.
+func (z *zmtpConn) writeMessage(deadline time.Time, frames ...[]byte) error {
+	z.wmu.Lock()
+	defer z.wmu.Unlock()
 	for i, f := range frames {
 		var flags byte
 		if i < len(frames)-1 {
@@ -146,7 +158,38 @@ func (z *zmtpConn) writeMessage(frames ...[]byte) error {
 		}
 		z.writeFrame(flags, f)
 	}
+	return z.flush(deadline)
+}
+
+// writeCommand sends one command frame, giving up at deadline.
+func (z *zmtpConn) writeCommand(deadline time.Time, body []byte) error {
+	z.wmu.Lock()
+	defer z.wmu.Unlock()
+	z.writeFrame(flagCommand, body)
+	return z.flush(deadline)
+}
+
+func (z *zmtpConn) flush(deadline time.Time) error {
+	if err := z.Conn.SetWriteDeadline(deadline); err != nil {
+		return err
+	}
 	return z.w.Flush()
+}
+
+// Heartbeats (ZMTP 3.1, RFC 37): PING carries a TTL in deciseconds and up
+// to 16 bytes of context, which PONG echoes.
+const maxPingContext = 16
+
+// pingCommand is our PING: TTL 0 (we ask nothing of the peer) and no context.
+var pingCommand = []byte("\x04PING\x00\x00")
+
+// pongCommand answers a PING's data (TTL and context).
+func pongCommand(ping []byte) []byte {
+	var context []byte
+	if len(ping) > 2 {
+		context = ping[2:min(len(ping), 2+maxPingContext)]
+	}
+	return append([]byte("\x04PONG"), context...)
 }
 
 // readFrame reads one frame (message or command).
@@ -179,22 +222,21 @@ func (z *zmtpConn) readFrame() (byte, []byte, error) {
 	return flags, body, nil
 }
 
-// readMessage reads one message, skipping commands (such as heartbeats).
-func (z *zmtpConn) readMessage() ([][]byte, error) {
-	var frames [][]byte
-	for {
-		flags, body, err := z.readFrame()
-		if err != nil {
-			return nil, err
-		}
-		if flags&flagCommand != 0 {
-			continue
-		}
-		frames = append(frames, body)
-		if flags&flagMore == 0 {
-			return frames, nil
-		}
+// message gathers the frames of one message, refusing to hold more than
+// maxFrame bytes of it.
+type message struct {
+	frames [][]byte
+	size   int
+}
+
+// add appends a frame and reports whether the message is complete.
+func (m *message) add(flags byte, body []byte) (bool, error) {
+	m.size += len(body)
+	if m.size > maxFrame {
+		return false, fmt.Errorf("message of more than %d bytes from peer", maxFrame)
 	}
+	m.frames = append(m.frames, body)
+	return flags&flagMore == 0, nil
 }
 
 // waitSubscription reads until the peer subscribes to a prefix of topic.
@@ -226,7 +268,9 @@ func (z *zmtpConn) waitSubscription(topic string) error {
 		if strings.HasPrefix(topic, string(prefix)) {
 			return nil
 		}
-		others = append(others, string(prefix))
+		if len(others) < maxOthers {
+			others = append(others, string(prefix))
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 )
 
 // peerBytes is what a libzmq SUB sends: greeting, READY, a subscription.
@@ -34,9 +35,17 @@ func TestHandshakeAndSubscription(t *testing.T) {
 	if err := z.waitSubscription("org.fedoraproject.dev.logger.log"); err != nil {
 		t.Fatal(err)
 	}
-	frames, err := z.readMessage()
-	if err != nil || len(frames) != 2 || len(frames[0]) != 300 || string(frames[1]) != "body" {
-		t.Fatalf("readMessage = %d frames, %v", len(frames), err)
+	s := start(z, defaultHeartbeat, true)
+	defer s.close()
+	select {
+	case reply := <-s.replies: // after a 300-byte frame flagged MORE
+		if string(reply) != "body" {
+			t.Fatalf("reply %q, want body", reply)
+		}
+	case <-s.done:
+		t.Fatalf("session ended: %v", s.err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reply")
 	}
 }
 
