@@ -1,7 +1,6 @@
 package clients
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
@@ -161,17 +160,12 @@ func (b *signedBus) validate(t *testing.T, bodies ...string) []fedmsgVerdict {
 	if err != nil {
 		t.Fatalf("Python validator: %v\n%s", err, stderr.String())
 	}
-	var verdicts []fedmsgVerdict
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		var v fedmsgVerdict
-		if err := json.Unmarshal(sc.Bytes(), &v); err != nil {
-			t.Fatalf("validator answer %q: %v", sc.Text(), err)
+	verdicts := make([]fedmsgVerdict, len(bodies))
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for i := range verdicts {
+		if err := dec.Decode(&verdicts[i]); err != nil {
+			t.Fatalf("validator answer %d of %d: %v\n%s", i+1, len(bodies), err, out)
 		}
-		verdicts = append(verdicts, v)
-	}
-	if len(verdicts) != len(bodies) {
-		t.Fatalf("validator gave %d answers for %d bodies", len(verdicts), len(bodies))
 	}
 	return verdicts
 }
