@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -513,4 +514,59 @@ func TestPick(t *testing.T) {
 			t.Errorf("%s: Pick(%v, env=%q) = %v, %v; want %v", tc.name, tc.flags, tc.env, got, err, tc.want)
 		}
 	}
+}
+
+// TestUnreadable: a file or a directory the user cannot read is one error
+// naming it, not a config silently read without it. Root reads anything, so
+// as root the test runs itself again as nobody.
+func TestUnreadable(t *testing.T) {
+	if os.Geteuid() == 0 {
+		runAsNobody(t, "^TestUnreadable$")
+		return
+	}
+	dir := writeDir(t, map[string]string{"base.py": "config = dict(environment='prod')\n", "ssl.py": "config = {}\n"})
+	if err := os.Chmod(filepath.Join(dir, "ssl.py"), 0); err != nil {
+		t.Fatal(err)
+	}
+	locked := filepath.Join(t.TempDir(), "fedmsg.d")
+	if err := os.Mkdir(locked, 0); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ location, want string }{
+		{dir, "fedmsg config: open " + dir + "/ssl.py: permission denied"},
+		{locked, "config location: open " + locked + ": permission denied"},
+	}
+	for _, tc := range cases {
+		cfg, err := LoadFrom(tc.location, "", clienttest.Logger(t))
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("LoadFrom(%s) = %v, %v; want error %q", tc.location, cfg, err, tc.want)
+		}
+	}
+}
+
+// runAsNobody runs the test binary's test named by pattern as user nobody.
+func runAsNobody(t *testing.T, pattern string) {
+	dir := t.TempDir()
+	// The binary's own directory is root's alone; nobody runs a copy.
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := filepath.Join(dir, "fedmsgconf.test")
+	if err := os.WriteFile(copied, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(copied, "-test.run", pattern, "-test.v", "-test.count", "1")
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: "+strings.Trim(pattern, "^$")) {
+		t.Fatalf("as nobody: %v\n%s", err, out)
+	}
+	t.Logf("as nobody:\n%s", out)
 }
