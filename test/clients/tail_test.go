@@ -49,25 +49,16 @@ func TestTail(t *testing.T) {
 			return nil
 		}},
 	}
+	b := &envelope.Builder{TopicPrefix: "org.fedoraproject", Environment: "dev", Username: "test"}
 	for _, tc := range cases {
-		cmd := exec.Command(bin("fedmsg-tail"), append(tc.args, "--timeout", "20s")...)
-		cmd.Env = append(os.Environ(), tc.env...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		// Publish until tail has its count: a SUB misses what is sent before
-		// its subscription reaches the relay.
-		if err := publishUntil(t, r, done); err != nil {
-			t.Fatalf("%s: fedmsg-tail: %v; stderr %s", tc.name, err, stderr.String())
-		}
-		lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
-		if want := tc.args[len(tc.args)-1]; fmt.Sprint(len(lines)) != want {
-			t.Errorf("%s: %d lines, want %s:\n%s", tc.name, len(lines), want, stdout.String())
-		}
+		// Log messages, alternating the modnames "other" and "wanted".
+		lines := tailWhilePublishing(t, r, tc.env, tc.args, func(k int) (string, []byte) {
+			topic, body, err := b.Build([]string{"other", "wanted"}[k%2], "log", json.RawMessage(fmt.Sprintf(`{"log": "tail-%d"}`, k)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return topic, body
+		})
 		for _, line := range lines {
 			if err := tc.check(line); err != nil {
 				t.Errorf("%s: line %q: %v", tc.name, line, err)
@@ -76,29 +67,41 @@ func TestTail(t *testing.T) {
 	}
 }
 
-// publishUntil sends log messages, alternating the modnames "other" and
-// "wanted", until done yields fedmsg-tail's exit.
-func publishUntil(t *testing.T, r *relay, done <-chan error) error {
+// tailWhilePublishing runs fedmsg-tail with args (ending with "--count N")
+// and extra environment, and publishes message k = 0, 1, ... to r until it
+// exits (a SUB misses what is sent before its subscription arrives); it
+// checks that N lines were printed and returns them.
+func tailWhilePublishing(t *testing.T, r *relay, env, args []string, message func(k int) (string, []byte)) []string {
 	t.Helper()
+	cmd := exec.Command(bin("fedmsg-tail"), append(args, "--timeout", "30s")...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
 	conn, err := client.DialPublisher([]string{r.Inbound}, "", 5*time.Second, clienttest.Logger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	b := &envelope.Builder{TopicPrefix: "org.fedoraproject", Environment: "dev", Username: "test"}
 	for k := 0; ; k++ {
-		modname := []string{"other", "wanted"}[k%2]
-		topic, body, err := b.Build(modname, "log", json.RawMessage(fmt.Sprintf(`{"log": "tail-%d"}`, k)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := conn.Send(topic, body); err != nil {
+		if err := conn.Send(message(k)); err != nil {
 			t.Fatal(err)
 		}
 		select {
 		case err := <-done:
-			return err
-		case <-time.After(10 * time.Millisecond):
+			if err != nil {
+				t.Fatalf("fedmsg-tail %v: %v\n%s", args, err, stderr.String())
+			}
+			lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+			if want := args[len(args)-1]; fmt.Sprint(len(lines)) != want {
+				t.Errorf("fedmsg-tail %v: %d lines, want %s:\n%s", args, len(lines), want, stdout.String())
+			}
+			return lines
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }

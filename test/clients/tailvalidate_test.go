@@ -1,18 +1,13 @@
 package clients
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/fedora-infra/fedmsg-relay/internal/client"
-	"github.com/fedora-infra/fedmsg-relay/internal/client/clienttest"
 	"github.com/fedora-infra/fedmsg-relay/internal/envelope"
 	"github.com/fedora-infra/fedmsg-relay/internal/signing"
 	"github.com/fedora-infra/fedmsg-relay/internal/signing/signingtest"
@@ -25,10 +20,10 @@ type tailCase struct {
 	topic, body  string
 }
 
-// tailCases builds one message of each kind, signed in Go with the bus's
+// newTailCases builds one message of each kind, signed in Go with the bus's
 // keys. The valid one carries a raw C1 control character (U+009B, a
 // terminal's CSI), which fedmsg-tail must print escaped.
-func tailCases(t *testing.T, b *signedBus) []tailCase {
+func newTailCases(t *testing.T, b *signedBus) tailCases {
 	t.Helper()
 	builder := &envelope.Builder{TopicPrefix: "org.fedoraproject", Environment: "prod", Username: "tester"}
 	build := func(certname, modname, subtopic, name string) (string, string) {
@@ -48,7 +43,7 @@ func tailCases(t *testing.T, b *signedBus) []tailCase {
 		}
 		return topic, string(body)
 	}
-	var cases []tailCase
+	var cases tailCases
 	add := func(name, reason, certname, modname, topic string) {
 		topic, body := build(certname, modname, topic, name)
 		cases = append(cases, tailCase{name, reason, topic, body})
@@ -72,7 +67,7 @@ func tailCases(t *testing.T, b *signedBus) []tailCase {
 // cached copies are read (nothing is fetched: the host does not exist).
 func TestTailValidate(t *testing.T) {
 	b := newSignedBus(t)
-	cases := tailCases(t, b)
+	cases := newTailCases(t, b)
 	var bodies []string
 	for _, c := range cases {
 		bodies = append(bodies, c.body)
@@ -85,7 +80,7 @@ func TestTailValidate(t *testing.T) {
 
 	t.Run("mark", func(t *testing.T) {
 		// 12 messages in a row: every case at least once.
-		lines := tailWhilePublishing(t, b, cases, "--validate", "--count", "12")
+		lines := tailWhilePublishing(t, b.relay, b.env(), []string{"--validate", "--count", "12"}, cases.message)
 		seen := map[string]bool{}
 		for _, line := range lines {
 			c := caseOf(t, cases, line)
@@ -115,7 +110,7 @@ func TestTailValidate(t *testing.T) {
     crl_location="https://fedmsg.invalid/crl.pem", crl_cache=%q,
 )
 `, filepath.Join(cache, signingtest.CAFile), filepath.Join(cache, signingtest.CRLFile)))
-		lines := tailWhilePublishing(t, b, cases, "--drop-invalid", "--json", "--count", "4")
+		lines := tailWhilePublishing(t, b.relay, b.env(), []string{"--drop-invalid", "--json", "--count", "4"}, cases.message)
 		for _, line := range lines {
 			if c := caseOf(t, cases, line); c.reason != "" || !json.Valid([]byte(line)) {
 				t.Errorf("%s printed as %q; only valid messages, as JSON, expected", c.name, line)
@@ -124,9 +119,17 @@ func TestTailValidate(t *testing.T) {
 	})
 }
 
+// tailCases are the messages a test publishes, over and over.
+type tailCases []tailCase
+
+func (cases tailCases) message(k int) (string, []byte) {
+	c := cases[k%len(cases)]
+	return c.topic, []byte(c.body)
+}
+
 // caseOf returns the case whose message line is, checking that its control
 // character arrived escaped.
-func caseOf(t *testing.T, cases []tailCase, line string) tailCase {
+func caseOf(t *testing.T, cases tailCases, line string) tailCase {
 	t.Helper()
 	if strings.ContainsRune(line, '\u009b') || !strings.Contains(line, `\u009b2J`) {
 		t.Errorf("control character not escaped in %q", line)
@@ -138,43 +141,4 @@ func caseOf(t *testing.T, cases []tailCase, line string) tailCase {
 	}
 	t.Fatalf("line %q is none of the cases", line)
 	return tailCase{}
-}
-
-// tailWhilePublishing runs fedmsg-tail with the bus's config and args, and
-// publishes the cases over and over until it exits (a SUB misses what is
-// sent before its subscription arrives); it returns the lines printed.
-func tailWhilePublishing(t *testing.T, b *signedBus, cases []tailCase, args ...string) []string {
-	t.Helper()
-	cmd := exec.Command(bin("fedmsg-tail"), append(args, "--timeout", "30s")...)
-	cmd.Env = append(os.Environ(), b.env()...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	conn, err := client.DialPublisher([]string{b.Inbound}, "", 5*time.Second, clienttest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	for i := 0; ; i++ {
-		c := cases[i%len(cases)]
-		if err := conn.Send(c.topic, []byte(c.body)); err != nil {
-			t.Fatal(err)
-		}
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatalf("fedmsg-tail %v: %v\n%s", args, err, stderr.String())
-			}
-			lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
-			if want := args[len(args)-1]; fmt.Sprint(len(lines)) != want {
-				t.Errorf("%d lines, want %s:\n%s", len(lines), want, stdout.String())
-			}
-			return lines
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }
