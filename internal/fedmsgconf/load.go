@@ -7,6 +7,7 @@
 package fedmsgconf
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -98,18 +99,31 @@ func (l loader) load(location string, files []string) (Config, error) {
 	merged := map[string]any{}
 	for i, f := range files {
 		cfg, err := Parse(sources[i])
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			return nil, fileError(f, ce.Line, ce.Msg)
+		}
 		if err != nil {
 			return l.evaluate(location, files, f, err)
 		}
 		if tooLarge(cfg) {
-			return nil, fmt.Errorf("%s: `config` holds more than %d values", f, maxValues)
+			return nil, fileError(f, 0, fmt.Sprintf("`config` holds more than %d values", maxValues))
 		}
 		mergeInto(merged, cfg)
 	}
 	if tooLarge(merged) {
-		return nil, fmt.Errorf("%s: the merged config holds more than %d values", location, maxValues)
+		return nil, fileError(location, 0, fmt.Sprintf("the merged config holds more than %d values", maxValues))
 	}
 	return merged, nil
+}
+
+// fileError is the one form of every error about a config file's content:
+// FILE:LINE: MESSAGE, or FILE: MESSAGE when no line applies.
+func fileError(file string, line int, msg string) error {
+	if line > 0 {
+		return fmt.Errorf("%s:%d: %s", file, line, msg)
+	}
+	return fmt.Errorf("%s: %s", file, msg)
 }
 
 // evaluate runs the files through Python because file could not be read
@@ -118,11 +132,7 @@ func (l loader) evaluate(location string, files []string, file string, why error
 	l.log.Debug("fedmsg config needs Python", "file", file, "reason", why)
 	python, err := l.python()
 	if err != nil {
-		sep := " "
-		if _, ok := why.(*SyntaxError); ok {
-			sep = "" // its message starts with line:col
-		}
-		return nil, fmt.Errorf("%s:%s%v; reading it needs Python: %w", file, sep, why, err)
+		return nil, fmt.Errorf("%s:%v; reading it needs Python: %w", file, why, err)
 	}
 	return evaluator{python: python, timeout: l.timeout}.eval(location, files)
 }

@@ -379,6 +379,8 @@ func TestLoadErrors(t *testing.T) {
 			"DIR/a.py: no `config` defined"},
 		{"literal file without config", map[string]string{"a.py": "x = 1\n"},
 			"DIR/a.py: no `config` defined"},
+		{"literal config not a dict", map[string]string{"a.py": "x = 1\n\nconfig = [x]\n"},
+			"DIR/a.py:3: `config` is a list, not a dict"},
 		{"exit", map[string]string{"a.py": "import sys\nsys.exit(3)\n"},
 			"DIR/a.py:2: SystemExit: 3"},
 		{"second file", map[string]string{"a.py": "config = {}\n", "b.py": "import os\nconfig = dict(a=os.no_such_thing)\n"},

@@ -1,7 +1,6 @@
 package fedmsgconf
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -33,13 +32,27 @@ func Parse(src string) (map[string]any, error) {
 	}
 	v, ok := p.vars["config"]
 	if !ok {
-		return nil, errors.New("no `config` assignment")
+		return nil, &ConfigError{Msg: "no `config` defined"}
 	}
 	cfg, ok := v.(map[string]any)
 	if !ok {
-		return nil, fmt.Errorf("`config` is a %s, not a dict", typeName(v))
+		return nil, &ConfigError{Line: p.configLine, Msg: fmt.Sprintf("`config` is a %s, not a dict", typeName(v))}
 	}
 	return cfg, nil
+}
+
+// ConfigError is valid source whose `config` fedmsg cannot use; Python
+// would find the same, so it is final.
+type ConfigError struct {
+	Line int // of the last assignment to config; 0 when there is none
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Line == 0 {
+		return e.Msg
+	}
+	return fmt.Sprintf("%d: %s", e.Line, e.Msg)
 }
 
 type parser struct {
@@ -48,6 +61,8 @@ type parser struct {
 	vars    map[string]any
 	imports map[string]bool
 	depth   int
+	// configLine is the line of the last `config = ...`.
+	configLine int
 }
 
 func (p *parser) advance() error {
@@ -109,6 +124,9 @@ func (p *parser) statement() error {
 		return p.errorf(p.tok, "unsupported %s after the value of %s", describe(p.tok), start.text)
 	}
 	p.vars[start.text] = v
+	if start.text == "config" {
+		p.configLine = start.line
+	}
 	return p.advance()
 }
 

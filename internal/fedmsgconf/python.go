@@ -109,14 +109,11 @@ func decodeResult(location string, out []byte) (Config, error) {
 		return nil, fmt.Errorf("evaluate %s: unreadable result: %w", location, err)
 	}
 	if res.Error != nil {
-		where := res.Error.File
-		if where == "" {
-			where = location
+		file := res.Error.File
+		if file == "" {
+			file = location
 		}
-		if res.Error.Line > 0 {
-			where += ":" + strconv.Itoa(res.Error.Line)
-		}
-		return nil, fmt.Errorf("%s: %s", where, res.Error.Message)
+		return nil, fileError(file, res.Error.Line, res.Error.Message)
 	}
 	if res.Config == nil {
 		return nil, fmt.Errorf("evaluate %s: result holds no config", location)
