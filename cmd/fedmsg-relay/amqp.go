@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -14,48 +12,29 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/relay"
 )
 
-// errInjectStopped refuses consumed messages once the relay drains: they
-// stay unacknowledged and the broker keeps them.
-var errInjectStopped = errors.New("relay is shutting down")
-
-// startBridge connects the relay to RabbitMQ: every published message goes
-// to the bridge's spool, and, when a queue is configured, messages consumed
-// from it are injected into the bus. stopInject makes later injections fail
-// (so they are not acknowledged): call it before the relay drains, so every
-// acknowledged message is in the relay's queue when it does. stop ends the
-// bridge and flushes the spool: call it before the relay closes its sockets.
-func startBridge(cfg *config.Config, r *relay.Relay, log hclog.Logger, reg *metrics.Registry) (stopInject, stop func(), err error) {
-	bridge, err := amqpbridge.New(bridgeOptions(&cfg.AMQP), log, reg)
+// startBridge connects the relay to RabbitMQ: every batch the relay publishes
+// goes to the bridge's spool, and, when a queue is configured, messages
+// consumed from it are injected into the bus through the relay's injector.
+// stopInject makes later injections fail (so they are not acknowledged): call
+// it before the relay drains, so every acknowledged message is in the relay's
+// queue when it does. stop ends the bridge and flushes the spool: call it
+// before the relay closes.
+func startBridge(cfg *config.AMQP, r *relay.Relay, log hclog.Logger, reg *metrics.Registry) (stopInject, stop func(), err error) {
+	bridge, err := amqpbridge.New(bridgeOptions(cfg), log, reg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("amqp bridge: %w", err)
 	}
-	r.SetTap(bridge.Publish)
+	r.SetTap(bridge.Enqueue)
 
 	var inject func(topic, body []byte) error
-	closeInjector, stopInject := func() {}, func() {}
-	if cfg.AMQP.Consume.Queue != "" {
-		push, err := r.Sockets().NewInjector()
+	stopInject = func() {}
+	if cfg.Consuming() {
+		injector, err := r.NewInjector()
 		if err != nil {
 			bridge.Close()
 			return nil, nil, err
 		}
-		var mu sync.Mutex // one libzmq socket, several consumer goroutines
-		stopped := false
-		inject = func(topic, body []byte) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if stopped {
-				return errInjectStopped
-			}
-			_, err := push.SendMessage(topic, body)
-			return err
-		}
-		stopInject = func() {
-			mu.Lock() // waits for an injection in progress
-			stopped = true
-			mu.Unlock()
-		}
-		closeInjector = func() { push.Close() }
+		inject, stopInject = injector.Send, injector.Stop
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -69,7 +48,6 @@ func startBridge(cfg *config.Config, r *relay.Relay, log hclog.Logger, reg *metr
 	return stopInject, func() {
 		cancel()
 		<-done
-		closeInjector()
 		if err := bridge.Close(); err != nil {
 			log.Error("close spool", "error", err)
 		}

@@ -114,7 +114,7 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	stopInject := func() {}
 	if cfg.AMQP.Enabled() {
 		var stopBridge func()
-		stopInject, stopBridge, err = startBridge(cfg, r, log.Named(logging.NameAMQP), reg)
+		stopInject, stopBridge, err = startBridge(&cfg.AMQP, r, log.Named(logging.NameAMQP), reg)
 		if err != nil {
 			return err
 		}

@@ -50,7 +50,7 @@ func benchmarkConfirms(b *testing.B, url, exchange, queue string, topic, body []
 			}
 		}
 		for i := range b.N {
-			bridge.Publish(topic, body)
+			bridge.publish(topic, body)
 			// Sustained throughput is what counts: keep the backlog bounded
 			// rather than let the spool drop messages.
 			if i%1024 == 0 && !drained(maxBenchBacklog)() {
@@ -148,7 +148,7 @@ func BenchmarkPublish(b *testing.B) {
 		bridge := startBridge(b, cfg, nil)
 		b.ResetTimer()
 		for range b.N {
-			bridge.Publish(topic, body)
+			bridge.publish(topic, body)
 		}
 		b.StopTimer()
 		perMessage[1] = b.Elapsed() / time.Duration(b.N)

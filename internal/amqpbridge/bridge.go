@@ -24,7 +24,7 @@ const (
 )
 
 // Bridge copies relayed messages to RabbitMQ and, when configured, consumed
-// RabbitMQ messages into the bus. Publish is safe for concurrent use.
+// RabbitMQ messages into the bus. Enqueue is safe for concurrent use.
 type Bridge struct {
 	opts    Options
 	log     hclog.Logger
@@ -82,14 +82,13 @@ func loadTLS(cfg Options) (*tls.Config, error) {
 	return c, nil
 }
 
-// Publish hands one relayed message to the bridge. It copies topic and body
-// and returns at once; it never waits for the disk or the broker, and does not
-// parse the body. Messages injected by an AMQP bridge (username "amqp-bridge")
-// are skipped by the publisher, off this path, so they do not loop.
-func (b *Bridge) Publish(topic, body []byte) {
-	if ok, reason := b.spool.append(topic, body, time.Now()); !ok {
-		b.metrics.drop(reason, 1)
-	}
+// Enqueue hands a batch of relayed messages to the bridge: it copies them
+// into the spool's buffer, reading the clock once, and returns; it never waits
+// for the disk or the broker and does not parse the bodies. Messages other
+// relays' AMQP bridges injected (username "amqp-bridge") are skipped by the
+// publisher, off this path, so they do not loop.
+func (b *Bridge) Enqueue(topics, bodies [][]byte) {
+	b.spool.append(topics, bodies, time.Now())
 }
 
 // Run publishes spooled messages, and consumes the configured queue into
@@ -120,7 +119,7 @@ func (b *Bridge) Run(ctx context.Context, inject func(topic, body []byte) error)
 }
 
 // Close writes pending messages and the confirmation cursor to the spool.
-// Call it after Run returned; later Publish calls drop their message.
+// Call it after Run returned; later Enqueue calls drop their messages.
 func (b *Bridge) Close() error {
 	b.closeOnce.Do(func() { b.closeErr = b.spool.close() })
 	return b.closeErr

@@ -29,13 +29,13 @@ func TestPublishFormat(t *testing.T) {
 			msg:   fmt.Sprintf(`{"commit": {"n": %d, "text": "caf\u00e9 \"quoted\""}, "list": [1, 2.5, null]}`, i),
 		}
 		want = append(want, s)
-		bridge.Publish([]byte(s.topic), fedmsgBody(s.topic, s.msgID, s.msg))
+		bridge.publish([]byte(s.topic), fedmsgBody(s.topic, s.msgID, s.msg))
 		switch i {
 		case 10: // injected by an AMQP bridge: must not loop back
 			loop := []byte(`{"topic": "t.loop", "msg": {}, "msg_id": "2026-loop", "username": "amqp-bridge"}`)
-			bridge.Publish([]byte("t.loop"), loop)
+			bridge.publish([]byte("t.loop"), loop)
 		case 20: // fedora-messaging bodies must be JSON objects
-			bridge.Publish([]byte("t.invalid"), fedmsgBody("t.invalid", "2026-invalid", `"just a string"`))
+			bridge.publish([]byte("t.invalid"), fedmsgBody("t.invalid", "2026-invalid", `"just a string"`))
 		}
 	}
 	waitFor(t, 30*time.Second, "all messages at the consumer", func() bool {
@@ -104,7 +104,7 @@ func TestNoExchangeDeclared(t *testing.T) {
 	exchange, queue := testName(t), testName(t)
 	withChannel(t, b.url(), func(ch *amqp.Channel) error { return ch.ExchangeDelete(exchange, false, false) })
 	bridge := startBridge(t, testConfig(t, b.url(), exchange), nil)
-	bridge.Publish([]byte("t.a"), fedmsgBody("t.a", "2026-a", `{}`))
+	bridge.publish([]byte("t.a"), fedmsgBody("t.a", "2026-a", `{}`))
 	waitFor(t, 10*time.Second, "a failed publish attempt", func() bool {
 		return bridge.metric(t, `fedmsg_relay_amqp_reconnects_total{direction="publish"}`) >= 1
 	})
@@ -126,7 +126,7 @@ func TestDeclareExchange(t *testing.T) {
 	cfg := testConfig(t, b.url(), exchange)
 	cfg.DeclareExchange = true
 	bridge := startBridge(t, cfg, nil)
-	bridge.Publish([]byte("t.a"), fedmsgBody("t.a", "2026-a", `{}`))
+	bridge.publish([]byte("t.a"), fedmsgBody("t.a", "2026-a", `{}`))
 	waitFor(t, 10*time.Second, "the confirm", func() bool {
 		return bridge.metric(t, "fedmsg_relay_amqp_confirmed_total") == 1
 	})

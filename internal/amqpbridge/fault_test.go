@@ -49,7 +49,7 @@ func TestFaultTolerance(t *testing.T) {
 					bridges.publish(func(br *runningBridge) {
 						for j := i; j < i+batch; j++ {
 							id := fmt.Sprintf("2026-%s-%06d", tt.name, j)
-							br.Publish([]byte("org.fedoraproject.test.fault"), fedmsgBody("org.fedoraproject.test.fault", id, fmt.Sprintf(`{"n": %d}`, j)))
+							br.publish([]byte("org.fedoraproject.test.fault"), fedmsgBody("org.fedoraproject.test.fault", id, fmt.Sprintf(`{"n": %d}`, j)))
 						}
 					})
 					published.Add(batch)
@@ -125,7 +125,7 @@ func TestSpoolFull(t *testing.T) {
 	for i := range total {
 		body := fedmsgBody("t.full", fmt.Sprintf("2026-full-%06d", i), fmt.Sprintf(`{"n": %d, "pad": "%0200d"}`, i, 0))
 		start := time.Now()
-		down.Publish([]byte("t.full"), body)
+		down.publish([]byte("t.full"), body)
 		latencies[i] = time.Since(start)
 	}
 	waitFor(t, 10*time.Second, "the spool writer", func() bool {
@@ -180,7 +180,7 @@ func TestNackResend(t *testing.T) {
 	bridge := startBridge(t, testConfig(t, b.url(), exchange), nil)
 	const total = 50
 	for i := range total {
-		bridge.Publish([]byte("t.nack"), fedmsgBody("t.nack", fmt.Sprintf("2026-nack-%03d", i), `{}`))
+		bridge.publish([]byte("t.nack"), fedmsgBody("t.nack", fmt.Sprintf("2026-nack-%03d", i), `{}`))
 	}
 	waitFor(t, 10*time.Second, "a nack and a reconnect", func() bool {
 		return bridge.metric(t, "fedmsg_relay_amqp_nacked_total") >= 1 &&
@@ -235,7 +235,7 @@ func testConfirmTimeout(t *testing.T, total, msgBytes int) {
 	})
 	pad := fmt.Sprintf(`{"pad": %q}`, strings.Repeat("x", msgBytes))
 	for i := range total {
-		bridge.Publish([]byte("t.timeout"), fedmsgBody("t.timeout", fmt.Sprintf("2026-timeout-%03d", i), pad))
+		bridge.publish([]byte("t.timeout"), fedmsgBody("t.timeout", fmt.Sprintf("2026-timeout-%03d", i), pad))
 	}
 	waitFor(t, 20*time.Second, "the confirm timeout", func() bool {
 		return bridge.metric(t, `fedmsg_relay_amqp_reconnects_total{direction="publish"}`) >= 1
@@ -267,7 +267,7 @@ func TestBrokerBlocked(t *testing.T) {
 	})
 	const total = 1000
 	for i := range total {
-		bridge.Publish([]byte("t.blocked"), fedmsgBody("t.blocked", fmt.Sprintf("2026-blocked-%04d", i), `{}`))
+		bridge.publish([]byte("t.blocked"), fedmsgBody("t.blocked", fmt.Sprintf("2026-blocked-%04d", i), `{}`))
 	}
 	waitFor(t, 20*time.Second, "the blocked notification", func() bool {
 		return bridge.metric(t, `fedmsg_relay_amqp_blocked{direction="publish"}`) == 1

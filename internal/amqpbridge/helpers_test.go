@@ -70,6 +70,11 @@ func startBridge(t testing.TB, cfg Options, inject func(topic, body []byte) erro
 	return rb
 }
 
+// publish enqueues one message, a batch of one.
+func (rb *runningBridge) publish(topic, body []byte) {
+	rb.Enqueue([][]byte{topic}, [][]byte{body})
+}
+
 // stop cancels Run, waits for it and closes the bridge (idempotent).
 func (rb *runningBridge) stop() {
 	rb.cancel()

@@ -6,7 +6,7 @@ import "github.com/fedora-infra/fedmsg-relay/internal/metrics"
 const (
 	dropSpoolFull  = "spool_full"  // oldest unconfirmed messages removed to stay under spool_max_bytes
 	dropBufferFull = "buffer_full" // the spool writer fell behind by more than pendingLimit
-	dropClosed     = "closed"      // Publish after Close
+	dropClosed     = "closed"      // Enqueue after Close
 	dropSpoolError = "spool_error" // writing or reading the spool failed
 	dropLoop       = "loop"        // the message came from an AMQP bridge
 	dropInvalid    = "invalid"     // cannot be expressed as a fedora-messaging message

@@ -1,12 +1,3 @@
-// Package amqpbridge copies every message the relay publishes onto a RabbitMQ
-// exchange in the format fedora-messaging consumers read, and optionally
-// injects messages from a RabbitMQ queue into the ZeroMQ bus.
-//
-// The relay's hot path only calls Bridge.Publish, which copies the message into
-// an in-memory buffer and returns; a writer goroutine appends that buffer to an
-// on-disk spool and the publisher goroutine reads the spool and publishes with
-// pipelined publisher confirms. A message leaves the spool only once the
-// broker confirmed it, so a broker outage or a relay restart loses nothing.
 package amqpbridge
 
 import (

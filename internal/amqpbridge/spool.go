@@ -33,7 +33,7 @@ const (
 	segmentSuffix      = ".seg"
 	cursorFile         = "cursor"
 	maxSegmentBytes    = 16 << 20
-	// pendingLimit bounds the in-memory buffer between Publish and the spool
+	// pendingLimit bounds the in-memory buffer between Enqueue and the spool
 	// writer; it only fills if the disk stalls.
 	pendingLimit = 16 << 20
 	// maxRecordBytes bounds one message (far above the relay's max_message_bytes)
@@ -113,7 +113,7 @@ func openSpool(dir string, maxBytes int64, log hclog.Logger, events spoolEvents)
 		log:          log,
 		events:       events,
 		wake:         make(chan struct{}, 1),
-		// Start both buffers big enough that Publish rarely grows one.
+		// Start both buffers big enough that Enqueue rarely grows one.
 		pending:  make([]byte, 0, initialPendingBytes),
 		spare:    make([]byte, 0, initialPendingBytes),
 		readable: make(chan struct{}, 1),
@@ -283,40 +283,55 @@ func (s *spool) saveCursor() error {
 	return nil
 }
 
-// append copies one message into the pending buffer. It never waits for the
-// disk or the broker; it reports false (and the reason) when it had to drop.
-func (s *spool) append(topic, body []byte, received time.Time) (ok bool, reason string) {
-	size := recordHeaderBytes + payloadHeaderBytes + len(topic) + len(body)
-	if size-recordHeaderBytes > maxRecordBytes {
-		return false, dropInvalid
-	}
+// append copies a batch of messages into the pending buffer under one lock,
+// all stamped with received. It never waits for the disk or the broker; what
+// it has to drop it reports through events. It returns how many it kept.
+func (s *spool) append(topics, bodies [][]byte, received time.Time) int {
+	unix := uint64(received.Unix())
+	var kept, tooBig, noRoom uint64
 	s.pendingMu.Lock()
 	if s.closed {
 		s.pendingMu.Unlock()
-		return false, dropClosed
-	}
-	if len(s.pending)+size > pendingLimit && len(s.pending) > 0 {
-		s.pendingMu.Unlock()
-		return false, dropBufferFull
+		s.events.dropped(dropClosed, uint64(len(topics)))
+		return 0
 	}
 	// Only the first record of a batch wakes the writer, which takes them all.
 	wake := len(s.pending) == 0
-	// The writer fills in the CRC, keeping the checksum work off this path.
-	s.pending = binary.LittleEndian.AppendUint32(s.pending, uint32(size-recordHeaderBytes))
-	s.pending = binary.LittleEndian.AppendUint32(s.pending, 0)
-	s.pending = binary.LittleEndian.AppendUint64(s.pending, uint64(received.Unix()))
-	s.pending = binary.LittleEndian.AppendUint32(s.pending, uint32(len(topic)))
-	s.pending = append(s.pending, topic...)
-	s.pending = append(s.pending, body...)
-	s.pendingRecords++
+	for i, topic := range topics {
+		body := bodies[i]
+		size := recordHeaderBytes + payloadHeaderBytes + len(topic) + len(body)
+		switch {
+		case size-recordHeaderBytes > maxRecordBytes:
+			tooBig++
+			continue
+		case len(s.pending)+size > pendingLimit && len(s.pending) > 0:
+			noRoom++
+			continue
+		}
+		// The writer fills in the CRC, keeping the checksum work off this path.
+		s.pending = binary.LittleEndian.AppendUint32(s.pending, uint32(size-recordHeaderBytes))
+		s.pending = binary.LittleEndian.AppendUint32(s.pending, 0)
+		s.pending = binary.LittleEndian.AppendUint64(s.pending, unix)
+		s.pending = binary.LittleEndian.AppendUint32(s.pending, uint32(len(topic)))
+		s.pending = append(s.pending, topic...)
+		s.pending = append(s.pending, body...)
+		kept++
+	}
+	s.pendingRecords += int(kept)
 	s.pendingMu.Unlock()
-	if wake {
+	if tooBig > 0 {
+		s.events.dropped(dropInvalid, tooBig)
+	}
+	if noRoom > 0 {
+		s.events.dropped(dropBufferFull, noRoom)
+	}
+	if wake && kept > 0 {
 		select {
 		case s.wake <- struct{}{}:
 		default:
 		}
 	}
-	return true, ""
+	return int(kept)
 }
 
 func (s *spool) runWriter() {
@@ -356,7 +371,7 @@ func (s *spool) flushPending() {
 	batch, records := s.pending, s.pendingRecords
 	s.pending, s.pendingRecords = s.spare[:0], 0
 	s.pendingMu.Unlock()
-	// Keep the buffer's capacity for the next swap: Publish then never grows it.
+	// Keep the buffer's capacity for the next swap: Enqueue then never grows it.
 	s.spare = batch[:0]
 	if records == 0 {
 		return
@@ -518,8 +533,8 @@ func (s *spool) state() (unconfirmed uint64, bytes int64) {
 	return s.nextSeq - s.commitSeq, s.totalBytes
 }
 
-// close flushes what Publish handed over and saves the cursor. Publish calls
-// after close drop their message.
+// close flushes what Enqueue handed over and saves the cursor. Enqueue calls
+// after close drop their messages.
 func (s *spool) close() error {
 	s.pendingMu.Lock()
 	already := s.closed

@@ -146,7 +146,7 @@ func TestTLSExternal(t *testing.T) {
 	withChannel(t, guestURL, func(ch *amqp.Channel) error { _, err := ch.QueuePurge(tlsQueue, false); return err })
 	got := startCollector(t, guestURL, tlsQueue)
 	bridge := startBridge(t, cfg, nil)
-	bridge.Publish([]byte("org.fedoraproject.prod.tls"), fedmsgBody("org.fedoraproject.prod.tls", "2026-tls", `{"over": "tls"}`))
+	bridge.publish([]byte("org.fedoraproject.prod.tls"), fedmsgBody("org.fedoraproject.prod.tls", "2026-tls", `{"over": "tls"}`))
 	waitFor(t, 15*time.Second, "the message sent over TLS", func() bool {
 		unique, _ := got.counts()
 		return unique == 1

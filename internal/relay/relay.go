@@ -77,7 +77,8 @@ type Relay struct {
 	stats   *stats
 	drops   *dropLogger
 	crypto  atomic.Pointer[Crypto]
-	tap     func(topic, body []byte) // sees every published message (AMQP bridge)
+	tap     Tap
+	inject  *Injector // nil unless NewInjector was called
 
 	batch batchState // owned by the forwarding loop
 
@@ -117,6 +118,7 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) 
 	for _, reason := range wire.Reasons() {
 		sockets.SetReason(int(reason), "refused:"+reason.String())
 	}
+	sockets.SetReason(shuttingDown, "refused:shutting_down")
 	if err := sockets.Monitor(r.stats.connEvent); err != nil {
 		sockets.Close()
 		return nil, err
@@ -140,12 +142,15 @@ func newPolicy(opts Options) wire.Policy {
 // SetCrypto installs (or, on reload, replaces) the signer and verifier.
 func (r *Relay) SetCrypto(c *Crypto) { r.crypto.Store(c) }
 
-// SetTap registers fn to see every published message, after it is sent.
-// fn must not block and must copy what it keeps. Call before Run.
-func (r *Relay) SetTap(fn func(topic, body []byte)) { r.tap = fn }
+// Tap sees the messages of one batch the relay publishes, as parallel
+// slices. It must not block and must copy what it keeps: the slices are
+// reused and the bytes freed once it returns.
+type Tap func(topics, bodies [][]byte)
 
-// Sockets gives access to the transport, for in-process producers.
-func (r *Relay) Sockets() *transport.Sockets { return r.sockets }
+// SetTap registers fn to see, once per batch, every message published except
+// those sent through the relay's Injector (the AMQP bridge's own). Call
+// before Run.
+func (r *Relay) SetTap(fn Tap) { r.tap = fn }
 
 // Alive reports whether the forwarding loop turned recently: the systemd
 // watchdog pings only while it does.
@@ -171,22 +176,51 @@ func (r *Relay) Run(ctx context.Context) error {
 	return r.drain()
 }
 
-// drain stops the inbound side and forwards whatever libzmq had queued.
+// shuttingDown is the drop code, after wire's reasons, of what the drain
+// could not publish in time: confirming clients get "refused:shutting_down".
+const shuttingDown = int(wire.NumReasons)
+
+// drain stops the inbound side and forwards whatever libzmq had queued, for
+// at most DrainTimeout.
 func (r *Relay) drain() error {
-	r.log.Info("draining: inbound closed, publishing what was received")
+	r.log.Info("draining: inbound closed, publishing what was received", "drain_timeout", r.opts.DrainTimeout)
 	r.sockets.StopInbound()
+	deadline := time.Now().Add(r.opts.DrainTimeout)
 	total := 0
-	for {
+	for time.Now().Before(deadline) {
 		n, err := r.forwardBatch(0)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			r.log.Info("drained", "messages", total)
+			return nil
+		}
+		total += n
+	}
+	return r.abandon(total)
+}
+
+// abandon refuses what is still queued once the drain ran out of time (the
+// inbound side is closed, so that is bounded) and logs how much it was.
+func (r *Relay) abandon(published int) error {
+	s, left := r.sockets, 0
+	for {
+		n, err := s.Recv(0)
 		if err != nil {
 			return err
 		}
 		if n == 0 {
 			break
 		}
-		total += n
+		for i := range n {
+			s.SetVerdict(i, transport.Drop+shuttingDown)
+		}
+		s.Flush()
+		left += n
 	}
-	r.log.Info("drained", "messages", total)
+	r.log.Warn("drain_timeout passed: messages still queued were not published",
+		"published", published, "not_published", left, "drain_timeout", r.opts.DrainTimeout)
 	return nil
 }
 
@@ -195,6 +229,8 @@ type batchState struct {
 	reasons [transport.MaxBatch]wire.Reason
 	errs    [transport.MaxBatch]error  // why verification or signing failed
 	signed  [transport.MaxBatch][]byte // signed bodies, until swapped in
+	// What the tap sees: accepted messages, those injected left out.
+	tapTopics, tapBodies [transport.MaxBatch][]byte
 }
 
 // forwardBatch is the hot path: one receive, one verdict per message, one
@@ -220,18 +256,23 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 	if crypto := r.crypto.Load(); crypto.Verifier != nil || crypto.Signer != nil {
 		r.applyCrypto(crypto, n)
 	}
+	tapped := 0
 	for i := range n {
 		m := s.Message(i) // a signed body has replaced the received one
 		if reason := reasons[i]; reason != wire.OK {
 			s.SetVerdict(i, transport.Drop+int(reason))
 			b.dropped[reason]++
-			r.drops.noteErr(reason, m, errs[i])
+			r.drops.note(reason, m, errs[i])
 			continue
 		}
 		b.relayedBytes += uint64(m.Size)
-		if r.tap != nil {
-			r.tap(m.Topic, m.Body)
+		if m.Source != transport.FromInject {
+			r.batch.tapTopics[tapped], r.batch.tapBodies[tapped] = m.Topic, m.Body
+			tapped++
 		}
+	}
+	if r.tap != nil && tapped > 0 {
+		r.tap(r.batch.tapTopics[:tapped], r.batch.tapBodies[:tapped])
 	}
 	sent, failed := s.Flush()
 	b.relayed = uint64(sent)
@@ -287,8 +328,11 @@ func cryptoOne(c *Crypto, m transport.Message) (signed []byte, r wire.Reason, er
 }
 
 // Close releases the sockets, letting queued output linger up to the drain
-// timeout.
+// timeout. Call it after Run returned and the injector's users stopped.
 func (r *Relay) Close() {
+	if r.inject != nil {
+		r.inject.close()
+	}
 	r.sockets.Close()
 }
 

@@ -52,10 +52,20 @@ func startRelay(t *testing.T, mutate func(*Options)) *testRelay {
 	if mutate != nil {
 		mutate(&opts)
 	}
+	return runRelay(t, opts, logging.ForTest(t), nil)
+}
+
+// runRelay creates a relay, lets setup register what must precede Run (a
+// tap), and runs it until the test ends.
+func runRelay(t *testing.T, opts Options, log hclog.Logger, setup func(*Relay)) *testRelay {
+	t.Helper()
 	reg := metrics.NewRegistry()
-	r, err := New(opts, logging.ForTest(t), reg)
+	r, err := New(opts, log, reg)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(r)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

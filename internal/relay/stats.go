@@ -124,9 +124,9 @@ func newDropLogger(log hclog.Logger, interval time.Duration) *dropLogger {
 	return &dropLogger{log: log, interval: interval, last: map[wire.Reason]time.Time{}, skipped: map[wire.Reason]int{}}
 }
 
-func (d *dropLogger) note(r wire.Reason, m transport.Message) { d.noteErr(r, m, nil) }
-
-func (d *dropLogger) noteErr(r wire.Reason, m transport.Message, err error) {
+// note logs one dropped message unless its reason was logged within the
+// interval; err, if any, says why verification or signing failed.
+func (d *dropLogger) note(r wire.Reason, m transport.Message, err error) {
 	now := time.Now()
 	d.mu.Lock()
 	if now.Sub(d.last[r]) < d.interval {

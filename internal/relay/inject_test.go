@@ -1,0 +1,191 @@
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	zmq "github.com/pebbe/zmq4"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/logging"
+	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+)
+
+// tapRecorder keeps what a tap saw.
+type tapRecorder struct {
+	mu    sync.Mutex
+	calls int
+	seen  []string // "topic body"
+}
+
+func (rec *tapRecorder) tap(topics, bodies [][]byte) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(topics) == 0 || len(topics) != len(bodies) {
+		panic(fmt.Sprintf("tap called with %d topics and %d bodies", len(topics), len(bodies)))
+	}
+	rec.calls++
+	for i := range topics {
+		rec.seen = append(rec.seen, string(topics[i])+" "+string(bodies[i]))
+	}
+}
+
+func (rec *tapRecorder) snapshot() []string {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return append([]string(nil), rec.seen...)
+}
+
+// Messages from the relay's injector are published like any other but never
+// reach the tap (they came from the AMQP bridge: no loop); inbound ones reach
+// it in order. A stopped injector refuses further messages.
+func TestInjectedMessagesBypassTheTap(t *testing.T) {
+	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	opts := testOptions(t)
+	opts.Confirm, opts.Inject = []string{confirm}, true
+	var rec tapRecorder
+	tr := runRelay(t, opts, logging.ForTest(t), func(r *Relay) { r.SetTap(rec.tap) })
+	inj, err := tr.NewInjector()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	sub := newSocket(t, zmq.SUB)
+	must(t, sub.SetSubscribe(""))
+	must(t, sub.Connect(tr.outbound))
+	dealer := newSocket(t, zmq.DEALER)
+	must(t, dealer.SetRcvtimeo(10*time.Second))
+	must(t, dealer.Connect(confirm))
+	send := func(body []byte) {
+		t.Helper()
+		if _, err := dealer.SendMessage(testTopic, body); err != nil {
+			t.Fatal(err)
+		}
+		if reply, err := dealer.Recv(0); err != nil || reply != "ok" {
+			t.Fatalf("reply %q, %v; want ok", reply, err)
+		}
+	}
+	// The subscriber may join late (PUB/SUB): probe until it sees one.
+	must(t, sub.SetRcvtimeo(50*time.Millisecond))
+	probe := fedmsgBody(testTopic, 0, `, "probe": true`)
+	for joined := false; !joined; {
+		send(probe)
+		_, err := sub.RecvMessageBytes(0)
+		joined = err == nil
+	}
+
+	const each = 50
+	var wantTapped, wantPublished []string
+	for i := 1; i <= each; i++ {
+		inbound, injected := fedmsgBody(testTopic, i, `, "via": "inbound"`), fedmsgBody(testTopic, i, `, "via": "inject"`)
+		send(inbound)
+		if err := inj.Send([]byte(testTopic), injected); err != nil {
+			t.Fatalf("inject %d: %v", i, err)
+		}
+		wantTapped = append(wantTapped, testTopic+" "+string(inbound))
+		wantPublished = append(wantPublished, string(inbound), string(injected))
+	}
+	must(t, sub.SetRcvtimeo(10*time.Second))
+	published := map[string]bool{}
+	for len(published) < len(wantPublished) {
+		m, err := sub.RecvMessageBytes(0)
+		if err != nil {
+			t.Fatalf("subscriber got %d of %d messages: %v", len(published), len(wantPublished), err)
+		}
+		if string(m[1]) != string(probe) {
+			published[string(m[1])] = true
+		}
+	}
+	for _, body := range wantPublished {
+		if !published[body] {
+			t.Errorf("not published: %s", body)
+		}
+	}
+	var tapped []string
+	for _, m := range rec.snapshot() {
+		if !strings.Contains(m, `"probe"`) {
+			tapped = append(tapped, m)
+		}
+	}
+	if strings.Join(tapped, "\n") != strings.Join(wantTapped, "\n") {
+		t.Errorf("the tap saw %d messages, want exactly the %d inbound ones in order:\n%s", len(tapped), len(wantTapped), strings.Join(tapped, "\n"))
+	}
+
+	inj.Stop()
+	if err := inj.Send([]byte(testTopic), fedmsgBody(testTopic, 99, "")); !errors.Is(err, ErrInjectorStopped) {
+		t.Errorf("Send after Stop: %v, want ErrInjectorStopped", err)
+	}
+}
+
+// A relay without Options.Inject has no injector.
+func TestNoInjectorUnlessConfigured(t *testing.T) {
+	tr := startRelay(t, nil)
+	if _, err := tr.NewInjector(); err == nil {
+		t.Fatal("NewInjector without Options.Inject succeeded")
+	}
+}
+
+// On shutdown the drain publishes for at most drain_timeout, then refuses
+// the rest and logs how many messages it did not publish.
+func TestDrainIsBoundedByDrainTimeout(t *testing.T) {
+	var logBuf syncBuffer
+	opts := testOptions(t)
+	opts.DrainTimeout = 300 * time.Millisecond
+	opts.InboundHWM = 1_000_000
+	r, err := New(opts, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info}), metrics.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	// A slow tap (a stalled disk under the bridge) makes a backlog build up.
+	r.SetTap(func(topics, bodies [][]byte) { time.Sleep(20 * time.Millisecond) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+
+	pub := newSocket(t, zmq.PUB)
+	must(t, pub.SetSndhwm(0))
+	must(t, pub.Connect(opts.Inbound[0]))
+	body := fedmsgBody(testTopic, 1, "")
+	// Full batches mean more was waiting behind them: then stop.
+	deadline := time.Now().Add(30 * time.Second)
+	for full := 0; full < 3; {
+		for range 1000 {
+			_, _ = pub.SendMessage(testTopic, body)
+		}
+		if r.backlog.Load() == 256 {
+			full++
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no backlog built up; last batch %d", r.backlog.Load())
+		}
+	}
+	stopped := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after the drain timeout")
+	}
+	took := time.Since(stopped)
+	m := regexp.MustCompile(`drain_timeout passed.* published=(\d+) not_published=(\d+)`).FindStringSubmatch(logBuf.String())
+	if m == nil {
+		t.Fatalf("no drain_timeout line (drain took %s):\n%s", took, logBuf.String())
+	}
+	if left, _ := strconv.Atoi(m[2]); left == 0 {
+		t.Errorf("not_published=0: the drain did not run out of time:\n%s", logBuf.String())
+	}
+	t.Logf("drain took %s: published %s, not published %s", took, m[1], m[2])
+}
