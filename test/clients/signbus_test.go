@@ -131,8 +131,8 @@ func (b *signedBus) env() []string { return []string{"FEDMSG_CONFIG=" + b.conf} 
 
 // fedmsgVerdict is the Python validator's answer for one body.
 type fedmsgVerdict struct {
-	Error string  `json:"error"` // "" when fedmsg would accept the message
-	CN    *string `json:"cn"`
+	Error string `json:"error"` // "" when fedmsg would accept the message
+	CN    string `json:"cn"`    // the signer's common name; "" when there is none
 }
 
 // validate runs fedmsg's validation (Python, pyOpenSSL and cryptography)

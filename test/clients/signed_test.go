@@ -24,19 +24,25 @@ func TestSignedLoggerPassesFedmsgValidation(t *testing.T) {
 	sub := subscribe(t, b.relay)
 	shellCN, scmCN := signingtest.CommonName(shellCert(t)), signingtest.CommonName(scmCert(t))
 	cases := []struct {
-		name      string
-		args      []string
-		topic, cn string
-		verdict   string
+		name       string
+		args       []string
+		topic, cn  string
+		verdict    string
+		certPrefix string // written to the config as cert_prefix first
 	}{
-		{"default cert prefix shell", []string{"--message", "signed shell"}, logTopic, shellCN, ""},
-		{"--cert-prefix scm as the git hook", []string{"--cert-prefix", "scm", "--modname", "git", "--topic", "receive", "--json-input", "--message", `{"commit": {"rev": "abc"}}`}, gitTopic, scmCN, ""},
-		{"--confirm", []string{"--confirm", "--message", "signed confirmed"}, logTopic, shellCN, ""},
-		{"scm cert on a topic pinned to shell", []string{"--cert-prefix", "scm", "--message", "wrong cert"}, logTopic, scmCN, "routing_policy"},
-		{"shell cert on a topic pinned to scm", []string{"--modname", "git", "--topic", "receive", "--json-input", "--message", `{"commit": {}}`}, gitTopic, shellCN, "routing_policy"},
+		{"default cert prefix shell", []string{"--message", "signed shell"}, logTopic, shellCN, "", ""},
+		{"--cert-prefix scm as the git hook", []string{"--cert-prefix", "scm", "--modname", "git", "--topic", "receive", "--json-input", "--message", `{"commit": {"rev": "abc"}}`}, gitTopic, scmCN, "", ""},
+		{"--confirm", []string{"--confirm", "--message", "signed confirmed"}, logTopic, shellCN, "", ""},
+		{"scm cert on a topic pinned to shell", []string{"--cert-prefix", "scm", "--message", "wrong cert"}, logTopic, scmCN, "routing_policy", ""},
+		{"shell cert on a topic pinned to scm", []string{"--modname", "git", "--topic", "receive", "--json-input", "--message", `{"commit": {}}`}, gitTopic, shellCN, "routing_policy", ""},
+		// fedmsg takes --cert-prefix's default from the config's cert_prefix.
+		{"cert_prefix scm from the config", []string{"--modname", "git", "--topic", "receive", "--json-input", "--message", `{"commit": {}}`}, gitTopic, scmCN, "", "scm"},
 	}
 	var bodies []string
 	for _, tc := range cases {
+		if tc.certPrefix != "" {
+			writeFile(t, b.conf, "zz-prefix.py", fmt.Sprintf("config = dict(cert_prefix=%q)\n", tc.certPrefix))
+		}
 		res := runCmd(t, "", b.env(), bin("fedmsg-logger"), tc.args...)
 		if res.code != 0 {
 			t.Fatalf("%s: exit %d: %s", tc.name, res.code, res.stderr)
@@ -60,8 +66,8 @@ func TestSignedLoggerPassesFedmsgValidation(t *testing.T) {
 	verdicts := b.validate(t, append(bodies, string(tamperedBody))...)
 	for i, tc := range cases {
 		v := verdicts[i]
-		if v.Error != tc.verdict || v.CN == nil || *v.CN != tc.cn {
-			t.Errorf("%s: fedmsg says error %q, signer %v; want error %q, signer %q\n%s", tc.name, v.Error, v.CN, tc.verdict, tc.cn, bodies[i])
+		if v.Error != tc.verdict || v.CN != tc.cn {
+			t.Errorf("%s: fedmsg says error %q, signer %q; want error %q, signer %q\n%s", tc.name, v.Error, v.CN, tc.verdict, tc.cn, bodies[i])
 		}
 	}
 	if v := verdicts[len(cases)]; v.Error != "bad_signature" {
@@ -99,8 +105,8 @@ func TestGitHookSignsAsScm(t *testing.T) {
 		if m.Topic != gitTopic {
 			t.Errorf("push %d: topic %q, want %q", i, m.Topic, gitTopic)
 		}
-		if v := verdicts[i]; v.Error != want.verdict || v.CN == nil || *v.CN != want.cn {
-			t.Errorf("push %d: fedmsg says error %q, signer %v; want error %q, signer %q", i, v.Error, v.CN, want.verdict, want.cn)
+		if v := verdicts[i]; v.Error != want.verdict || v.CN != want.cn {
+			t.Errorf("push %d: fedmsg says error %q, signer %q; want error %q, signer %q", i, v.Error, v.CN, want.verdict, want.cn)
 		}
 	}
 	sub.expectNone(200 * time.Millisecond)
