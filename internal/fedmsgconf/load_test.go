@@ -361,7 +361,7 @@ func TestLoadErrors(t *testing.T) {
 	cases := []struct {
 		name  string
 		files map[string]string
-		want  string // FILE stands for the directory
+		want  string // DIR stands for the directory
 	}{
 		{"syntax error", map[string]string{"base.py": "config = dict(environment='prod')\n", "relay.py": "# relay\nimport socket\n\nsuffix = 'example.org'\n\nx = 1\nconfig = {'a': 1}}\n"},
 			"DIR/relay.py:7: SyntaxError: unmatched '}'"},
@@ -385,6 +385,11 @@ func TestLoadErrors(t *testing.T) {
 			"DIR/a.py:2: SystemExit: 3"},
 		{"second file", map[string]string{"a.py": "config = {}\n", "b.py": "import os\nconfig = dict(a=os.no_such_thing)\n"},
 			"DIR/b.py:2: AttributeError: module 'os' has no attribute 'no_such_thing'"},
+		// 2 GiB is past the evaluator's address-space limit.
+		{"memory", map[string]string{"a.py": "import os\nbig = bytearray(2 ** 31)\nconfig = {}\n"},
+			"DIR/a.py:2: MemoryError"},
+		{"result too large", map[string]string{"a.py": "import os\nconfig = dict(s='x' * (40 << 20))\n"},
+			"evaluate DIR: result larger than 33554432 bytes"},
 	}
 	l := withPython(t)
 	for _, tc := range cases {
