@@ -19,7 +19,8 @@ const maxDepth = 100
 // True/False/None, list, tuple, dict display, dict(key=value, ...), a name
 // assigned above, and `import socket` with socket.gethostname() followed by
 // .split(...) and [index] (the `hostname = ...` idiom of fedmsg's endpoints.py).
-// Anything else is a *SyntaxError naming line and column.
+// Anything else is a *SyntaxError naming line and column (Python may still
+// read it); source without a `config` dict is a *ConfigError.
 func Parse(src string) (map[string]any, error) {
 	p := &parser{lex: newLexer(src), vars: map[string]any{}, imports: map[string]bool{}}
 	if err := p.advance(); err != nil {
