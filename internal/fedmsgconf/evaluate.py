@@ -4,7 +4,6 @@
 # this with the value budget and the files as arguments and reads one JSON
 # document from fd 3: {"config": {...}} or {"error": {file, line, message}}.
 # stdout and stderr stay the config code's, so its prints cannot corrupt it.
-import ast
 import json
 import math
 import os
@@ -51,6 +50,8 @@ def fail_exception(fname, exc):
 
 def config_line(source):
     """The line of the last module-level assignment to `config`, or 0."""
+    import ast  # only on this error path: it costs the startup of every run
+
     line = 0
     pending = list(ast.parse(source).body)
     while pending:
