@@ -577,3 +577,38 @@ func runAsNobody(t *testing.T, pattern string) {
 	}
 	t.Logf("as nobody:\n%s", out)
 }
+
+// TestFilesAsFedmsg: the files read are fedmsg's: every name ending in .py
+// (hidden ones too) that is a file after following links, sorted.
+func TestFilesAsFedmsg(t *testing.T) {
+	python := clienttest.Require(t, clienttest.Python)
+	dir := writeDir(t, map[string]string{"c.py": "", ".hidden.py": "", "notes.txt": "", "Z.py": ""})
+	for _, err := range []error{
+		os.Mkdir(filepath.Join(dir, "b.py"), 0o755),
+		os.Symlink("missing.py", filepath.Join(dir, "a.py")),
+		os.Symlink("c.py", filepath.Join(dir, "d.py")),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	files, err := Files(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// fedmsg.config._gather_configs_in, then its os.path.isfile check.
+	out, err := exec.Command(python, "-c", `import json, os, sys
+d = sys.argv[1]
+names = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith('.py'))
+json.dump([n for n in names if os.path.isfile(n)], sys.stdout)`, dir).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	if err := json.Unmarshal(out, &want); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(files, want) || len(want) != 4 {
+		t.Errorf("Files = %v, fedmsg reads %v", files, want)
+	}
+}
