@@ -434,6 +434,31 @@ func TestPythonBounded(t *testing.T) {
 	}
 }
 
+// TestPythonResultWithChildLeft: a child the config code forked keeps the
+// result pipe open, yet the result is read as soon as Python wrote it.
+func TestPythonResultWithChildLeft(t *testing.T) {
+	clienttest.Require(t, clienttest.Python)
+	stop := filepath.Join(t.TempDir(), "stop")
+	defer os.WriteFile(stop, nil, 0o644)
+	dir := writeDir(t, map[string]string{"a.py": `import os, time
+if os.fork() == 0:
+    end = time.time() + 120
+    while not os.path.exists(` + "'" + stop + "'" + `) and time.time() < end:
+        time.sleep(0.1)
+    os._exit(0)
+config = dict(environment='stg')
+`})
+	l := loader{python: findPython, timeout: time.Minute, log: clienttest.Logger(t)}
+	start := time.Now()
+	cfg, err := load(t, l, dir)
+	if err != nil || cfg["environment"] != "stg" {
+		t.Fatalf("load = %v, %v", cfg, err)
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("took %v: the read waited for the child", took)
+	}
+}
+
 // TestLiteralDirNeverStartsPython runs the same loader on a literal and a
 // Python directory with an interpreter that leaves a mark: only the second
 // may leave it.

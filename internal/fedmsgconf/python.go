@@ -1,7 +1,6 @@
 package fedmsgconf
 
 import (
-	"bytes"
 	"context"
 	_ "embed"
 	"encoding/json"
@@ -78,36 +77,36 @@ func (e evaluator) eval(location string, files []string) (Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("evaluate %s: %w", location, err)
 	}
-	// A child the config code detached may hold the pipe open after Python
-	// exits; the deadline bounds that read too.
+	// The result is read as one JSON document, not to EOF: a child the config
+	// code started may hold the pipe open after Python exits. The deadline
+	// bounds the read when no result comes.
 	_ = r.SetReadDeadline(time.Now().Add(e.timeout))
-	out, readErr := io.ReadAll(io.LimitReader(r, maxResultBytes+1))
-	if readErr != nil || len(out) > maxResultBytes {
+	limited := &io.LimitedReader{R: r, N: maxResultBytes + 1}
+	dec := json.NewDecoder(limited)
+	dec.UseNumber()
+	var res evalResult
+	readErr := dec.Decode(&res)
+	if readErr != nil {
 		cancel()
 	}
 	waitErr := cmd.Wait()
 	switch {
 	case errors.Is(readErr, os.ErrDeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return nil, fmt.Errorf("evaluate %s with %s: no result within %v", location, e.python, e.timeout)
-	case readErr != nil:
-		return nil, fmt.Errorf("evaluate %s: read result: %w", location, readErr)
-	case len(out) > maxResultBytes:
+	case limited.N <= 0:
 		return nil, fmt.Errorf("evaluate %s: result larger than %d bytes", location, maxResultBytes)
-	case len(out) == 0:
+	case readErr == io.EOF:
 		// Python failed before the script ran, or the config code ended
 		// the process itself; its stderr is the config's, not repeated here.
 		return nil, fmt.Errorf("evaluate %s with %s: no result (%v)", location, e.python, waitErr)
+	case readErr != nil:
+		return nil, fmt.Errorf("evaluate %s: unreadable result: %w", location, readErr)
 	}
-	return decodeResult(location, out)
+	return res.config(location)
 }
 
-func decodeResult(location string, out []byte) (Config, error) {
-	dec := json.NewDecoder(bytes.NewReader(out))
-	dec.UseNumber()
-	var res evalResult
-	if err := dec.Decode(&res); err != nil {
-		return nil, fmt.Errorf("evaluate %s: unreadable result: %w", location, err)
-	}
+// config returns the merged config, or the evaluator's error.
+func (res evalResult) config(location string) (Config, error) {
 	if res.Error != nil {
 		file := res.Error.File
 		if file == "" {
