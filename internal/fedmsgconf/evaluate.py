@@ -136,10 +136,12 @@ def safe_repr(v):
 
 def main():
     try:
+        # A config that allocates without bound gets a MemoryError, not the
+        # host's OOM killer.
         import resource
         limit = 1 << 30
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        if hard == resource.RLIM_INFINITY or hard > limit:
+        if soft == resource.RLIM_INFINITY or soft > limit:
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     except (ImportError, ValueError, OSError):
         pass
