@@ -2,8 +2,16 @@ package client
 
 import (
 	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
 	"os/exec"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,7 +39,7 @@ while True:
 // startHeartbeatRouter runs pyHeartbeatRouter and returns its address and process.
 func startHeartbeatRouter(t *testing.T, ivl time.Duration) (string, *exec.Cmd) {
 	t.Helper()
-	cmd := exec.Command(clienttest.RequirePython(t), "-c", pyHeartbeatRouter, strings.TrimSuffix(ivl.String(), "ms"))
+	cmd := exec.Command(clienttest.RequirePython(t), "-c", pyHeartbeatRouter, strconv.FormatInt(ivl.Milliseconds(), 10))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -71,5 +79,131 @@ func TestConfirmerSurvivesIdleHeartbeats(t *testing.T) {
 	}
 	if conn.s != first {
 		t.Error("the connection was dialled again")
+	}
+}
+
+func TestConfirmerLeavesADeadRelay(t *testing.T) {
+	frozenAddr, frozen := startHeartbeatRouter(t, time.Second)
+	// The second relay binds a moment later, so the first wins the dial.
+	lateAddr, _ := startPeer(t, "router", "ok", time.Second)
+	hb := heartbeat{interval: 100 * time.Millisecond, timeout: 300 * time.Millisecond}
+	conn, err := dialConfirmer([]string{frozenAddr, lateAddr}, 5*time.Second, hb, clienttest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if conn.Addr != frozenAddr {
+		t.Fatalf("dialled %s, want %s", conn.Addr, frozenAddr)
+	}
+	if err := conn.Send("org.test", []byte(`{"n":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	// A relay host that vanishes sends no RST: the connection looks open.
+	if err := frozen.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for conn.s.alive() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the client never noticed the relay stopped answering")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := conn.Send("org.test", []byte(`{"n":2}`)); err != nil {
+		t.Fatalf("after the relay froze: %v", err)
+	}
+	if conn.Addr != lateAddr {
+		t.Errorf("sent to %s, want the live relay %s", conn.Addr, lateAddr)
+	}
+}
+
+// hostilePeer accepts connections, completes a ZMTP handshake as socketType
+// and then runs flood on each until the client hangs up.
+func hostilePeer(t *testing.T, socketType string, flood func(z *zmtpConn) error) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				go func() { _, _ = io.Copy(io.Discard, c) }()
+				z := &zmtpConn{Conn: c, w: bufio.NewWriterSize(c, 1<<20)}
+				z.w.Write(greeting)
+				z.writeFrame(flagCommand, readyCommand(socketType))
+				for z.w.Flush() == nil && flood(z) == nil {
+				}
+			}()
+		}
+	}()
+	return "tcp://" + l.Addr().String()
+}
+
+func TestHostilePeerBounded(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 60000)
+	var n atomic.Int64
+	cases := []struct {
+		name, socketType string
+		flood            func(z *zmtpConn) error
+		confirm          bool
+		want             string
+	}{
+		{"endless subscriptions", "SUB", func(z *zmtpConn) error {
+			z.writeFrame(0, append([]byte(fmt.Sprintf("\x01other.%d.", n.Add(1))), big...))
+			return nil
+		}, false, `the relay subscribes to ["other.`},
+		{"huge frame header", "SUB", func(z *zmtpConn) error {
+			z.w.Write([]byte{flagLong, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+			z.w.Flush()
+			time.Sleep(time.Second)
+			return io.EOF
+		}, false, "frame of 9223372036854775807 bytes from peer"},
+		{"endless reply", "ROUTER", func(z *zmtpConn) error {
+			z.writeFrame(flagMore, big)
+			return nil
+		}, true, "message of more than 65536 bytes from peer"},
+	}
+	const timeout = 2 * time.Second
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for _, tc := range cases {
+		addr := hostilePeer(t, tc.socketType, tc.flood)
+		start := time.Now()
+		var err error
+		if tc.confirm {
+			var conn *Conn
+			if conn, err = DialConfirmer([]string{addr}, timeout, clienttest.Logger(t)); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			err = conn.Send("org.test", []byte(`{}`))
+			conn.Close()
+		} else {
+			_, err = DialPublisher([]string{addr}, "org.test", timeout, clienttest.Logger(t))
+		}
+		elapsed := time.Since(start)
+		switch {
+		case err == nil || !strings.Contains(err.Error(), tc.want):
+			t.Errorf("%s: err = %.500v, want %q", tc.name, err, tc.want)
+		case len(err.Error()) > 4096:
+			t.Errorf("%s: a %d-byte error", tc.name, len(err.Error()))
+		}
+		if elapsed > timeout+2*time.Second {
+			t.Errorf("%s: took %s with a %s timeout", tc.name, elapsed, timeout)
+		}
+	}
+	// What the peers sent was read and let go: the process did not grow
+	// by what they sent (hundreds of MiB in these seconds).
+	runtime.GC()
+	var after runtime.MemStats
+	runtime.ReadMemStats(&after)
+	if grown := int64(after.Sys) - int64(before.Sys); grown > 64<<20 {
+		t.Errorf("memory obtained from the OS grew by %d MiB", grown>>20)
 	}
 }

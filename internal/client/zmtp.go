@@ -31,9 +31,12 @@ const (
 // more than this per message, however many frames it flags MORE.
 const maxFrame = 1 << 16
 
-// maxOthers bounds the subscriptions remembered for the error of a relay
-// that never subscribes to our topic.
-const maxOthers = 8
+// maxOthers and maxOtherBytes bound the subscriptions remembered for the
+// error of a relay that never subscribes to our topic.
+const (
+	maxOthers     = 8
+	maxOtherBytes = 64
+)
 
 // greeting is ours: signature, version 3.0, mechanism NULL, as-server 0.
 var greeting = func() []byte {
@@ -269,7 +272,7 @@ func (z *zmtpConn) waitSubscription(topic string) error {
 			return nil
 		}
 		if len(others) < maxOthers {
-			others = append(others, string(prefix))
+			others = append(others, string(prefix[:min(len(prefix), maxOtherBytes)]))
 		}
 	}
 }
