@@ -11,7 +11,7 @@ FUZZTIME  ?= 100000x
 # test host root file systems) is never walked.
 PKGS      := ./cmd/... ./internal/... ./test/... ./bench/...
 
-.PHONY: build test fuzz bench rpm run clean
+.PHONY: build test fuzz bench rpm man run clean
 
 build:
 	@mkdir -p $(BIN)
@@ -40,9 +40,16 @@ bench: build
 rpm:
 	./rpm/build-rpm.sh
 
+# Man pages from their Markdown (the spec runs the same go-md2man).
+MANPAGES := $(patsubst docs/man/%.md,build/man/%,$(wildcard docs/man/*.md))
+man: $(MANPAGES)
+build/man/%: docs/man/%.md
+	@mkdir -p build/man
+	go-md2man -in $< -out $@
+
 run: build
 	$(BIN)/fedmsg-relay --config=""
 
 clean:
 	# Keeps build/cache: the test hosts' root file system takes minutes to make.
-	rm -rf $(BIN) build/rpmbuild build/SRPMS build/RPMS
+	rm -rf $(BIN) build/rpmbuild build/SRPMS build/RPMS build/man

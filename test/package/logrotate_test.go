@@ -80,7 +80,7 @@ func TestLogrotateConfig(t *testing.T) {
 func TestLogrotateWithRunningRelay(t *testing.T) {
 	t.Parallel()
 	host.NeedTools(t, "logrotate", python)
-	bin := relayBinary(t)
+	bin := command(t, "fedmsg-relay")
 	dir := t.TempDir()
 	logPath := filepath.Join(dir, "log", "fedmsg-relay.log")
 	if err := os.Mkdir(filepath.Dir(logPath), 0o755); err != nil {

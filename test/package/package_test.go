@@ -54,9 +54,12 @@ func TestMain(m *testing.M) {
 
 // builtRPMs are the packages of one rpm/build-rpm.sh run.
 type builtRPMs struct {
-	SRPM, Main, SELinux string
-	Version, Release    string
+	SRPM, Main, Clients, SELinux string
+	Epoch, Version, Release      string
 }
+
+// EVR is the packages' epoch:version-release, as dependencies on them read.
+func (r builtRPMs) EVR() string { return r.Epoch + ":" + r.Version + "-" + r.Release }
 
 var (
 	rpmsOnce sync.Once
@@ -88,11 +91,12 @@ func buildRPMs(t *testing.T) builtRPMs {
 		rpms = builtRPMs{
 			SRPM:    find("SRPMS/fedmsg-relay-*.src.rpm"),
 			Main:    find("RPMS/*/fedmsg-relay-[0-9]*.rpm"),
+			Clients: find("RPMS/*/fedmsg-relay-clients-[0-9]*.rpm"),
 			SELinux: find("RPMS/noarch/fedmsg-relay-selinux-*.noarch.rpm"),
 		}
 		if rpmsErr == nil {
-			vr := run(nil, "rpm", "-qp", "--qf", "%{VERSION} %{RELEASE}", rpms.Main)
-			fmt.Sscan(vr, &rpms.Version, &rpms.Release)
+			evr := run(nil, "rpm", "-qp", "--qf", "%{EPOCH} %{VERSION} %{RELEASE}", rpms.Main)
+			fmt.Sscan(evr, &rpms.Epoch, &rpms.Version, &rpms.Release)
 		}
 	})
 	if rpmsErr != nil {
@@ -101,31 +105,36 @@ func buildRPMs(t *testing.T) builtRPMs {
 	return rpms
 }
 
-var (
-	relayOnce sync.Once
-	relayBin  string
-	relayErr  error
-)
+// built holds the commands built by command, one build each per run.
+var built sync.Map // name -> *builtCommand
 
-// relayBinary builds cmd/fedmsg-relay once (cgo, libzmq) for tests that run
-// the daemon directly.
-func relayBinary(t *testing.T) string {
+type builtCommand struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// command builds ./cmd/NAME once (the relay with cgo and libzmq) for tests
+// that run it directly.
+func command(t *testing.T, name string) string {
 	t.Helper()
 	host.NeedTools(t, "go", "gcc")
-	relayOnce.Do(func() {
-		bin := filepath.Join(workDir, "fedmsg-relay")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/fedmsg-relay")
+	v, _ := built.LoadOrStore(name, &builtCommand{})
+	b := v.(*builtCommand)
+	b.once.Do(func() {
+		bin := filepath.Join(workDir, name)
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/"+name)
 		cmd.Dir = repoRoot
 		if out, err := cmd.CombinedOutput(); err != nil {
-			relayErr = fmt.Errorf("go build ./cmd/fedmsg-relay: %w\n%s", err, out)
+			b.err = fmt.Errorf("go build ./cmd/%s: %w\n%s", name, err, out)
 			return
 		}
-		relayBin = bin
+		b.path = bin
 	})
-	if relayErr != nil {
-		t.Fatal(relayErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return relayBin
+	return b.path
 }
 
 // run runs a command and returns its stdout; with t non-nil a failure is

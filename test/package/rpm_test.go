@@ -40,7 +40,7 @@ func rpmFiles(t *testing.T, pkg string) map[string]rpmFile {
 	return files
 }
 
-// TestRPMFileList checks both packages' files: paths, modes, owners, config,
+// TestRPMFileList checks the three packages' files: paths, modes, owners, config,
 // ghost, doc and licence flags, against what the issue asks for.
 func TestRPMFileList(t *testing.T) {
 	t.Parallel()
@@ -54,18 +54,20 @@ func TestRPMFileList(t *testing.T) {
 		{
 			pkg: r.Main,
 			want: map[string]rpmFile{
-				"/usr/bin/fedmsg-relay":                        {"-rwxr-xr-x", "root", "root", "", ""},
-				"/usr/bin/fedmsg-signing-relay":                {"lrwxrwxrwx", "root", "root", "", "fedmsg-relay"},
-				"/usr/bin/fedmsg-logger":                       {"-rwxr-xr-x", "root", "root", "", ""},
-				"/usr/bin/fedmsg-tail":                         {"-rwxr-xr-x", "root", "root", "", ""},
-				"/usr/lib/systemd/system/fedmsg-relay.service": {"-rw-r--r--", "root", "root", "", ""},
-				"/usr/lib/sysusers.d/fedmsg-relay.conf":        {"-rw-r--r--", "root", "root", "", ""},
-				"/usr/lib/tmpfiles.d/fedmsg-relay.conf":        {"-rw-r--r--", "root", "root", "", ""},
-				"/etc/fedmsg-relay":                            {"drwxr-xr-x", "root", "root", "", ""},
-				"/etc/fedmsg-relay/relay.yaml":                 {"-rw-r--r--", "root", "root", "cn", ""},
-				"/etc/logrotate.d/fedmsg-relay":                {"-rw-r--r--", "root", "root", "cn", ""},
-				"/var/log/fedmsg":                              {"drwxr-xr-x", "fedmsg", "fedmsg", "", ""},
-				"/usr/share/licenses/fedmsg-relay/LICENSE":     {"-rw-r--r--", "root", "root", "l", ""},
+				// Off /usr/bin, which python3-fedmsg owns (fedmsg-relay.spec).
+				"/usr/libexec/fedmsg-relay":                      {"drwxr-xr-x", "root", "root", "", ""},
+				"/usr/libexec/fedmsg-relay/fedmsg-relay":         {"-rwxr-xr-x", "root", "root", "", ""},
+				"/usr/libexec/fedmsg-relay/fedmsg-signing-relay": {"lrwxrwxrwx", "root", "root", "", "fedmsg-relay"},
+				"/usr/share/man/man8/fedmsg-relay.8.gz":          {"-rw-r--r--", "root", "root", "d", ""},
+				"/usr/share/man/man5/relay.yaml.5.gz":            {"-rw-r--r--", "root", "root", "d", ""},
+				"/usr/lib/systemd/system/fedmsg-relay.service":   {"-rw-r--r--", "root", "root", "", ""},
+				"/usr/lib/sysusers.d/fedmsg-relay.conf":          {"-rw-r--r--", "root", "root", "", ""},
+				"/usr/lib/tmpfiles.d/fedmsg-relay.conf":          {"-rw-r--r--", "root", "root", "", ""},
+				"/etc/fedmsg-relay":                              {"drwxr-xr-x", "root", "root", "", ""},
+				"/etc/fedmsg-relay/relay.yaml":                   {"-rw-r--r--", "root", "root", "cn", ""},
+				"/etc/logrotate.d/fedmsg-relay":                  {"-rw-r--r--", "root", "root", "cn", ""},
+				"/var/log/fedmsg":                                {"drwxr-xr-x", "fedmsg", "fedmsg", "", ""},
+				"/usr/share/licenses/fedmsg-relay/LICENSE":       {"-rw-r--r--", "root", "root", "l", ""},
 			},
 			extra: func(p string, f rpmFile) error {
 				switch {
@@ -80,6 +82,22 @@ func TestRPMFileList(t *testing.T) {
 					if strings.HasSuffix(p, ".md") && f.Flags != "d" {
 						return fmt.Errorf("not marked %%doc")
 					}
+					return nil
+				}
+				return fmt.Errorf("unexpected file")
+			},
+		},
+		{
+			pkg: r.Clients,
+			want: map[string]rpmFile{
+				"/usr/bin/fedmsg-logger":                           {"-rwxr-xr-x", "root", "root", "", ""},
+				"/usr/bin/fedmsg-tail":                             {"-rwxr-xr-x", "root", "root", "", ""},
+				"/usr/share/man/man1/fedmsg-logger.1.gz":           {"-rw-r--r--", "root", "root", "d", ""},
+				"/usr/share/man/man1/fedmsg-tail.1.gz":             {"-rw-r--r--", "root", "root", "d", ""},
+				"/usr/share/licenses/fedmsg-relay-clients/LICENSE": {"-rw-r--r--", "root", "root", "l", ""},
+			},
+			extra: func(p string, f rpmFile) error {
+				if strings.HasPrefix(p, "/usr/lib/.build-id") || p == "/usr/share/licenses/fedmsg-relay-clients" {
 					return nil
 				}
 				return fmt.Errorf("unexpected file")
@@ -208,21 +226,23 @@ func TestRPMScriptlets(t *testing.T) {
 }
 
 // TestRPMDependencies checks the relations that matter: libzmq, the SELinux
-// subpackage pulled in with the targeted policy, the python3-fedmsg
-// conflict, logrotate recommended.
+// subpackage pulled in with the targeted policy, logrotate recommended, no
+// conflict between the daemon and python3-fedmsg (they run side by side),
+// and the clients' conflict with the Python commands of the same names.
 func TestRPMDependencies(t *testing.T) {
 	t.Parallel()
 	r := buildRPMs(t)
-	vr := r.Version + "-" + r.Release
+	evr := r.EVR()
 	tests := []struct {
 		pkg, query string
 		want       []string
 	}{
-		{r.Main, "--requires", []string{"libzmq.so.5()(64bit)", "(fedmsg-relay-selinux = " + vr + " if selinux-policy-targeted)", "systemd"}},
-		{r.Main, "--conflicts", []string{"python3-fedmsg"}},
+		{r.Main, "--requires", []string{"libzmq.so.5()(64bit)", "(fedmsg-relay-selinux = " + evr + " if selinux-policy-targeted)", "systemd"}},
+		{r.Main, "--conflicts", nil},
 		{r.Main, "--recommends", []string{"logrotate"}},
 		{r.Main, "--obsoletes", nil},
-		{r.SELinux, "--requires", []string{"fedmsg-relay = " + vr, "selinux-policy-targeted"}},
+		{r.Clients, "--conflicts", []string{"python3-fedmsg", "python2-fedmsg"}},
+		{r.SELinux, "--requires", []string{"fedmsg-relay = " + evr, "selinux-policy-targeted"}},
 	}
 	for _, tt := range tests {
 		have := map[string]bool{}
@@ -249,7 +269,7 @@ func TestRPMVersionEmbedded(t *testing.T) {
 	host.NeedTools(t, "rpm2cpio", "cpio")
 	r := buildRPMs(t)
 	root := extractRPM(t, r.Main)
-	out := run(t, filepath.Join(root, "usr/bin/fedmsg-relay"), "--version")
+	out := run(t, filepath.Join(root, "usr/libexec/fedmsg-relay/fedmsg-relay"), "--version")
 	if want := "fedmsg-relay " + r.Version + "\n"; out != want {
 		t.Errorf("packaged fedmsg-relay --version = %q, want %q", out, want)
 	}
@@ -289,7 +309,7 @@ func TestRPMLint(t *testing.T) {
 	}
 	cmd := exec.Command("rpmlint", "-c", repoPath("rpm/debian-test/rpmlint-fedora.toml"),
 		"-r", repoPath("rpm/fedmsg-relay.rpmlintrc"),
-		filepath.Join(specDir, "fedmsg-relay.spec"), r.SRPM, r.Main, r.SELinux)
+		filepath.Join(specDir, "fedmsg-relay.spec"), r.SRPM, r.Main, r.Clients, r.SELinux)
 	cmd.Env = append(os.Environ(), "HOME="+rpmMacrosHome(t, specDir))
 	out, err := cmd.CombinedOutput()
 	summary := regexp.MustCompile(`(\d+) errors, (\d+) warnings`).FindStringSubmatch(string(out))
@@ -316,5 +336,19 @@ func TestSpecAccountsForModuleLicences(t *testing.T) {
 		if !strings.Contains(licenceBlock, m[1]) {
 			t.Errorf("go.mod requires %s, not in the spec's licence comment above License:", m[1])
 		}
+	}
+}
+
+// TestSpecGoFloor checks the spec's golang BuildRequires is go.mod's go
+// line: one minimum Go version, not two that drift apart.
+func TestSpecGoFloor(t *testing.T) {
+	t.Parallel()
+	mod := regexp.MustCompile(`(?m)^go (\S+)$`).FindStringSubmatch(readFile(t, repoPath("go.mod")))
+	spec := regexp.MustCompile(`(?m)^BuildRequires:\s+golang >= (\S+)$`).FindAllStringSubmatch(readFile(t, repoPath("fedmsg-relay.spec")), -1)
+	if mod == nil || len(spec) != 1 {
+		t.Fatalf("go.mod go line %v, spec golang BuildRequires %v: want one of each", mod, spec)
+	}
+	if spec[0][1] != mod[1] {
+		t.Errorf("spec BuildRequires golang >= %s, go.mod says go %s", spec[0][1], mod[1])
 	}
 }

@@ -18,6 +18,9 @@ const develMakefile = "/usr/share/selinux/devel/Makefile"
 // (Debian's refpolicy headers, plus the test-only shim for Fedora's interface
 // names) and links it, with its port labels, into a scratch copy of the
 // installed policy store with semodule: the host's policy is not touched.
+// A second module uses the monitoring interface for collectd_t and nrpe_t,
+// as a monitoring host's local module would, and must link against the
+// real collectd and nagios modules.
 func TestSELinuxModule(t *testing.T) {
 	t.Parallel()
 	host.NeedTools(t, "make", "checkmodule", "semodule_package", "semodule", "m4")
@@ -28,13 +31,14 @@ func TestSELinuxModule(t *testing.T) {
 	for _, f := range []string{
 		"selinux/fedmsg_relay.te", "selinux/fedmsg_relay.if", "selinux/fedmsg_relay.fc", "selinux/fedmsg_relay_ports.cil",
 		"rpm/debian-test/fedora_names.te", "rpm/debian-test/fedora_names.if",
+		"test/package/testdata/fedmsg_relay_monitor.te",
 	} {
 		copyFile(t, repoPath(f), filepath.Join(dir, filepath.Base(f)))
 	}
-	cmd := exec.Command("make", "-f", develMakefile, "fedmsg_relay.pp")
+	cmd := exec.Command("make", "-f", develMakefile, "fedmsg_relay.pp", "fedmsg_relay_monitor.pp")
 	cmd.Dir = dir
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("make -f %s fedmsg_relay.pp: %v\n%s", develMakefile, err, out)
+		t.Fatalf("make -f %s fedmsg_relay.pp fedmsg_relay_monitor.pp: %v\n%s", develMakefile, err, out)
 	}
 
 	// Scratch store: the installed policy's store and config under a new root.
@@ -49,9 +53,10 @@ func TestSELinuxModule(t *testing.T) {
 	semodule := func(args ...string) string {
 		return run(t, "semodule", append([]string{"-p", root, "-s", policyType}, args...)...)
 	}
-	semodule("-n", "-i", filepath.Join(dir, "fedmsg_relay.pp"), filepath.Join(dir, "fedmsg_relay_ports.cil"))
+	semodule("-n", "-i", filepath.Join(dir, "fedmsg_relay.pp"), filepath.Join(dir, "fedmsg_relay_ports.cil"),
+		filepath.Join(dir, "fedmsg_relay_monitor.pp"))
 	modules := semodule("-l")
-	for _, m := range []string{"fedmsg_relay", "fedmsg_relay_ports"} {
+	for _, m := range []string{"fedmsg_relay", "fedmsg_relay_ports", "fedmsg_relay_monitor"} {
 		if !regexp.MustCompile(`(?m)^` + m + `(\s|$)`).MatchString(modules) {
 			t.Errorf("module %s not in the scratch store after semodule -i:\n%s", m, modules)
 		}
@@ -160,8 +165,9 @@ func TestSELinuxFileContextsMatchPackage(t *testing.T) {
 		t.Fatal("no ExecStart=BINARY --config FILE in the unit")
 	}
 	relayYAML := readFile(t, repoPath("rpm/relay.yaml"))
-	logFile := regexp.MustCompile(`(?m)^log_file: (\S+)`).FindStringSubmatch(relayYAML)
-	monitor := regexp.MustCompile(`(?m)^monitoring_endpoint: ipc://(\S+)`).FindStringSubmatch(relayYAML)
+	// The packaged file has them as comments: the production values.
+	logFile := regexp.MustCompile(`(?m)^#?log_file: (\S+)`).FindStringSubmatch(relayYAML)
+	monitor := regexp.MustCompile(`(?m)^#?monitoring_endpoint: ipc://(\S+)`).FindStringSubmatch(relayYAML)
 	runDir := regexp.MustCompile(`(?m)^d (\S+) `).FindStringSubmatch(readFile(t, repoPath("rpm/fedmsg-relay.tmpfiles")))
 	stateDir := regexp.MustCompile(`(?m)^StateDirectory=(\S+)`).FindStringSubmatch(unit)
 	if logFile == nil || monitor == nil || runDir == nil || stateDir == nil {

@@ -30,7 +30,7 @@ func unitVerifyRoot(t *testing.T, unit []byte) string {
 	if err := os.WriteFile(filepath.Join(unitDir, unitName), unit, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for dst, src := range map[string]string{"usr/bin/fedmsg-relay": relayBinary(t), "bin/kill": "/bin/kill"} {
+	for dst, src := range map[string]string{"usr/libexec/fedmsg-relay/fedmsg-relay": command(t, "fedmsg-relay"), "bin/kill": "/bin/kill"} {
 		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(dst)), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +115,7 @@ func TestUnitSettings(t *testing.T) {
 	s := unitSettings(readFile(t, repoPath("systemd/"+unitName)))
 	for key, want := range map[string]string{
 		"Type": "notify", "User": "fedmsg", "Group": "fedmsg", "Restart": "on-failure",
-		"ExecReload": "/bin/kill -HUP $MAINPID", "ExecStart": "/usr/bin/fedmsg-relay --config /etc/fedmsg-relay/relay.yaml",
+		"ExecReload": "/bin/kill -HUP $MAINPID", "ExecStart": "/usr/libexec/fedmsg-relay/fedmsg-relay --config /etc/fedmsg-relay/relay.yaml",
 		"ProtectSystem": "strict", "NoNewPrivileges": "yes", "CapabilityBoundingSet": "",
 		"RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX AF_NETLINK", "UMask": "0077",
 		"RuntimeDirectory": "fedmsg", "RuntimeDirectoryMode": "0775", "LogsDirectory": "fedmsg",
@@ -135,7 +135,7 @@ func TestUnitSettings(t *testing.T) {
 	if n, _ := strconv.Atoi(strings.Join(s["LimitNOFILE"], "")); n < haproxyMaxconn+1024 {
 		t.Errorf("LimitNOFILE=%q, want at least haproxy's %d connections plus a margin", s["LimitNOFILE"], haproxyMaxconn)
 	}
-	drainRaw := regexp.MustCompile(`(?m)^drain_timeout: (\S+)`).FindStringSubmatch(readFile(t, repoPath("rpm/relay.yaml")))
+	drainRaw := regexp.MustCompile(`(?m)^#?drain_timeout: (\S+)`).FindStringSubmatch(readFile(t, repoPath("rpm/relay.yaml")))
 	if drainRaw == nil {
 		t.Fatal("no drain_timeout in rpm/relay.yaml")
 	}
