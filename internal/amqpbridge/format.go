@@ -1,11 +1,14 @@
 package amqpbridge
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -29,8 +32,13 @@ const (
 	// sentAtLayout is Python's datetime.isoformat() of an aware UTC datetime
 	// without microseconds, as fedora-messaging writes it.
 	sentAtLayout = "2006-01-02T15:04:05+00:00"
-	// maxShortString is AMQP's limit for routing keys and message ids.
+	// maxShortString is AMQP's limit for routing keys, message ids and
+	// header names.
 	maxShortString = 255
+	// maxEnvelopeHeaderBytes bounds an envelope's "headers" JSON: encoded
+	// for AMQP it grows (at worst about 4.5x, a list of one-digit numbers)
+	// and must still fit one frame (RabbitMQ's frame_max is 128 KiB).
+	maxEnvelopeHeaderBytes = 16 << 10
 )
 
 var (
@@ -44,6 +52,7 @@ var (
 // envelopeFields are the members of a fedmsg body the bridge reads.
 type envelopeFields struct {
 	msg      []byte // raw JSON
+	headers  []byte // raw JSON, nil when absent
 	msgID    string
 	username string
 }
@@ -58,6 +67,9 @@ func readEnvelope(body []byte) (envelopeFields, error) {
 		switch key {
 		case "msg":
 			env.msg = value
+		case "headers":
+			env.headers = value
+			return true
 		case "msg_id":
 			env.msgID, isString = wire.StringValue(value)
 		case "username":
@@ -127,14 +139,118 @@ func toPublishing(topic, body []byte, received time.Time, hc *headerCache) (amqp
 	if len(msgID) > maxShortString {
 		return amqp.Publishing{}, fmt.Errorf("%w: msg_id longer than %d bytes", errInvalid, maxShortString)
 	}
+	headers := hc.headers(received)
+	if extra, err := envelopeHeaders(env.headers); err != nil {
+		return amqp.Publishing{}, err
+	} else if len(extra) > 0 {
+		// fedora-messaging sets its own headers over those it is given.
+		maps.Copy(extra, headers)
+		headers = extra
+	}
 	return amqp.Publishing{
-		Headers:         hc.headers(received),
+		Headers:         headers,
 		ContentType:     contentType,
 		ContentEncoding: contentEncoding,
 		DeliveryMode:    amqp.Persistent,
 		MessageId:       msgID,
 		Body:            msg,
 	}, nil
+}
+
+// envelopeHeaders decodes a fedmsg envelope's "headers" object into an AMQP
+// table, as Fedora's ZeroMQ to AMQP bridge carried it (fedmsg-migration-tools
+// passed it to fedora-messaging's Message(headers=...)). Absent or null
+// gives nil. Values keep their JSON types: integers become int64, other
+// numbers decimals (float64 when no decimal holds them), objects tables.
+func envelopeHeaders(raw []byte) (amqp.Table, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	if len(raw) > maxEnvelopeHeaderBytes {
+		return nil, fmt.Errorf("%w: \"headers\" longer than %d bytes", errInvalid, maxEnvelopeHeaderBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var obj map[string]any
+	if err := dec.Decode(&obj); err != nil || obj == nil {
+		return nil, fmt.Errorf("%w: \"headers\" is not a JSON object", errInvalid)
+	}
+	v, err := tableValue(obj)
+	if err != nil {
+		return nil, err
+	}
+	return v.(amqp.Table), nil
+}
+
+// tableValue converts a decoded JSON value to its AMQP field value. A name
+// AMQP cannot carry makes the whole message invalid: were it published, the
+// library would fail the write and the bridge would resend it forever.
+func tableValue(v any) (any, error) {
+	switch v := v.(type) {
+	case json.Number:
+		if i, err := v.Int64(); err == nil {
+			return i, nil
+		}
+		if d, ok := decimalValue(string(v)); ok {
+			return d, nil
+		}
+		f, err := v.Float64()
+		if err != nil {
+			return nil, fmt.Errorf("%w: header number %s out of range", errInvalid, v)
+		}
+		return f, nil
+	case map[string]any:
+		t := make(amqp.Table, len(v))
+		for k, x := range v {
+			if len(k) > maxShortString {
+				return nil, fmt.Errorf("%w: header name longer than %d bytes", errInvalid, maxShortString)
+			}
+			var err error
+			if t[k], err = tableValue(x); err != nil {
+				return nil, err
+			}
+		}
+		return t, nil
+	case []any:
+		for i, x := range v {
+			var err error
+			if v[i], err = tableValue(x); err != nil {
+				return nil, err
+			}
+		}
+		return v, nil
+	}
+	return v, nil // string, bool or nil
+}
+
+// decimalValue returns a JSON number with a fraction or an exponent as an
+// AMQP decimal, when it fits one exactly. Python's AMQP client (pika, under
+// fedora-messaging) reads decimals exactly but truncates doubles to integers.
+func decimalValue(num string) (amqp.Decimal, bool) {
+	mant, exp := num, 0
+	if i := strings.IndexAny(num, "eE"); i >= 0 {
+		e, err := strconv.Atoi(num[i+1:])
+		if err != nil {
+			return amqp.Decimal{}, false
+		}
+		mant, exp = num[:i], e
+	}
+	whole, frac, _ := strings.Cut(mant, ".")
+	digits, scale := whole+frac, len(frac)-exp
+	for scale > 0 && strings.HasSuffix(digits, "0") {
+		digits, scale = digits[:len(digits)-1], scale-1
+	}
+	if scale < 0 {
+		if -scale > 10 {
+			return amqp.Decimal{}, false
+		}
+		digits, scale = digits+strings.Repeat("0", -scale), 0
+	}
+	v, err := strconv.ParseInt(digits, 10, 32)
+	if err != nil || scale > 255 {
+		return amqp.Decimal{}, false
+	}
+	return amqp.Decimal{Scale: uint8(scale), Value: int32(v)}, true
 }
 
 // injectedEnvelope is the fedmsg body built for a message consumed from AMQP.

@@ -109,10 +109,15 @@ func bridgeQueue(t testing.TB, broker *amqptest.Broker) *amqptest.Collector {
 // message is one fedmsg message as a producer sends it.
 type message struct {
 	topic, msgID, msg string // msg is the JSON of the envelope's "msg"
+	headers           string // the JSON of the envelope's "headers"; "" for none
 }
 
 func (m message) frames() [][]byte {
-	body := fmt.Sprintf(`{"topic": %q, "msg": %s, "msg_id": %q, "i": 1, "timestamp": 1700000000, "username": "e2e"}`, m.topic, m.msg, m.msgID)
+	headers := ""
+	if m.headers != "" {
+		headers = `, "headers": ` + m.headers
+	}
+	body := fmt.Sprintf(`{"topic": %q, "msg": %s, "msg_id": %q, "i": 1, "timestamp": 1700000000, "username": "e2e"%s}`, m.topic, m.msg, m.msgID, headers)
 	return [][]byte{[]byte(m.topic), []byte(body)}
 }
 
