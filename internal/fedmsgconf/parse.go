@@ -421,6 +421,11 @@ func (p *parser) dictCall() (any, error) {
 			return nil, p.errorf(p.tok, "unsupported dict() argument %s (only key=value)", describe(p.tok))
 		}
 		key := p.tok.text
+		// Python refuses this at compile time; taking the last value would
+		// resolve a file fedmsg cannot load.
+		if _, repeated := d[key]; repeated {
+			return nil, p.errorf(p.tok, "keyword argument repeated: %s", key)
+		}
 		if err := p.advance(); err != nil {
 			return nil, err
 		}

@@ -100,6 +100,7 @@ func TestParseRejects(t *testing.T) {
 		{"short hex escape", `config = dict(a='\x4')`, 1, "truncated escape"},
 		{"deep nesting", "config = " + strings.Repeat("[", 200) + strings.Repeat("]", 200), 1, "nesting deeper"},
 		{"lambda", "config = dict(a=lambda: 1)", 1, "unsupported name \"lambda\""},
+		{"repeated keyword", "config = dict(\n    a=1,\n    a=2)", 3, "keyword argument repeated: a"},
 	}
 	for _, tc := range cases {
 		_, err := Parse(tc.src)

@@ -133,8 +133,9 @@ class NoisyFilter(logging.Filter):
 
 config = dict(logging=dict(version=1, filters={"noisy": {"()": NoisyFilter}}))
 `
-	withPython := func(dir string) string {
-		py := emptyConfigDir(b)
+	// copyWith copies a config directory and sets one file in the copy.
+	copyWith := func(dir, name, content string) string {
+		cp := emptyConfigDir(b)
 		entries, err := os.ReadDir(dir)
 		if err != nil {
 			b.Fatal(err)
@@ -144,17 +145,24 @@ config = dict(logging=dict(version=1, filters={"noisy": {"()": NoisyFilter}}))
 			if err != nil {
 				b.Fatal(err)
 			}
-			writeFile(b, py, e.Name(), string(data))
+			writeFile(b, cp, e.Name(), string(data))
 		}
-		writeFile(b, py, "logging.py", loggingPy)
-		return py
+		writeFile(b, cp, name, content)
+		return cp
 	}
+	withPython := func(dir string) string { return copyWith(dir, "logging.py", loggingPy) }
+	// The bus's ssl.py is Fedora's Python shape; its literal equivalent
+	// keeps the "signed" run on the literal reader.
+	host := shortHost(b)
+	literalSigned := copyWith(bus.conf, "ssl.py", fmt.Sprintf(
+		"config = dict(sign_messages=True, ssldir=%q, certnames={%q: %q})\n",
+		bus.ssldir, "shell."+host, shellCert(b)))
 	runs := []struct {
 		name string
 		conf string
 		wall time.Duration
 	}{
-		{"unsigned", unsigned, 0}, {"signed", bus.conf, 0},
+		{"unsigned", unsigned, 0}, {"signed", literalSigned, 0},
 		{"python-unsigned", withPython(unsigned), 0}, {"python-signed", withPython(bus.conf), 0},
 	}
 	seen := goSubscriber(b, bus.relay)

@@ -64,8 +64,12 @@ type signedBus struct {
 	policy       map[string][]string
 }
 
-// newSignedBus starts a relay and writes the config; extraSSL is added to
-// ssl.py's dict (Python keyword arguments, e.g. "certnames={}").
+// newSignedBus starts a relay and writes the config. ssl.py is Python in the
+// shape Fedora's roles/fedmsg/base template wrote (module variables, the
+// short hostname from socket.gethostname(), %-formatting,
+// certnames=dict([...] + [...])), so the tools must read it the way fedmsg
+// does; extraSSL are Python statements run after ssl.py's config is built
+// (e.g. "config['certnames'] = {}").
 func newSignedBus(t testing.TB, extraSSL ...string) *signedBus {
 	t.Helper()
 	busPKIOnce.Do(func() {
@@ -84,25 +88,32 @@ func newSignedBus(t testing.TB, extraSSL ...string) *signedBus {
 	if err := busPKI.WriteDir(b.ssldir); err != nil {
 		t.Fatal(err)
 	}
-	host := shortHost(t)
 	writeFile(t, b.conf, "base.py", "# Written by the test, as Ansible writes it.\nconfig = dict(\n    environment='prod',\n    active=True,\n)\n")
 	writeFile(t, b.conf, "relay.py", fmt.Sprintf(
 		"config = dict(\n    relay_inbound=[%q],\n    relay_inbound_confirm=[%q],\n    endpoints={'relay_outbound': [%q]},\n)\n",
 		b.Inbound, b.Confirm, b.Outbound))
-	writeFile(t, b.conf, "ssl.py", fmt.Sprintf(`config = dict(
+	writeFile(t, b.conf, "ssl.py", fmt.Sprintf(`# ssl.py as roles/fedmsg/base/templates/ssl.py.j2 rendered it.
+import socket
+
+hostname = socket.gethostname().split('.', 1)[0]
+ssldir = %q
+
+config = dict(
     sign_messages=True,
     validate_signatures=True,
-    ssldir=%q,
-    ca_cert_location=%q,
-    crl_location=%q,
-    certnames={
-        "shell.%s": %q,
-        "scm.%s": %q,
-    },
-    %s
+    ssldir=ssldir,
+    ca_cert_location="%%s/%s" %% ssldir,
+    crl_location="%%s/%s" %% ssldir,
+    # This host's own certificates, then the static pairs.
+    certnames=dict([
+        ("shell.%%s" %% hostname, "shell-%%s" %% hostname),
+        ("scm.%%s" %% hostname, "scm-%%s" %% hostname),
+    ] + [
+        ("signing_relay.busgateway01", "signing_relay-busgateway01"),
+    ]),
 )
-`, b.ssldir, filepath.Join(b.ssldir, signingtest.CAFile), filepath.Join(b.ssldir, signingtest.CRLFile),
-		host, shellCert(t), host, scmCert(t), strings.Join(extraSSL, ",\n    ")))
+%s
+`, b.ssldir, signingtest.CAFile, signingtest.CRLFile, strings.Join(extraSSL, "\n")))
 	var policy strings.Builder
 	for topic, names := range b.policy {
 		fmt.Fprintf(&policy, "        %q: [%q],\n", topic, names[0])

@@ -121,8 +121,8 @@ func TestSignedLoggerRefusesToSendUnsigned(t *testing.T) {
 	host := shortHost(t)
 	keyPath := filepath.Join(b.ssldir, shellCert(t)+".key")
 
-	noCertname := newSignedBus(t, "certnames={'shell.elsewhere': 'shell-elsewhere'}")
-	noSSLDir := newSignedBus(t, fmt.Sprintf("ssldir=%q", filepath.Join(b.ssldir, "missing")))
+	noCertname := newSignedBus(t, "config['certnames'] = {'shell.elsewhere': 'shell-elsewhere'}")
+	noSSLDir := newSignedBus(t, fmt.Sprintf("config['ssldir'] = %q", filepath.Join(b.ssldir, "missing")))
 	badKey := newSignedBus(t)
 	if err := os.WriteFile(filepath.Join(badKey.ssldir, shellCert(t)+".key"), []byte("-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n"), 0o600); err != nil {
 		t.Fatal(err)
