@@ -59,8 +59,15 @@ while True:
 // startPeer runs pyPeer and returns its address and output.
 func startPeer(t *testing.T, role, arg string, delay time.Duration) (string, *bufio.Reader) {
 	t.Helper()
-	cmd := exec.Command(clienttest.RequirePython(t), "-c", pyPeer, role, arg,
-		strconv.FormatFloat(delay.Seconds(), 'f', -1, 64))
+	addr, out, _ := runPeer(t, pyPeer, role, arg, strconv.FormatFloat(delay.Seconds(), 'f', -1, 64))
+	return addr, out
+}
+
+// runPeer runs a Python peer script that prints its address first, and
+// returns that address, the rest of its output and the process.
+func runPeer(t *testing.T, script string, args ...string) (string, *bufio.Reader, *exec.Cmd) {
+	t.Helper()
+	cmd := exec.Command(clienttest.RequirePython(t), append([]string{"-c", script}, args...)...)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +81,7 @@ func startPeer(t *testing.T, role, arg string, delay time.Duration) (string, *bu
 	if err != nil {
 		t.Fatalf("peer did not start: %v", err)
 	}
-	return strings.TrimSpace(addr), out
+	return strings.TrimSpace(addr), out, cmd
 }
 
 func TestPublisherDelivers(t *testing.T) {
