@@ -11,7 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge/amqptest"
-	"github.com/fedora-infra/fedmsg-relay/internal/logging"
+	"github.com/fedora-infra/fedmsg-relay/internal/logging/logtest"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 )
 
@@ -54,7 +54,7 @@ type runningBridge struct {
 func startBridge(t testing.TB, cfg Options, inject func(topic, body []byte) error) *runningBridge {
 	t.Helper()
 	reg := metrics.NewRegistry()
-	b, err := New(cfg, logging.ForTest(t), reg)
+	b, err := New(cfg, logtest.ForTest(t), reg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

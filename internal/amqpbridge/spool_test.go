@@ -15,13 +15,13 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/fedora-infra/fedmsg-relay/internal/logging"
+	"github.com/fedora-infra/fedmsg-relay/internal/logging/logtest"
 )
 
 func testSpool(t *testing.T, dir string, maxBytes int64) (*spool, map[string]uint64) {
 	t.Helper()
 	dropped := map[string]uint64{}
-	s, err := openSpool(dir, maxBytes, logging.ForTest(t), spoolEvents{
+	s, err := openSpool(dir, maxBytes, logtest.ForTest(t), spoolEvents{
 		appended: func(int) {},
 		dropped:  func(reason string, n uint64) { dropped[reason] += n },
 	})

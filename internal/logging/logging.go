@@ -15,11 +15,10 @@ import (
 // Sub-logger names, used with Logger.Named.
 const (
 	NameRelay      = "relay"
-	NameTransport  = "transport"
 	NameMetrics    = "metrics"
 	NameMonitoring = "monitoring"
-	NameSigning    = "signing"
 	NameAMQP       = "amqp"
+	NameSpool      = "spool"
 )
 
 // Options says where and how to log.

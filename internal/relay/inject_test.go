@@ -14,7 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	zmq "github.com/pebbe/zmq4"
 
-	"github.com/fedora-infra/fedmsg-relay/internal/logging"
+	"github.com/fedora-infra/fedmsg-relay/internal/logging/logtest"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
@@ -52,7 +52,7 @@ func TestInjectedMessagesBypassTheTap(t *testing.T) {
 	opts := testOptions(t)
 	opts.Confirm, opts.Inject = []string{confirm}, true
 	var rec tapRecorder
-	tr := runRelay(t, opts, logging.ForTest(t), func(r *Relay) { r.SetTap(rec.tap) })
+	tr := runRelay(t, opts, logtest.ForTest(t), func(r *Relay) { r.SetTap(rec.tap) })
 	inj, err := tr.NewInjector()
 	if err != nil {
 		t.Fatal(err)

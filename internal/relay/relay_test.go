@@ -15,7 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	zmq "github.com/pebbe/zmq4"
 
-	"github.com/fedora-infra/fedmsg-relay/internal/logging"
+	"github.com/fedora-infra/fedmsg-relay/internal/logging/logtest"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/wire"
@@ -52,7 +52,7 @@ func startRelay(t *testing.T, mutate func(*Options)) *testRelay {
 	if mutate != nil {
 		mutate(&opts)
 	}
-	return runRelay(t, opts, logging.ForTest(t), nil)
+	return runRelay(t, opts, logtest.ForTest(t), nil)
 }
 
 // runRelay creates a relay, lets setup register what must precede Run (a
@@ -286,7 +286,7 @@ func TestMonitoringSocket(t *testing.T) {
 	tr := startRelay(t, func(c *Options) {
 		c.Monitoring = MonitoringOptions{Endpoint: "ipc://" + path, SocketMode: 0o770, Interval: 100 * time.Millisecond}
 	})
-	mon, err := tr.StartMonitoring(logging.ForTest(t))
+	mon, err := tr.StartMonitoring(logtest.ForTest(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,14 +354,14 @@ func TestBindConflictIsAClearError(t *testing.T) {
 	cfg := testOptions(t)
 	cfg.Outbound = []string{tr.outbound}
 	for i := 0; i < 3; i++ { // repeatedly: a leak would show as a hang or crash
-		_, err := New(cfg, logging.ForTest(t), metrics.NewRegistry())
+		_, err := New(cfg, logtest.ForTest(t), metrics.NewRegistry())
 		if err == nil || !strings.Contains(err.Error(), "bind "+tr.outbound) {
 			t.Fatalf("New with a taken outbound address: %v", err)
 		}
 	}
 	cfg.Outbound = []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}
 	cfg.Inbound = []string{tr.inbound}
-	if _, err := New(cfg, logging.ForTest(t), metrics.NewRegistry()); err == nil || !strings.Contains(err.Error(), "bind "+tr.inbound) {
+	if _, err := New(cfg, logtest.ForTest(t), metrics.NewRegistry()); err == nil || !strings.Contains(err.Error(), "bind "+tr.inbound) {
 		t.Fatalf("New with a taken inbound address: %v", err)
 	}
 }

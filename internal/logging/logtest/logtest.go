@@ -1,4 +1,6 @@
-package logging
+// Package logtest gives tests a logger that prints only when the test fails.
+// It lives apart from logging so that the daemon does not link "testing".
+package logtest
 
 import (
 	"bytes"
