@@ -20,14 +20,15 @@ import (
 
 // pyHeartbeatRouter is a ROUTER with libzmq heartbeats as the relay sets
 // them (a peer silent for 3 intervals is closed), answering "ok" to every
-// message. It prints its address.
+// message. It prints its address. An interval of 0 turns heartbeats off.
 const pyHeartbeatRouter = `
 import sys, zmq
 ivl = int(sys.argv[1])
 ctx = zmq.Context()
 s = ctx.socket(zmq.ROUTER)
-s.setsockopt(zmq.HEARTBEAT_IVL, ivl)
-s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ivl)
+if ivl > 0:
+    s.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+    s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ivl)
 port = s.bind_to_random_port("tcp://127.0.0.1")
 print("tcp://127.0.0.1:%d" % port, flush=True)
 while True:
@@ -44,28 +45,37 @@ func startHeartbeatRouter(t *testing.T, ivl time.Duration) (string, *exec.Cmd) {
 
 func TestConfirmerSurvivesIdleHeartbeats(t *testing.T) {
 	const ivl = 100 * time.Millisecond
-	addr, _ := startHeartbeatRouter(t, ivl)
-	conn, err := DialConfirmer([]string{addr}, 5*time.Second, clienttest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
+	cases := []struct {
+		name     string
+		relayIvl time.Duration // 0: the relay never pings
+		hb       heartbeat
+	}{
+		// libzmq PINGs us and closes the connection unless we answer.
+		{"the relay pings", ivl, defaultHeartbeat},
+		// We ping, libzmq answers, and the silence is not taken for death.
+		{"the client pings", 0, heartbeat{interval: ivl, timeout: 3 * ivl}},
 	}
-	defer conn.Close()
-	if err := conn.Send("org.test", []byte(`{"n":1}`)); err != nil {
-		t.Fatal(err)
-	}
-	// Idle for many heartbeat timeouts: libzmq PINGs us and closes the
-	// connection unless we answer. (Our own pings, every 10 s, do not
-	// come into it.)
-	first := conn.s
-	time.Sleep(20 * ivl)
-	if err := first.alive(); err != nil {
-		t.Fatalf("connection ended while idle: %v", err)
-	}
-	if err := conn.Send("org.test", []byte(`{"n":2}`)); err != nil {
-		t.Fatalf("after idling: %v", err)
-	}
-	if conn.s != first {
-		t.Error("the connection was dialled again")
+	for _, tc := range cases {
+		addr, _ := startHeartbeatRouter(t, tc.relayIvl)
+		conn, err := dialConfirmer([]string{addr}, 5*time.Second, tc.hb, clienttest.Logger(t))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if err := conn.Send("org.test", []byte(`{"n":1}`)); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		first := conn.s
+		time.Sleep(20 * ivl) // idle for many heartbeat timeouts
+		if err := first.alive(); err != nil {
+			t.Errorf("%s: connection ended while idle: %v", tc.name, err)
+		}
+		if err := conn.Send("org.test", []byte(`{"n":2}`)); err != nil {
+			t.Errorf("%s: after idling: %v", tc.name, err)
+		}
+		if conn.s != first {
+			t.Errorf("%s: the connection was dialled again", tc.name)
+		}
+		conn.Close()
 	}
 }
 
