@@ -184,7 +184,9 @@ const shuttingDown = int(wire.NumReasons)
 // at most DrainTimeout.
 func (r *Relay) drain() error {
 	r.log.Info("draining: inbound closed, publishing what was received", "drain_timeout", r.opts.DrainTimeout)
-	r.sockets.StopInbound()
+	if err := r.sockets.StopInbound(); err != nil {
+		r.log.Error("draining: some inbound endpoints still accept producers", "error", err)
+	}
 	deadline := time.Now().Add(r.opts.DrainTimeout)
 	total := 0
 	for time.Now().Before(deadline) {
