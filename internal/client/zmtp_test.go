@@ -77,6 +77,8 @@ func FuzzPeerStream(f *testing.F) {
 	f.Add(real[:70])
 	f.Add(real[64:])
 	f.Add([]byte{flagLong, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{flagCommand, 5, 4, 'P', 'I', 'N', 'G'}) // no TTL
+	f.Add(append([]byte{flagCommand, 40, 4, 'P', 'I', 'N', 'G', 0, 1}, bytes.Repeat([]byte("c"), 33)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		z := &zmtpConn{r: bufio.NewReader(bytes.NewReader(data))}
 		for i := 0; i < 100; i++ {
@@ -88,8 +90,11 @@ func FuzzPeerStream(f *testing.F) {
 				t.Fatalf("accepted a %d-byte frame", len(body))
 			}
 			if flags&flagCommand != 0 {
-				if _, data, err := parseCommand(body); err == nil {
+				if name, data, err := parseCommand(body); err == nil {
 					readyProperty(data, "Socket-Type")
+					if pong := pongCommand(data); name == "PING" && len(pong) > len("\x04PONG")+maxPingContext {
+						t.Fatalf("a %d-byte PONG", len(pong))
+					}
 				}
 			}
 		}
