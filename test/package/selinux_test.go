@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"testing"
 
@@ -94,6 +95,27 @@ func TestSELinuxShimOnlyRenames(t *testing.T) {
 		if !strings.Contains(te, m[1]+"(") {
 			t.Errorf("shim defines %s, which the module does not use", m[1])
 		}
+	}
+}
+
+// TestSELinuxPortsMatchRelayYAML checks that the module labels exactly the
+// ports of the production keys shown (commented) in the packaged relay.yaml:
+// the ports the relay binds there, and no other (9940 is fedmsg-gateway's).
+func TestSELinuxPortsMatchRelayYAML(t *testing.T) {
+	t.Parallel()
+	ports := func(re string, text string) []string {
+		var out []string
+		for _, m := range regexp.MustCompile(re).FindAllStringSubmatch(text, -1) {
+			out = append(out, m[1])
+		}
+		sort.Strings(out)
+		return out
+	}
+	labelled := ports(`\(portcon tcp (\d+) `, readFile(t, repoPath("selinux/fedmsg_relay_ports.cil")))
+	// Production lines are the commented ones: "#  - tcp://*:9941", "#metrics_address: 127.0.0.1:9943".
+	production := ports(`(?m)^#.*(?:tcp://\*|127\.0\.0\.1):(\d+)`, readFile(t, repoPath("rpm/relay.yaml")))
+	if len(labelled) == 0 || strings.Join(labelled, " ") != strings.Join(production, " ") {
+		t.Errorf("fedmsg_relay_ports.cil labels %v, relay.yaml's production keys bind %v", labelled, production)
 	}
 }
 
