@@ -3,6 +3,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -57,8 +58,18 @@ func TestStopInboundUnbindsWildcard(t *testing.T) {
 			t.Fatalf("port %d refuses connections before the drain", p)
 		}
 	}
+	producer, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
 	if err := s.StopInbound(); err != nil {
 		t.Fatalf("StopInbound: %v", err)
+	}
+	// A connection accepted before is closed too (after libzmq's greeting).
+	producer.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, producer); err != nil {
+		t.Errorf("a producer connected before the drain: %v, want the connection closed", err)
 	}
 	// libzmq closes the listener in its I/O thread: poll for the refusal.
 	deadline := time.Now().Add(10 * time.Second)
@@ -71,7 +82,7 @@ func TestStopInboundUnbindsWildcard(t *testing.T) {
 		}
 	}
 	// A failure is reported, naming the endpoint, not swallowed.
-	err := s.StopInbound()
+	err = s.StopInbound()
 	if want := fmt.Sprintf("unbind tcp://0.0.0.0:%d", port); err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("second StopInbound = %v, want an error containing %q", err, want)
 	}
