@@ -149,8 +149,36 @@ static int readable(fwd_t *f) {
     return 0;
 }
 
+// read_subscriptions counts what the outbound peers sent: [1, topic] subscribes,
+// [0, topic] unsubscribes; anything else is ignored. Reading also keeps
+// libzmq's queue of them from growing.
+static void read_subscriptions(fwd_t *f) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    int part = 0; // inside a multipart message: not a subscription
+    while (zmq_msg_recv(&m, f->pub, ZMQ_DONTWAIT) >= 0 || errno == EINTR) {
+        int whole = !part && !zmq_msg_more(&m);
+        part = zmq_msg_more(&m);
+        if (whole && zmq_msg_size(&m) > 0) {
+            unsigned char kind = *(unsigned char *)zmq_msg_data(&m);
+            if (kind == 1) f->subscriptions++;
+            // A peer may unsubscribe what it never subscribed: never below 0.
+            else if (kind == 0 && f->subscriptions > 0) f->subscriptions--;
+        }
+    }
+    zmq_msg_close(&m);
+}
+
+long fwd_subscriptions(fwd_t *f, int timeout_ms) {
+    read_subscriptions(f);
+    zmq_pollitem_t item = {f->pub, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&item, 1, timeout_ms) > 0) read_subscriptions(f);
+    return f->subscriptions;
+}
+
 int fwd_recv(fwd_t *f, int timeout_ms) {
     f->n = 0;
+    read_subscriptions(f); // once per batch: one non-blocking read when there are none
     if (drain(f) != 0) return f->n > 0 ? f->n : -1; // an error with nothing received
     // Wait with one poll(2) on the sockets' notification fds rather than
     // zmq_poll, which builds its poll set and polls twice on every call.

@@ -20,7 +20,7 @@ enum { FWD_SUB = 0, FWD_ROUTER = 1, FWD_PULL = 2 };
 enum { FWD_SEND = 0, FWD_SEND_REPLACED = 1, FWD_DROP = 2 };
 
 typedef struct {
-    void *pub;
+    void *pub; // an XPUB with ZMQ_XPUB_VERBOSER: every (un)subscription is read
     int nsources;
     void *source[FWD_MAX_SOURCES];
     int kind[FWD_MAX_SOURCES];
@@ -45,6 +45,10 @@ typedef struct {
 
     // Counters Go reads and resets after each fwd_flush.
     long send_errors; // messages not sent (a torn one went out as [topic, ""])
+
+    // Subscriptions the outbound peers hold now: subscribe messages minus
+    // unsubscribes (libzmq reports one for each of a leaving peer's topics).
+    long subscriptions;
 } fwd_t;
 
 fwd_t *fwd_new(void *pub);
@@ -56,6 +60,9 @@ void fwd_set_reason(fwd_t *f, int code, const char *text);
 int fwd_recv(fwd_t *f, int timeout_ms);
 // Replace message i's body with a copy of data (for signing).
 int fwd_replace_body(fwd_t *f, int i, const void *data, size_t len);
+// Read the outbound socket's pending (un)subscriptions, waiting at most
+// timeout_ms for the first, and return the subscriptions held.
+long fwd_subscriptions(fwd_t *f, int timeout_ms);
 // Send, reply to and release every message of the batch per its verdict.
 // Returns the number sent.
 int fwd_flush(fwd_t *f);

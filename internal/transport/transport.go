@@ -42,6 +42,9 @@ type Options struct {
 	Confirm  []string // ROUTER for confirmed delivery (optional)
 	Outbound []string // PUB binds here (fedmsg's relay_outbound)
 	Inject   bool     // accept messages from in-process producers (NewInjector)
+	// Inherited maps an endpoint to a listening socket systemd passed
+	// (activation.Match): libzmq adopts it (ZMQ_USE_FD) instead of binding.
+	Inherited map[string]int
 
 	MaxMessageBytes   int64 // per frame, enforced by libzmq before allocating
 	InboundHWM        int
@@ -81,15 +84,16 @@ const injectEndpoint = "inproc://fedmsg-relay-inject"
 // Recv, Message, SetVerdict, ReplaceBody, Flush and StopInbound must be
 // called from one goroutine (libzmq sockets are not thread-safe).
 type Sockets struct {
-	ctx     *zmq.Context
-	pub     *zmq.Socket
-	inbound []*zmq.Socket // SUB, ROUTER and PULL if any, in fwd source order
-	sub     *zmq.Socket
-	confirm *zmq.Socket              // ROUTER, nil without relay_inbound_confirm
-	bound   map[*zmq.Socket][]string // as libzmq resolved them (ZMQ_LAST_ENDPOINT)
-	fwd     *C.fwd_t
-	monitor []*monitorSocket
-	closed  atomic.Bool
+	ctx       *zmq.Context
+	pub       *zmq.Socket
+	inbound   []*zmq.Socket // SUB, ROUTER and PULL if any, in fwd source order
+	sub       *zmq.Socket
+	confirm   *zmq.Socket              // ROUTER, nil without relay_inbound_confirm
+	bound     map[*zmq.Socket][]string // as libzmq resolved them (ZMQ_LAST_ENDPOINT)
+	inherited map[string]int           // endpoint -> systemd's listening socket
+	fwd       *C.fwd_t
+	monitor   []*monitorSocket
+	closed    atomic.Bool
 }
 
 // Open creates, configures and binds every socket. On error nothing is left open.
@@ -105,12 +109,18 @@ func Open(o Options) (_ *Sockets, err error) {
 		}
 	}()
 
-	if s.pub, err = s.socket(zmq.PUB, o, o.Outbound); err != nil {
+	// XPUB, not PUB: its peers' subscriptions are readable, which is how a
+	// restarted relay knows its listeners are back (Subscriptions).
+	if s.pub, err = s.socket(zmq.XPUB, o, o.Outbound); err != nil {
 		return nil, err
 	}
 	if err = s.pub.SetSndhwm(o.OutboundHWM); err != nil {
 		return nil, fmt.Errorf("set outbound hwm: %w", err)
 	}
+	if err = s.pub.SetXpubVerboser(1); err != nil { // every subscribe and unsubscribe, not only the first and last per topic
+		return nil, fmt.Errorf("set outbound xpub_verboser: %w", err)
+	}
+	s.inherited = o.Inherited
 	if err = s.bind(s.pub, o.Outbound); err != nil {
 		return nil, err
 	}
@@ -197,14 +207,37 @@ func (s *Sockets) socket(t zmq.Type, o Options, endpoints []string) (*zmq.Socket
 // and Unbind takes only the resolved form.
 func (s *Sockets) bind(sock *zmq.Socket, endpoints []string) error {
 	for _, ep := range endpoints {
-		if err := sock.Bind(ep); err != nil {
-			return fmt.Errorf("bind %s: %w", ep, err)
+		if err := s.bindOne(sock, ep); err != nil {
+			return err
 		}
 		resolved, err := sock.GetLastEndpoint()
 		if err != nil {
 			return fmt.Errorf("bind %s: read back the bound address: %w", ep, err)
 		}
 		s.bound[sock] = append(s.bound[sock], resolved)
+	}
+	return nil
+}
+
+// bindOne binds ep, on the inherited listening socket if there is one. libzmq
+// keeps ZMQ_USE_FD for every later bind, so it is reset right after.
+func (s *Sockets) bindOne(sock *zmq.Socket, ep string) error {
+	fd, ok := s.inherited[ep]
+	if !ok {
+		if err := sock.Bind(ep); err != nil {
+			return fmt.Errorf("bind %s: %w", ep, err)
+		}
+		return nil
+	}
+	if err := sock.SetUseFd(fd); err != nil {
+		return fmt.Errorf("adopt inherited fd %d for %s: %w", fd, ep, err)
+	}
+	err := sock.Bind(ep)
+	if rerr := sock.SetUseFd(-1); err == nil && rerr != nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("bind %s on inherited fd %d: %w", ep, fd, err)
 	}
 	return nil
 }
@@ -296,6 +329,13 @@ func (s *Sockets) ReplaceBody(i int, body []byte) error {
 		return errors.New("replace body: out of memory")
 	}
 	return nil
+}
+
+// Subscriptions reads the outbound peers' pending (un)subscriptions, waiting
+// at most timeout for one, and returns how many subscriptions they hold: a
+// listener subscribed to "" holds one. Recv reads them too, once per batch.
+func (s *Sockets) Subscriptions(timeout time.Duration) int {
+	return int(C.fwd_subscriptions(s.fwd, C.int(timeout.Milliseconds())))
 }
 
 // Flush sends the batch's accepted messages, answers confirming clients and
