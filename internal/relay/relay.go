@@ -47,6 +47,10 @@ type Options struct {
 	Outbound []string // PUB bind addresses (relay_outbound)
 	// Inject opens the in-process injection socket (NewInjector).
 	Inject bool
+	// Inherited maps endpoints to listening sockets systemd passed.
+	Inherited map[string]int
+	// Resume holds publishing at start until the listeners are back.
+	Resume ResumeOptions
 
 	MaxMessageBytes   int64
 	InboundHWM        int
@@ -75,6 +79,7 @@ type Relay struct {
 	sockets *transport.Sockets
 	policy  wire.Policy
 	stats   *stats
+	resume  *resumeStats
 	drops   *dropLogger
 	crypto  atomic.Pointer[Crypto]
 	tap     Tap
@@ -85,6 +90,8 @@ type Relay struct {
 	lastLoop atomic.Int64 // unix nanoseconds of the loop's last turn
 	backlog  atomic.Int64 // size of the last batch: how much was waiting
 	running  atomic.Bool
+
+	finalSubscriptions atomic.Int64 // at the end of Run
 }
 
 // New binds every socket of opts. The relay serves nothing until Run.
@@ -94,6 +101,7 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) 
 		Confirm:           opts.Confirm,
 		Outbound:          opts.Outbound,
 		Inject:            opts.Inject,
+		Inherited:         opts.Inherited,
 		MaxMessageBytes:   opts.MaxMessageBytes,
 		InboundHWM:        opts.InboundHWM,
 		OutboundHWM:       opts.OutboundHWM,
@@ -112,6 +120,7 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) 
 		sockets: sockets,
 		policy:  newPolicy(opts),
 		stats:   newStats(reg),
+		resume:  newResumeStats(reg),
 		drops:   newDropLogger(log, opts.DropLogInterval),
 	}
 	r.crypto.Store(&Crypto{})
@@ -166,14 +175,17 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer r.running.Store(false)
 	r.log.Info("relaying", "inbound", strings.Join(r.opts.Inbound, ","),
 		"outbound", strings.Join(r.opts.Outbound, ","),
-		"confirm", strings.Join(r.opts.Confirm, ","))
+		"confirm", strings.Join(r.opts.Confirm, ","), "inherited_sockets", len(r.opts.Inherited))
+	r.holdForListeners(ctx)
 	for ctx.Err() == nil {
 		r.lastLoop.Store(time.Now().UnixNano())
 		if _, err := r.forwardBatch(pollInterval); err != nil {
 			return err
 		}
 	}
-	return r.drain()
+	err := r.drain()
+	r.finalSubscriptions.Store(int64(r.sockets.Subscriptions(0)))
+	return err
 }
 
 // shuttingDown is the drop code, after wire's reasons, of what the drain

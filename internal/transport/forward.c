@@ -170,6 +170,10 @@ static void read_subscriptions(fwd_t *f) {
 }
 
 long fwd_subscriptions(fwd_t *f, int timeout_ms) {
+    // Let the inbound sockets process their commands without receiving: a
+    // new producer's connection is attached and gets the SUB's subscription,
+    // so its messages queue for the relay instead of being dropped.
+    readable(f);
     read_subscriptions(f);
     zmq_pollitem_t item = {f->pub, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&item, 1, timeout_ms) > 0) read_subscriptions(f);
