@@ -31,7 +31,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/signing
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/fedmsgconf
 	$(GO) test -run '^$$' -fuzz '^FuzzPeerStream$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/client
-	$(GO) test -run '^$$' -fuzz '^FuzzReadRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/amqpbridge
+	$(GO) test -run '^$$' -fuzz '^FuzzReadRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/spool
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/... ./test/clients/...

@@ -57,7 +57,7 @@ func benchmarkConfirms(b *testing.B, url, exchange, queue string, topic, body []
 				waitFor(b, time.Minute, "the backlog to shrink", drained(maxBenchBacklog/2))
 			}
 		}
-		bridge.spool.flush()
+		waitFor(b, time.Minute, "every message spooled", func() bool { return bridge.metrics.spooled.Value() >= uint64(b.N) })
 		waitFor(b, time.Minute, "every message confirmed", drained(0))
 		b.StopTimer()
 		pipelined = b.Elapsed() / time.Duration(b.N)

@@ -15,7 +15,9 @@ import (
 	"github.com/hashicorp/go-hclog"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/logging"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+	"github.com/fedora-infra/fedmsg-relay/internal/spool"
 )
 
 const (
@@ -29,7 +31,7 @@ type Bridge struct {
 	opts    Options
 	log     hclog.Logger
 	tls     *tls.Config // nil for amqp://
-	spool   *spool
+	spool   *spool.Spool
 	metrics *bridgeMetrics
 
 	injectedSeq atomic.Uint64 // the "i" of injected envelopes
@@ -44,16 +46,18 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Bridge, error)
 	if err != nil {
 		return nil, err
 	}
-	b := &Bridge{opts: opts, log: log, tls: tlsConfig}
-	// The spool reports through metrics that need the spool: break the cycle with a closure.
-	b.spool, err = openSpool(opts.SpoolDir, opts.SpoolMaxBytes, log, spoolEvents{
-		appended: func(n int) { b.metrics.spooled.Add(uint64(n)) },
-		dropped:  func(reason string, n uint64) { b.metrics.drop(reason, n) },
+	b := &Bridge{opts: opts, log: log, tls: tlsConfig, metrics: newBridgeMetrics(reg)}
+	b.spool, err = spool.Open(spool.Options{
+		Dir: opts.SpoolDir, MaxBytes: opts.SpoolMaxBytes, Log: log.Named(logging.NameSpool),
+		Events: spool.Events{
+			Appended: func(n int) { b.metrics.spooled.Add(uint64(n)) },
+			Dropped:  b.metrics.drop,
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
-	b.metrics = newBridgeMetrics(reg, b.spool)
+	b.metrics.watchSpool(reg, b.spool)
 	return b, nil
 }
 
@@ -88,7 +92,7 @@ func loadTLS(cfg Options) (*tls.Config, error) {
 // relays' AMQP bridges injected (username "amqp-bridge") are skipped by the
 // publisher, off this path, so they do not loop.
 func (b *Bridge) Enqueue(topics, bodies [][]byte) {
-	b.spool.append(topics, bodies, time.Now())
+	b.spool.Append(topics, bodies, time.Now())
 }
 
 // Run publishes spooled messages, and consumes the configured queue into
@@ -121,7 +125,7 @@ func (b *Bridge) Run(ctx context.Context, inject func(topic, body []byte) error)
 // Close writes pending messages and the confirmation cursor to the spool.
 // Call it after Run returned; later Enqueue calls drop their messages.
 func (b *Bridge) Close() error {
-	b.closeOnce.Do(func() { b.closeErr = b.spool.close() })
+	b.closeOnce.Do(func() { b.closeErr = b.spool.Close() })
 	return b.closeErr
 }
 

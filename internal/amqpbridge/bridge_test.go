@@ -111,7 +111,29 @@ func TestNoExchangeDeclared(t *testing.T) {
 	if n := bridge.metric(t, "fedmsg_relay_amqp_spool_messages"); n != 1 {
 		t.Fatalf("spool holds %v messages while the exchange is missing, want 1", n)
 	}
-	declareQueue(t, b.url(), exchange, queue) // the operator creates the exchange
+	// The operator creates the exchange. A resend may land between its
+	// declare and the queue's bind, where the broker would drop the message as
+	// unroutable and still confirm it: an alternate exchange already bound to
+	// the queue takes it then.
+	ae := exchange + ".unroutable"
+	withChannel(t, b.url(), func(ch *amqp.Channel) error {
+		if err := ch.ExchangeDeclare(ae, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
+			return err
+		}
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+			return err
+		}
+		if _, err := ch.QueuePurge(queue, false); err != nil {
+			return err
+		}
+		if err := ch.QueueBind(queue, "", ae, false, nil); err != nil {
+			return err
+		}
+		if err := ch.ExchangeDeclare(exchange, amqp.ExchangeTopic, true, false, false, false, amqp.Table{"alternate-exchange": ae}); err != nil {
+			return err
+		}
+		return ch.QueueBind(queue, "#", exchange, false, nil)
+	})
 	got := startCollector(t, b.url(), queue)
 	waitFor(t, 10*time.Second, "the spooled message", func() bool {
 		unique, _ := got.counts()
@@ -133,4 +155,15 @@ func TestDeclareExchange(t *testing.T) {
 	withChannel(t, b.url(), func(ch *amqp.Channel) error {
 		return ch.ExchangeDeclarePassive(exchange, amqp.ExchangeTopic, true, false, false, false, nil)
 	})
+}
+
+// TestPublishAfterClose checks that a closed bridge drops instead of blocking.
+func TestPublishAfterClose(t *testing.T) {
+	cfg := testConfig(t, deadURL(t), "x")
+	bridge := startBridge(t, cfg, nil)
+	bridge.stop()
+	bridge.publish([]byte("t"), fedmsgBody("t", "2026-x", `{}`))
+	if got := bridge.metric(t, `fedmsg_relay_amqp_dropped_total{reason="closed"}`); got != 1 {
+		t.Fatalf("dropped{closed} = %v, want 1", got)
+	}
 }

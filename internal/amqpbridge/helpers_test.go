@@ -92,7 +92,7 @@ func (rb *runningBridge) waitConnected(t testing.TB) {
 
 // unconfirmed is the number of spooled messages not yet confirmed.
 func (rb *runningBridge) unconfirmed() uint64 {
-	n, _ := rb.spool.state()
+	n, _ := rb.spool.State()
 	return n
 }
 

@@ -1,19 +1,19 @@
 package amqpbridge
 
-import "github.com/fedora-infra/fedmsg-relay/internal/metrics"
-
-// Reasons a message is dropped, the `reason` label of fedmsg_relay_amqp_dropped_total.
-const (
-	dropSpoolFull  = "spool_full"  // oldest unconfirmed messages removed to stay under spool_max_bytes
-	dropBufferFull = "buffer_full" // the spool writer fell behind by more than pendingLimit
-	dropClosed     = "closed"      // Enqueue after Close
-	dropSpoolError = "spool_error" // writing or reading the spool failed
-	dropLoop       = "loop"        // the message came from an AMQP bridge
-	dropInvalid    = "invalid"     // cannot be expressed as a fedora-messaging message
-	dropConsumed   = "consume_invalid"
+import (
+	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+	"github.com/fedora-infra/fedmsg-relay/internal/spool"
 )
 
-var dropReasons = []string{dropSpoolFull, dropBufferFull, dropClosed, dropSpoolError, dropLoop, dropInvalid, dropConsumed}
+// Reasons a message is dropped, the `reason` label of
+// fedmsg_relay_amqp_dropped_total, beside the spool's (spool.DropReasons).
+const (
+	dropLoop     = "loop"    // another relay's AMQP bridge injected it
+	dropInvalid  = "invalid" // cannot be expressed as a fedora-messaging message
+	dropConsumed = "consume_invalid"
+)
+
+var dropReasons = append([]string{dropLoop, dropInvalid, dropConsumed}, spool.DropReasons...)
 
 const (
 	directionPublish = "publish"
@@ -26,7 +26,7 @@ type bridgeMetrics struct {
 	connected, blocked                                                    map[string]*metrics.Gauge
 }
 
-func newBridgeMetrics(reg *metrics.Registry, s *spool) *bridgeMetrics {
+func newBridgeMetrics(reg *metrics.Registry) *bridgeMetrics {
 	const p = "fedmsg_relay_amqp_"
 	m := &bridgeMetrics{
 		published:  reg.Counter(p+"published_total", "Messages published to the broker, resends included."),
@@ -49,15 +49,20 @@ func newBridgeMetrics(reg *metrics.Registry, s *spool) *bridgeMetrics {
 	for _, r := range dropReasons {
 		m.dropped[r] = reg.Counter(p+"dropped_total", "Messages not bridged, by reason.", "reason", r)
 	}
+	return m
+}
+
+// watchSpool exports the spool's size and backlog.
+func (m *bridgeMetrics) watchSpool(reg *metrics.Registry, s *spool.Spool) {
+	const p = "fedmsg_relay_amqp_"
 	reg.GaugeFunc(p+"spool_bytes", "Size of the on-disk spool.", func() float64 {
-		_, bytes := s.state()
+		_, bytes := s.State()
 		return float64(bytes)
 	})
 	reg.GaugeFunc(p+"spool_messages", "Messages spooled and not yet confirmed.", func() float64 {
-		n, _ := s.state()
+		n, _ := s.State()
 		return float64(n)
 	})
-	return m
 }
 
 func (m *bridgeMetrics) drop(reason string, n uint64) { m.dropped[reason].Add(n) }

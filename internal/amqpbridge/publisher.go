@@ -45,10 +45,10 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 	returned := ch.NotifyReturn(make(chan amqp.Return, 1))
 
 	s := b.spool
-	start, sentEnd := s.cursor()
-	reader := s.newReader()
-	defer reader.closeFile()
-	reader.seek(start)
+	start, sentEnd := s.Cursor()
+	reader := s.NewReader()
+	defer reader.Close()
+	reader.Seek(start)
 
 	var (
 		pending []inflight // oldest first
@@ -63,15 +63,15 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 			pending = pending[1:]
 		}
 		if len(pending) > 0 {
-			s.commit(pending[0].seq, sentEnd)
+			s.Commit(pending[0].seq, sentEnd)
 		} else {
-			s.commit(reader.seq, sentEnd)
+			s.Commit(reader.Pos(), sentEnd)
 		}
 	}
 
 	for {
 		for len(pending) < window && ctx.Err() == nil {
-			rec, ok, err := reader.next()
+			rec, ok, err := reader.Next()
 			if err != nil {
 				b.log.Error("amqp: spool damaged, skipping to the next segment", "error", err)
 				continue
@@ -79,35 +79,35 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 			if !ok {
 				break
 			}
-			msg, err := toPublishing(rec.topic, rec.body, rec.received, &headers)
+			msg, err := toPublishing(rec.Topic, rec.Body, rec.Received, &headers)
 			if err != nil {
 				reason := dropInvalid
 				if errors.Is(err, errLoop) {
 					reason = dropLoop
 				}
-				b.log.Debug("amqp: not bridging message", "topic", string(rec.topic), "reason", err)
+				b.log.Debug("amqp: not bridging message", "topic", string(rec.Topic), "reason", err)
 				b.metrics.drop(reason, 1)
-				pending = append(pending, inflight{seq: rec.seq})
+				pending = append(pending, inflight{seq: rec.Seq})
 				settle()
 				continue
 			}
 			// Not mandatory: an unroutable message is confirmed and gone, like on the
 			// ZeroMQ bus when nobody listens.
-			if err := ch.PublishWithContext(ctx, b.opts.Exchange, string(rec.topic), false, false, msg); err != nil {
+			if err := ch.PublishWithContext(ctx, b.opts.Exchange, string(rec.Topic), false, false, msg); err != nil {
 				return progressed, fmt.Errorf("publish: %w", err)
 			}
 			b.metrics.published.Inc()
-			if rec.seq < sentEnd {
+			if rec.Seq < sentEnd {
 				b.metrics.duplicates.Inc()
 			}
-			sentEnd = max(sentEnd, rec.seq+1)
-			pending = append(pending, inflight{seq: rec.seq, tag: nextTag, sent: time.Now()})
+			sentEnd = max(sentEnd, rec.Seq+1)
+			pending = append(pending, inflight{seq: rec.Seq, tag: nextTag, sent: time.Now()})
 			nextTag++
 		}
 
 		var readable <-chan struct{}
 		if len(pending) < window {
-			readable = s.readable
+			readable = s.Readable()
 		}
 		resetTimer(timer, pending, b.opts.ConfirmTimeout)
 		select {

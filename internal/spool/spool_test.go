@@ -1,4 +1,4 @@
-package amqpbridge
+package spool
 
 import (
 	"bufio"
@@ -18,40 +18,58 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/logging/logtest"
 )
 
-func testSpool(t *testing.T, dir string, maxBytes int64) (*spool, map[string]uint64) {
+func testSpool(t *testing.T, dir string, maxBytes int64) (*Spool, map[string]uint64) {
 	t.Helper()
 	dropped := map[string]uint64{}
-	s, err := openSpool(dir, maxBytes, logtest.ForTest(t), spoolEvents{
-		appended: func(int) {},
-		dropped:  func(reason string, n uint64) { dropped[reason] += n },
-	})
+	s, err := Open(Options{Dir: dir, MaxBytes: maxBytes, Log: logtest.ForTest(t), Events: Events{
+		Appended: func(int) {},
+		Dropped:  func(reason string, n uint64) { dropped[reason] += n },
+	}})
 	if err != nil {
-		t.Fatalf("openSpool: %v", err)
+		t.Fatalf("Open: %v", err)
 	}
 	return s, dropped
 }
 
 // appendOne appends a batch of one and reports whether it was kept.
-func (s *spool) appendOne(topic, body []byte, received time.Time) bool {
-	return s.append([][]byte{topic}, [][]byte{body}, received) == 1
+func (s *Spool) appendOne(topic, body []byte, received time.Time) bool {
+	return s.Append([][]byte{topic}, [][]byte{body}, received) == 1
+}
+
+// waitWritten waits until the writer has written records up to seq.
+func waitWritten(t *testing.T, s *Spool, seq uint64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s.mu.Lock()
+		next := s.nextSeq
+		s.mu.Unlock()
+		if next >= seq {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the writer wrote up to %d, want %d", next, seq)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // readAll returns the bodies readable from seq on.
-func readAll(t *testing.T, s *spool, seq uint64) []string {
+func readAll(t *testing.T, s *Spool, seq uint64) []string {
 	t.Helper()
-	r := s.newReader()
-	defer r.closeFile()
-	r.seek(seq)
+	r := s.NewReader()
+	defer r.Close()
+	r.Seek(seq)
 	var bodies []string
 	for {
-		rec, ok, err := r.next()
+		rec, ok, err := r.Next()
 		if err != nil {
 			t.Fatalf("read: %v", err)
 		}
 		if !ok {
 			return bodies
 		}
-		bodies = append(bodies, string(rec.body))
+		bodies = append(bodies, string(rec.Body))
 	}
 }
 
@@ -108,16 +126,16 @@ func TestSpoolRecovery(t *testing.T) {
 			for i := range 100 {
 				s.appendOne([]byte("t"), fmt.Appendf(nil, "m%03d", i), time.Now())
 			}
-			s.flush()
-			s.commit(30, 50)
-			if err := s.close(); err != nil {
+			waitWritten(t, s, 100)
+			s.Commit(30, 50)
+			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
 			tt.damage(t, dir)
 
 			s, _ = testSpool(t, dir, 1<<20)
-			defer s.close()
-			commit, sentEnd := s.cursor()
+			defer s.Close()
+			commit, sentEnd := s.Cursor()
 			got := readAll(t, s, commit)
 			var want []string
 			for i := tt.wantFromSeq; i < 100; i++ {
@@ -131,7 +149,7 @@ func TestSpoolRecovery(t *testing.T) {
 			}
 			// New messages continue the sequence after the recovered ones.
 			s.appendOne([]byte("t"), []byte("new"), time.Now())
-			s.flush()
+			waitWritten(t, s, 101)
 			if got := readAll(t, s, 100); fmt.Sprint(got) != "[new]" {
 				t.Errorf("%s: message after reopen read as %v", tt.name, got)
 			}
@@ -144,11 +162,11 @@ func TestSpoolRecovery(t *testing.T) {
 func TestSpoolConfirmedSegmentsRemoved(t *testing.T) {
 	dir := t.TempDir()
 	s, dropped := testSpool(t, dir, 64<<10)
-	defer s.close()
+	defer s.Close()
 	for i := range 2000 {
 		s.appendOne([]byte("t"), fmt.Appendf(nil, "m%04d", i), time.Now())
 		if i%100 == 99 {
-			s.flush()
+			waitWritten(t, s, uint64(i+1))
 		}
 	}
 	segs, _ := filepath.Glob(filepath.Join(dir, "*"+segmentSuffix))
@@ -158,22 +176,11 @@ func TestSpoolConfirmedSegmentsRemoved(t *testing.T) {
 	if len(dropped) != 0 {
 		t.Fatalf("dropped %v below the size limit", dropped)
 	}
-	s.commit(2000, 2000)
+	s.Commit(2000, 2000)
 	segs, _ = filepath.Glob(filepath.Join(dir, "*"+segmentSuffix))
-	unconfirmed, bytes := s.state()
+	unconfirmed, bytes := s.State()
 	if len(segs) != 1 || unconfirmed != 0 {
 		t.Fatalf("after confirming everything: %d segment files, %d unconfirmed (%d bytes), want only the active segment", len(segs), unconfirmed, bytes)
-	}
-}
-
-// TestPublishAfterClose checks that a closed bridge drops instead of blocking.
-func TestPublishAfterClose(t *testing.T) {
-	cfg := testConfig(t, deadURL(t), "x")
-	bridge := startBridge(t, cfg, nil)
-	bridge.stop()
-	bridge.publish([]byte("t"), fedmsgBody("t", "2026-x", `{}`))
-	if got := bridge.metric(t, `fedmsg_relay_amqp_dropped_total{reason="closed"}`); got != 1 {
-		t.Fatalf("dropped{closed} = %v, want 1", got)
 	}
 }
 
@@ -181,13 +188,13 @@ func TestPublishAfterClose(t *testing.T) {
 // never panic, and whatever it accepts must re-encode to the same bytes.
 func FuzzReadRecord(f *testing.F) {
 	dir := f.TempDir()
-	s, err := openSpool(dir, 1<<20, hclog.NewNullLogger(), spoolEvents{appended: func(int) {}, dropped: func(string, uint64) {}})
+	s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Log: hclog.NewNullLogger(), Events: Events{Appended: func(int) {}, Dropped: func(string, uint64) {}}})
 	if err != nil {
 		f.Fatal(err)
 	}
 	s.appendOne([]byte("org.fedoraproject.prod.git.receive"), []byte(`{"msg": {"a": 1}}`), time.Unix(1700000000, 0))
 	s.appendOne([]byte("t"), nil, time.Unix(0, 0))
-	if err := s.close(); err != nil {
+	if err := s.Close(); err != nil {
 		f.Fatal(err)
 	}
 	seg, err := os.ReadFile(lastSegment(f, dir))
@@ -202,7 +209,7 @@ func FuzzReadRecord(f *testing.F) {
 		br := bufio.NewReader(bytes.NewReader(data))
 		offset := 0
 		for {
-			var rec record
+			var rec Record
 			n, err := readRecord(br, &rec)
 			if err != nil {
 				return
@@ -210,9 +217,9 @@ func FuzzReadRecord(f *testing.F) {
 			var again []byte
 			again = binary.LittleEndian.AppendUint32(again, uint32(n-recordHeaderBytes))
 			again = binary.LittleEndian.AppendUint32(again, 0)
-			again = binary.LittleEndian.AppendUint64(again, uint64(rec.received.Unix()))
-			again = binary.LittleEndian.AppendUint32(again, uint32(len(rec.topic)))
-			again = append(append(again, rec.topic...), rec.body...)
+			again = binary.LittleEndian.AppendUint64(again, uint64(rec.Received.Unix()))
+			again = binary.LittleEndian.AppendUint32(again, uint32(len(rec.Topic)))
+			again = append(append(again, rec.Topic...), rec.Body...)
 			binary.LittleEndian.PutUint32(again[4:8], crc32.Checksum(again[recordHeaderBytes:], crcTable))
 			if !bytes.Equal(again, data[offset:offset+n]) {
 				t.Fatalf("record at %d re-encodes as %x, read from %x", offset, again, data[offset:offset+n])
@@ -227,7 +234,7 @@ func FuzzReadRecord(f *testing.F) {
 // each goroutine's messages in its order.
 func TestSpoolConcurrentAppend(t *testing.T) {
 	s, dropped := testSpool(t, t.TempDir(), 64<<20)
-	defer s.close()
+	defer s.Close()
 	const writers, each = 4, 5000
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -243,7 +250,7 @@ func TestSpoolConcurrentAppend(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	s.flush()
+	waitWritten(t, s, writers*each)
 	next := make([]int, writers)
 	for _, body := range readAll(t, s, 0) {
 		var w, i int

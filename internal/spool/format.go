@@ -1,0 +1,201 @@
+package spool
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// On disk the spool is a directory of append-only segment files named after
+// the sequence number of their first record ("00000000000000000042.seg"),
+// plus a "cursor" file holding the sequence number of the oldest unconfirmed
+// record and one past the newest record ever published (to count resends as
+// duplicates).
+//
+// Record:  u32 payload length | u32 CRC-32C of payload | payload
+// Payload: i64 unix seconds received | u32 topic length | topic | body
+const (
+	recordHeaderBytes  = 8
+	payloadHeaderBytes = 12
+	segmentSuffix      = ".seg"
+	cursorFile         = "cursor"
+	// maxRecordBytes bounds one message (far above the relay's max_message_bytes)
+	// so a corrupt length never makes the reader allocate gigabytes.
+	maxRecordBytes = 64 << 20
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+type segment struct {
+	firstSeq uint64
+	count    uint64
+	size     int64
+}
+
+func (g *segment) endSeq() uint64 { return g.firstSeq + g.count }
+
+func segmentName(firstSeq uint64) string { return fmt.Sprintf("%020d%s", firstSeq, segmentSuffix) }
+
+// load recovers the segments and the cursor left by a previous run, truncating
+// a torn record at a segment's end.
+func (s *Spool) load() error {
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("spool: read %s: %w", s.dir, err)
+	}
+	var firstSeqs []uint64
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, segmentSuffix) {
+			continue
+		}
+		seq, err := strconv.ParseUint(strings.TrimSuffix(name, segmentSuffix), 10, 64)
+		if err != nil {
+			s.log.Warn("ignoring file with a foreign name", "file", filepath.Join(s.dir, name))
+			continue
+		}
+		firstSeqs = append(firstSeqs, seq)
+	}
+	sort.Slice(firstSeqs, func(i, j int) bool { return firstSeqs[i] < firstSeqs[j] })
+
+	s.commitSeq, s.sentEnd, err = s.readCursor()
+	if err != nil {
+		return err
+	}
+	for _, first := range firstSeqs {
+		g, err := s.scanSegment(first)
+		if err != nil {
+			return err
+		}
+		if g.count == 0 || g.endSeq() <= s.commitSeq {
+			if err := os.Remove(filepath.Join(s.dir, segmentName(first))); err != nil {
+				return fmt.Errorf("spool: remove confirmed segment: %w", err)
+			}
+			continue
+		}
+		s.segments = append(s.segments, g)
+		s.totalBytes += g.size
+	}
+	s.nextSeq = s.commitSeq
+	if n := len(s.segments); n > 0 {
+		s.nextSeq = max(s.nextSeq, s.segments[n-1].endSeq())
+		s.commitSeq = max(s.commitSeq, s.segments[0].firstSeq)
+	}
+	s.saved = [2]uint64{s.commitSeq, s.sentEnd}
+	if len(s.segments) > 0 {
+		s.log.Info("recovered unconfirmed messages", "dir", s.dir, "messages", s.nextSeq-s.commitSeq, "bytes", s.totalBytes)
+	}
+	return nil
+}
+
+// scanSegment counts the valid records of a segment and cuts off anything
+// after the first invalid one (a write torn by a crash).
+func (s *Spool) scanSegment(firstSeq uint64) (*segment, error) {
+	path := filepath.Join(s.dir, segmentName(firstSeq))
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, fmt.Errorf("spool: open %s: %w", path, err)
+	}
+	defer f.Close()
+	g := &segment{firstSeq: firstSeq}
+	br := bufio.NewReaderSize(f, 64<<10)
+	for {
+		n, err := readRecord(br, nil)
+		if errors.Is(err, io.EOF) {
+			return g, nil
+		}
+		if err != nil {
+			s.log.Warn("truncating segment after its last valid record", "file", path, "offset", g.size, "error", err)
+			if err := f.Truncate(g.size); err != nil {
+				return nil, fmt.Errorf("spool: truncate %s: %w", path, err)
+			}
+			return g, nil
+		}
+		g.count++
+		g.size += int64(n)
+	}
+}
+
+// readRecord reads one record; with a non-nil rec it also decodes it. It
+// returns the record's size on disk, io.EOF at a clean end, another error for
+// a torn or corrupt record.
+func readRecord(br *bufio.Reader, rec *Record) (int, error) {
+	var hdr [recordHeaderBytes]byte
+	if _, err := io.ReadFull(br, hdr[:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			return 0, io.EOF
+		}
+		return 0, fmt.Errorf("record header: %w", err)
+	}
+	length := binary.LittleEndian.Uint32(hdr[0:4])
+	if length < payloadHeaderBytes || length > maxRecordBytes {
+		return 0, fmt.Errorf("record length %d out of range", length)
+	}
+	payload := make([]byte, length)
+	if _, err := io.ReadFull(br, payload); err != nil {
+		return 0, fmt.Errorf("record payload: %w", err)
+	}
+	if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(hdr[4:8]) {
+		return 0, errors.New("record checksum mismatch")
+	}
+	topicLen := binary.LittleEndian.Uint32(payload[8:12])
+	if uint64(topicLen) > uint64(length-payloadHeaderBytes) {
+		return 0, fmt.Errorf("record topic length %d exceeds payload", topicLen)
+	}
+	if rec != nil {
+		rec.Received = time.Unix(int64(binary.LittleEndian.Uint64(payload[0:8])), 0)
+		rec.Topic = payload[payloadHeaderBytes : payloadHeaderBytes+topicLen]
+		rec.Body = payload[payloadHeaderBytes+topicLen:]
+	}
+	return recordHeaderBytes + int(length), nil
+}
+
+// Cursor file: u64 commitSeq | u64 sentEnd | u32 CRC-32C of the 16 bytes before.
+const cursorBytes = 20
+
+func (s *Spool) readCursor() (commitSeq, sentEnd uint64, err error) {
+	data, err := os.ReadFile(filepath.Join(s.dir, cursorFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("spool: read cursor: %w", err)
+	}
+	if len(data) != cursorBytes || crc32.Checksum(data[:16], crcTable) != binary.LittleEndian.Uint32(data[16:]) {
+		// Starting from the oldest segment re-sends confirmed messages but loses none.
+		s.log.Warn("cursor file is corrupt, resending from the oldest spooled message", "dir", s.dir)
+		return 0, 0, nil
+	}
+	return binary.LittleEndian.Uint64(data[:8]), binary.LittleEndian.Uint64(data[8:16]), nil
+}
+
+func (s *Spool) saveCursor() error {
+	s.mu.Lock()
+	state := [2]uint64{s.commitSeq, s.sentEnd}
+	s.mu.Unlock()
+	if state == s.saved {
+		return nil
+	}
+	var data [cursorBytes]byte
+	binary.LittleEndian.PutUint64(data[:8], state[0])
+	binary.LittleEndian.PutUint64(data[8:16], state[1])
+	binary.LittleEndian.PutUint32(data[16:], crc32.Checksum(data[:16], crcTable))
+	tmp := filepath.Join(s.dir, cursorFile+".tmp")
+	if err := os.WriteFile(tmp, data[:], 0o640); err != nil {
+		return fmt.Errorf("spool: write cursor: %w", err)
+	}
+	if err := os.Rename(tmp, filepath.Join(s.dir, cursorFile)); err != nil {
+		return fmt.Errorf("spool: replace cursor: %w", err)
+	}
+	s.saved = state
+	return nil
+}

@@ -1,0 +1,175 @@
+package spool
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Reasons a message is dropped, reported through Events.Dropped.
+const (
+	DropFull       = "spool_full"  // oldest unconfirmed messages removed to stay under MaxBytes
+	DropBufferFull = "buffer_full" // the writer fell behind by more than pendingLimit
+	DropClosed     = "closed"      // Append after Close
+	DropError      = "spool_error" // writing or reading the spool failed
+	DropTooLarge   = "too_large"   // a record over maxRecordBytes
+)
+
+// DropReasons lists every reason Events.Dropped may report.
+var DropReasons = []string{DropFull, DropBufferFull, DropClosed, DropError, DropTooLarge}
+
+const (
+	maxSegmentBytes = 16 << 20
+	// pendingLimit bounds the in-memory buffer between Append and the
+	// writer; it only fills if the disk stalls.
+	pendingLimit        = 16 << 20
+	initialPendingBytes = 1 << 20
+	// cursorSaveInterval bounds how many confirmed messages a crash re-sends.
+	cursorSaveInterval = time.Second
+)
+
+// Record is one spooled message.
+type Record struct {
+	Seq      uint64
+	Received time.Time
+	Topic    []byte
+	Body     []byte
+}
+
+// Events receive what the spool wrote and dropped, for metrics; they are
+// called from Append's caller and from the writer goroutine.
+type Events struct {
+	Appended func(n int)
+	Dropped  func(reason string, n uint64)
+}
+
+// Options configure a spool.
+type Options struct {
+	Dir      string
+	MaxBytes int64 // when over it, the oldest segments are dropped
+	Log      hclog.Logger
+	Events   Events
+}
+
+// Spool is a bounded on-disk queue: Append is the producers' side, one
+// Reader per consumer reads in order from any sequence number on, and Commit
+// releases what was consumed.
+//
+// Lock order: pendingMu and mu are never held together.
+type Spool struct {
+	dir          string
+	maxBytes     int64
+	segmentBytes int64
+	log          hclog.Logger
+	events       Events
+
+	// Filled by Append (the relay's hot path), drained by the writer goroutine.
+	pendingMu      sync.Mutex
+	pending        []byte
+	pendingRecords int
+	closed         bool
+	wake           chan struct{} // cap 1: pending has data
+
+	// Owned by the writer goroutine.
+	spare  []byte
+	active *os.File // last segment, open for append
+
+	mu         sync.Mutex
+	segments   []*segment // oldest first; the last one is active
+	totalBytes int64
+	nextSeq    uint64        // sequence number of the next record written
+	commitSeq  uint64        // oldest record not yet confirmed
+	sentEnd    uint64        // one past the newest record ever published
+	saved      [2]uint64     // commitSeq and sentEnd as last written to the cursor file
+	readable   chan struct{} // cap 1: records were written or dropped
+
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+// Open creates the spool directory or recovers what a previous run left in
+// it, then starts the writer goroutine on the fully built spool.
+func Open(o Options) (*Spool, error) {
+	if err := os.MkdirAll(o.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("spool: create %s: %w", o.Dir, err)
+	}
+	s := &Spool{
+		dir:          o.Dir,
+		maxBytes:     o.MaxBytes,
+		segmentBytes: min(max(o.MaxBytes/16, 4<<10), maxSegmentBytes),
+		log:          o.Log,
+		events:       o.Events,
+		wake:         make(chan struct{}, 1),
+		// Start both buffers big enough that Append rarely grows one.
+		pending:  make([]byte, 0, initialPendingBytes),
+		spare:    make([]byte, 0, initialPendingBytes),
+		readable: make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	if err := s.load(); err != nil {
+		return nil, err
+	}
+	go s.runWriter()
+	return s, nil
+}
+
+// Readable receives a value after records were written or dropped.
+func (s *Spool) Readable() <-chan struct{} { return s.readable }
+
+// Commit records that every record before seq is confirmed, and that records
+// before sentEnd were published; it deletes the segments that hold only
+// confirmed records (except the active one).
+func (s *Spool) Commit(seq, sentEnd uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sentEnd = max(s.sentEnd, sentEnd)
+	if seq <= s.commitSeq {
+		return
+	}
+	s.commitSeq = seq
+	for len(s.segments) > 1 && s.segments[0].endSeq() <= seq {
+		s.removeSegmentLocked()
+	}
+}
+
+// Cursor returns the oldest unconfirmed record and one past the newest
+// record ever published.
+func (s *Spool) Cursor() (commitSeq, sentEnd uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.commitSeq, s.sentEnd
+}
+
+// State returns the records not yet confirmed and the spool's size on disk.
+func (s *Spool) State() (unconfirmed uint64, bytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nextSeq - s.commitSeq, s.totalBytes
+}
+
+// Close writes what Append took and saves the cursor. Later Append calls
+// drop their messages (DropClosed).
+func (s *Spool) Close() error {
+	s.pendingMu.Lock()
+	already := s.closed
+	s.closed = true
+	s.pendingMu.Unlock()
+	if already {
+		return nil
+	}
+	close(s.stop)
+	<-s.stopped
+	s.flushPending()
+	// The page cache survives a relay restart; sync for a host reboot too.
+	if s.active != nil {
+		if err := s.active.Sync(); err != nil {
+			s.log.Error("sync segment failed", "error", err)
+		}
+	}
+	s.closeActive()
+	return s.saveCursor()
+}

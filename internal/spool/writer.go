@@ -1,0 +1,216 @@
+package spool
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Append copies a batch of messages into the pending buffer under one lock,
+// all stamped with received. It never waits for the disk; what it has to
+// drop it reports through Events.Dropped. It returns how many it kept.
+func (s *Spool) Append(topics, bodies [][]byte, received time.Time) int {
+	unix := uint64(received.Unix())
+	var kept, tooBig, noRoom uint64
+	s.pendingMu.Lock()
+	if s.closed {
+		s.pendingMu.Unlock()
+		s.events.Dropped(DropClosed, uint64(len(topics)))
+		return 0
+	}
+	// Only the first record of a batch wakes the writer, which takes them all.
+	wake := len(s.pending) == 0
+	for i, topic := range topics {
+		body := bodies[i]
+		size := recordHeaderBytes + payloadHeaderBytes + len(topic) + len(body)
+		switch {
+		case size-recordHeaderBytes > maxRecordBytes:
+			tooBig++
+			continue
+		case len(s.pending)+size > pendingLimit && len(s.pending) > 0:
+			noRoom++
+			continue
+		}
+		// The writer fills in the CRC, keeping the checksum work off this path.
+		s.pending = binary.LittleEndian.AppendUint32(s.pending, uint32(size-recordHeaderBytes))
+		s.pending = binary.LittleEndian.AppendUint32(s.pending, 0)
+		s.pending = binary.LittleEndian.AppendUint64(s.pending, unix)
+		s.pending = binary.LittleEndian.AppendUint32(s.pending, uint32(len(topic)))
+		s.pending = append(s.pending, topic...)
+		s.pending = append(s.pending, body...)
+		kept++
+	}
+	s.pendingRecords += int(kept)
+	s.pendingMu.Unlock()
+	if tooBig > 0 {
+		s.events.Dropped(DropTooLarge, tooBig)
+	}
+	if noRoom > 0 {
+		s.events.Dropped(DropBufferFull, noRoom)
+	}
+	if wake && kept > 0 {
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+	return int(kept)
+}
+
+func (s *Spool) runWriter() {
+	defer close(s.stopped)
+	ticker := time.NewTicker(cursorSaveInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-s.wake:
+			s.flushPending()
+		case <-ticker.C:
+			if err := s.saveCursor(); err != nil {
+				s.log.Error("saving cursor failed", "error", err)
+			}
+		case <-s.stop:
+			return
+		}
+	}
+}
+
+// flushPending moves the pending buffer to the segment files.
+func (s *Spool) flushPending() {
+	s.pendingMu.Lock()
+	batch, records := s.pending, s.pendingRecords
+	s.pending, s.pendingRecords = s.spare[:0], 0
+	s.pendingMu.Unlock()
+	// Keep the buffer's capacity for the next swap: Enqueue then never grows it.
+	s.spare = batch[:0]
+	if records == 0 {
+		return
+	}
+	for len(batch) > 0 {
+		n, count := s.fillSegment(batch)
+		if err := s.writeActive(batch[:n], count); err != nil {
+			s.log.Error("write failed, dropping messages", "dir", s.dir, "messages", count, "error", err)
+			s.events.Dropped(DropError, uint64(count))
+		}
+		batch = batch[n:]
+	}
+	s.events.Appended(records)
+	select {
+	case s.readable <- struct{}{}:
+	default:
+	}
+}
+
+// fillSegment sets the CRC of the leading records of batch that fit in the
+// active segment (at least one) and returns their byte length and count.
+func (s *Spool) fillSegment(batch []byte) (n, count int) {
+	s.mu.Lock()
+	room := s.segmentBytes
+	if g := s.activeSegment(); g != nil {
+		room -= g.size
+	}
+	s.mu.Unlock()
+	for n < len(batch) {
+		size := recordHeaderBytes + int(binary.LittleEndian.Uint32(batch[n:n+4]))
+		if count > 0 && int64(n+size) > room {
+			break
+		}
+		payload := batch[n+recordHeaderBytes : n+size]
+		binary.LittleEndian.PutUint32(batch[n+4:n+8], crc32.Checksum(payload, crcTable))
+		n += size
+		count++
+	}
+	return n, count
+}
+
+func (s *Spool) activeSegment() *segment {
+	if s.active == nil || len(s.segments) == 0 {
+		return nil
+	}
+	return s.segments[len(s.segments)-1]
+}
+
+// writeActive appends count records to the active segment, starting a new
+// segment when they would not fit, then enforces the size limit.
+func (s *Spool) writeActive(data []byte, count int) error {
+	s.mu.Lock()
+	g := s.activeSegment()
+	s.mu.Unlock()
+	if g == nil || g.size+int64(len(data)) > s.segmentBytes {
+		if err := s.rotate(); err != nil {
+			return err
+		}
+		s.mu.Lock()
+		g = s.activeSegment()
+		s.mu.Unlock()
+	}
+	if _, err := s.active.Write(data); err != nil {
+		// Cut off a partial write so the segment stays a sequence of whole records.
+		if terr := s.active.Truncate(g.size); terr != nil {
+			s.closeActive()
+		}
+		return fmt.Errorf("append to %s: %w", segmentName(g.firstSeq), err)
+	}
+	s.mu.Lock()
+	g.count += uint64(count)
+	g.size += int64(len(data))
+	s.nextSeq += uint64(count)
+	s.totalBytes += int64(len(data))
+	s.dropOldestLocked()
+	s.mu.Unlock()
+	return nil
+}
+
+// rotate closes the active segment and opens a new one starting at nextSeq.
+func (s *Spool) rotate() error {
+	s.closeActive()
+	s.mu.Lock()
+	first := s.nextSeq
+	s.mu.Unlock()
+	path := filepath.Join(s.dir, segmentName(first))
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o640)
+	if err != nil {
+		return fmt.Errorf("spool: create segment: %w", err)
+	}
+	s.active = f
+	s.mu.Lock()
+	s.segments = append(s.segments, &segment{firstSeq: first})
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Spool) closeActive() {
+	if s.active == nil {
+		return
+	}
+	if err := s.active.Close(); err != nil {
+		s.log.Error("close segment failed", "error", err)
+	}
+	s.active = nil
+}
+
+// dropOldestLocked removes the oldest segments while the spool is over its
+// limit, counting their unconfirmed records as dropped. The active segment stays.
+func (s *Spool) dropOldestLocked() {
+	for s.totalBytes > s.maxBytes && len(s.segments) > 1 {
+		g := s.segments[0]
+		if lost := g.endSeq() - max(g.firstSeq, min(s.commitSeq, g.endSeq())); lost > 0 {
+			s.events.Dropped(DropFull, lost)
+			s.log.Warn("spool full, dropped the oldest unconfirmed messages", "dir", s.dir, "messages", lost, "max_bytes", s.maxBytes)
+		}
+		s.removeSegmentLocked()
+		s.commitSeq = max(s.commitSeq, s.segments[0].firstSeq)
+	}
+}
+
+func (s *Spool) removeSegmentLocked() {
+	g := s.segments[0]
+	if err := os.Remove(filepath.Join(s.dir, segmentName(g.firstSeq))); err != nil {
+		s.log.Error("remove segment failed", "error", err)
+	}
+	s.totalBytes -= g.size
+	s.segments = s.segments[1:]
+}
