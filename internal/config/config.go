@@ -47,6 +47,12 @@ type Config struct {
 	TCPKeepalive      bool          `yaml:"tcp_keepalive"`
 	IPv6              bool          `yaml:"ipv6"`
 	DrainTimeout      time.Duration `yaml:"drain_timeout"`
+	// ResumeHold is the longest a restarted relay holds publishing for the
+	// previous one's listeners to re-subscribe; 0 publishes at once.
+	ResumeHold time.Duration `yaml:"resume_hold"`
+	// StateDirectory keeps the subscription count across restarts; empty:
+	// $STATE_DIRECTORY (systemd's StateDirectory=), else nothing is kept.
+	StateDirectory string `yaml:"state_directory"`
 
 	LogFile   string `yaml:"log_file"`
 	LogLevel  string `yaml:"log_level"`
@@ -91,6 +97,7 @@ func Default() *Config {
 		HeartbeatInterval:    30 * time.Second,
 		TCPKeepalive:         true,
 		DrainTimeout:         5 * time.Second,
+		ResumeHold:           2 * time.Second,
 		LogLevel:             "info",
 		LogFormat:            "text",
 		DropLogInterval:      10 * time.Second,

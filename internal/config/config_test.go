@@ -97,6 +97,8 @@ func TestValidationProblems(t *testing.T) {
 		{"sign without dir", "sign_messages: true\n", 0, "ssldir", "required"},
 		{"allowlist", "topic_allowlist: [org.fedoraproject.]\n", 1, "topic_allowlist", "dotted"},
 		{"negative duration", "drain_timeout: -5s\n", 1, "drain_timeout", "0s to 1h"},
+		{"resume hold", "\nresume_hold: 2h\n", 2, "resume_hold", "0s to 1h"},
+		{"relative state", "state_directory: var/lib/x\n", 1, "state_directory", "absolute"},
 		{"not a mapping", "- a\n- b\n", 1, "", "mapping"},
 		{"twice", "log_level: info\nlog_level: debug\n", 2, "log_level", "twice"},
 	}

@@ -135,6 +135,7 @@ func (c *Config) validateLimits() []Problem {
 		"handshake_timeout":  c.HandshakeTimeout,
 		"heartbeat_interval": c.HeartbeatInterval,
 		"drain_timeout":      c.DrainTimeout,
+		"resume_hold":        c.ResumeHold,
 		"drop_log_interval":  c.DropLogInterval,
 	} {
 		if d.Seconds() < 0 || d.Seconds() > 3600 {
@@ -152,8 +153,10 @@ func (c *Config) validateLogging() []Problem {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		probs = append(probs, c.problem("log_format", "%q: want text or json", c.LogFormat))
 	}
-	if c.LogFile != "" && !filepath.IsAbs(c.LogFile) {
-		probs = append(probs, c.problem("log_file", "%q: want an absolute path", c.LogFile))
+	for key, path := range map[string]string{"log_file": c.LogFile, "state_directory": c.StateDirectory} {
+		if path != "" && !filepath.IsAbs(path) {
+			probs = append(probs, c.problem(key, "%q: want an absolute path", path))
+		}
 	}
 	return probs
 }
