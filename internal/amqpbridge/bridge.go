@@ -107,7 +107,7 @@ func (b *Bridge) Run(ctx context.Context, inject func(topic, body []byte) error)
 		b.keepConnected(ctx, directionPublish, b.publishSession)
 	}()
 	if b.opts.Consume.Queue != "" && inject == nil {
-		b.log.Warn("amqp: amqp.consume.queue is set but no inject function was given; not consuming")
+		b.log.Warn("amqp.consume.queue is set but no inject function was given; not consuming")
 	}
 	if b.opts.Consume.Queue != "" && inject != nil {
 		wg.Add(1)
@@ -141,7 +141,7 @@ func (b *Bridge) keepConnected(ctx context.Context, direction string, run sessio
 	for {
 		connected, progressed, err := b.runSession(ctx, direction, log, run)
 		if ctx.Err() != nil {
-			log.Info("amqp: stopped")
+			log.Info("stopped")
 			return
 		}
 		if progressed {
@@ -149,9 +149,9 @@ func (b *Bridge) keepConnected(ctx context.Context, direction string, run sessio
 		}
 		// Jitter over the upper half of the delay spreads reconnecting relays apart.
 		wait := delay/2 + rand.N(delay/2+1)
-		what := "amqp: broker connection lost, reconnecting"
+		what := "broker connection lost, reconnecting"
 		if !connected {
-			what = "amqp: cannot connect to broker, retrying"
+			what = "cannot connect to broker, retrying"
 		}
 		log.Warn(what, "error", err, "delay", wait.Round(time.Millisecond))
 		b.metrics.reconnects[direction].Inc()
@@ -173,7 +173,7 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 	}
 	// A bounded close: a frozen or partitioned broker never answers close-ok.
 	defer func() { conn.CloseDeadline(time.Now().Add(closeTimeout)) }()
-	log.Info("amqp: connected to broker", "server", conn.RemoteAddr().String())
+	log.Info("connected to broker", "server", conn.RemoteAddr().String())
 	b.metrics.connected[direction].Set(1)
 	defer b.metrics.connected[direction].Set(0)
 	defer b.metrics.blocked[direction].Set(0)
@@ -190,10 +190,10 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 				}
 				if bl.Active {
 					b.metrics.blocked[direction].Set(1)
-					log.Warn("amqp: broker blocked the connection (resource alarm); messages wait in the spool", "reason", bl.Reason)
+					log.Warn("broker blocked the connection (resource alarm); messages wait in the spool", "reason", bl.Reason)
 				} else {
 					b.metrics.blocked[direction].Set(0)
-					log.Info("amqp: broker unblocked the connection")
+					log.Info("broker unblocked the connection")
 				}
 			case <-ctx.Done():
 				// Give the session time to collect its last confirms, then close the

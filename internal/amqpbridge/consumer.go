@@ -37,7 +37,7 @@ func (b *Bridge) consumeSession(ctx context.Context, conn *amqp.Connection, inje
 	if err != nil {
 		return false, fmt.Errorf("consume queue %q: %w", cc.Queue, err)
 	}
-	b.log.Info("amqp: consuming", "queue", cc.Queue, "exchange", cc.Exchange, "binding_keys", cc.BindingKeys)
+	b.log.Info("consuming", "queue", cc.Queue, "exchange", cc.Exchange, "binding_keys", cc.BindingKeys)
 	for {
 		var d amqp.Delivery
 		var ok bool
@@ -52,7 +52,7 @@ func (b *Bridge) consumeSession(ctx context.Context, conn *amqp.Connection, inje
 		b.metrics.consumed.Inc()
 		topic, body, err := toEnvelope(d, b.injectedSeq.Add(1), time.Now())
 		if err != nil {
-			b.log.Warn("amqp: rejecting consumed message", "routing_key", d.RoutingKey, "message_id", d.MessageId, "error", err)
+			b.log.Warn("rejecting consumed message", "routing_key", d.RoutingKey, "message_id", d.MessageId, "error", err)
 			b.metrics.drop(dropConsumed, 1)
 			if err := d.Nack(false, false); err != nil {
 				return progressed, fmt.Errorf("reject delivery: %w", err)

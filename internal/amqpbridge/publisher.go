@@ -73,7 +73,7 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 		for len(pending) < window && ctx.Err() == nil {
 			rec, ok, err := reader.Next()
 			if err != nil {
-				b.log.Error("amqp: spool damaged, skipping to the next segment", "error", err)
+				b.log.Error("spool damaged, skipping to the next segment", "error", err)
 				continue
 			}
 			if !ok {
@@ -85,7 +85,7 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 				if errors.Is(err, errLoop) {
 					reason = dropLoop
 				}
-				b.log.Debug("amqp: not bridging message", "topic", string(rec.Topic), "reason", err)
+				b.log.Debug("not bridging message", "topic", string(rec.Topic), "reason", err)
 				b.metrics.drop(reason, 1)
 				pending = append(pending, inflight{seq: rec.Seq})
 				settle()
@@ -122,7 +122,7 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 		case <-timer.C:
 			return progressed, fmt.Errorf("no confirm for %d messages within %s", len(pending), b.opts.ConfirmTimeout)
 		case r := <-returned:
-			b.log.Warn("amqp: broker returned a message", "routing_key", r.RoutingKey, "reply", r.ReplyText)
+			b.log.Warn("broker returned a message", "routing_key", r.RoutingKey, "reply", r.ReplyText)
 		case err := <-closed:
 			if err == nil {
 				return progressed, errors.New("channel closed")
