@@ -103,7 +103,14 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	reg.GaugeFunc("fedmsg_relay_start_time_seconds", "Start time of the process since the Unix epoch.",
 		func() float64 { return float64(start.Unix()) })
 
-	r, err := relay.New(relayOptions(cfg), log.Named(logging.NameRelay), reg)
+	opts := relayOptions(cfg)
+	inherited, err := inheritedSockets(cfg, log)
+	if err != nil {
+		return fmt.Errorf("socket activation: %w", err)
+	}
+	opts.Inherited = inherited
+	opts.Resume = resumeOptions(cfg, log)
+	r, err := relay.New(opts, log.Named(logging.NameRelay), reg)
 	if err != nil {
 		return err
 	}
@@ -167,7 +174,10 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 			notify(log, sdnotify.Stopping)
 			stopInject() // nothing is acknowledged to RabbitMQ after the drain
 			cancel()
-			return <-done
+			if err := <-done; err != nil {
+				return err
+			}
+			return saveSubscriptions(cfg, r.Subscriptions())
 		}
 	}
 }
