@@ -50,8 +50,7 @@ import (
 // /bin/kill (ExecReload), python3-apt for Ansible's apt module, rpm to install
 // the packages under test and dnf for Ansible's dnf module (one root file
 // system for every test package: each set costs a debootstrap), libzmq5 for
-// the relay. ZeroMQ peers run on the host:
-// the network is shared (python3-zmq fails to configure under debootstrap).
+// the relay. ZeroMQ peers on TCP run on the host: the network is shared.
 var DefaultPackages = []string{
 	"systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "iproute2", "procps",
 	"rpm", "dnf", "libzmq5",
@@ -62,8 +61,10 @@ var DefaultPackages = []string{
 // firewalld needs netbase's /etc/protocols. firewalld is for the hosts that test the role's firewall rules, and masked
 // on every other host: those share the machine's network, which a firewall
 // inside them would change. monitoring-plugins-basic gives the NRPE checks
-// the relay role installs their check_procs.
-var laterPackages = []string{"firewalld", "netbase", "monitoring-plugins-basic"}
+// the relay role installs their check_procs. python3-zmq (which fails to
+// configure inside debootstrap) is for peers that must run inside a host,
+// such as the nagios checks on the relay's ipc:// monitoring socket.
+var laterPackages = []string{"firewalld", "netbase", "monitoring-plugins-basic", "python3-zmq"}
 
 const (
 	suite          = "bookworm"

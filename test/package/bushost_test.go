@@ -1,0 +1,220 @@
+package packagetest
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/test/host"
+)
+
+// TestOnBusHost installs the packages through dnf on one booted host, as on
+// Fedora's bus host, and runs three stories on it in order (one boot for all):
+// co-installation with Python fedmsg, the one-host round trip with the
+// packaged relay.yaml, and the nagios/NRPE check on the monitoring socket.
+// The host has a network of its own, so the relay binds its real ports.
+func TestOnBusHost(t *testing.T) {
+	t.Parallel()
+	host.NeedTools(t, "rpmbuild", "createrepo_c")
+	h := host.Boot(t, "pkg-bus", host.WithPrivateNetwork())
+	r := buildRPMs(t)
+	if err := h.UseRepo(host.LocalRepo(t, append([]string{r.Main, r.Clients}, standInRPMs(t)...))); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		name string
+		run  func(*testing.T, *host.Host, builtRPMs)
+	}{
+		{"coinstall-with-python-fedmsg", coinstallWithPythonFedmsg},
+		{"roundtrip-after-install", roundtripAfterInstall},
+		{"nrpe-check", nrpeCheck},
+	} {
+		if !t.Run(step.name, func(t *testing.T) { step.run(t, h, r) }) {
+			return // each story starts from the state the previous one left
+		}
+	}
+}
+
+// standInRPMs builds the test-only stand-ins of Python fedmsg's packages
+// (testdata/python-fedmsg-standin.spec).
+func standInRPMs(t *testing.T) []string {
+	t.Helper()
+	top := t.TempDir()
+	out := filepath.Join(top, "RPMS")
+	run(t, "rpmbuild", "-bb", "--define", "_topdir "+top, "--define", "_rpmdir "+out,
+		"--define", "_build_name_fmt %%{NAME}-%%{VERSION}.rpm", repoPath("test/package/testdata/python-fedmsg-standin.spec"))
+	rpms, _ := filepath.Glob(filepath.Join(out, "*.rpm"))
+	if len(rpms) != 2 {
+		t.Fatalf("stand-in RPMs: %v, want python3-fedmsg and fedmsg-relay", rpms)
+	}
+	return rpms
+}
+
+// coinstallWithPythonFedmsg: a host running Python fedmsg's hub, with its old
+// fedmsg-relay subpackage installed, gets this relay with `dnf upgrade
+// fedmsg-relay`; the hub keeps running throughout, the SOP's restart gives a
+// new relay process, the clients subpackage is refused while python3-fedmsg
+// owns the command names, and `rpm -e fedmsg-relay` leaves the hub alone.
+func coinstallWithPythonFedmsg(t *testing.T, h *host.Host, r builtRPMs) {
+	h.MustExec("dnf", "-y", "install", "python3-fedmsg", "fedmsg-relay-0.19.0")
+	h.MustExec("systemctl", "start", "fedmsg-hub")
+	hub := mainPID(t, h, "fedmsg-hub")
+
+	// `dnf install` leaves an installed name alone; upgrade is the admin's step.
+	h.MustExec("dnf", "-y", "upgrade", "fedmsg-relay")
+	if got := strings.TrimSpace(h.MustExec("rpm", "-q", "--qf", "%{EPOCH}:%{VERSION}-%{RELEASE} %{ARCH}", "fedmsg-relay")); got != r.EVR()+" x86_64" {
+		t.Fatalf("after dnf upgrade fedmsg-relay: %q installed, want this package (%s)", got, r.EVR())
+	}
+	for path, owner := range map[string]string{
+		"/usr/bin/fedmsg-logger":                 "python3-fedmsg",
+		"/usr/bin/fedmsg-hub":                    "python3-fedmsg",
+		"/usr/libexec/fedmsg-relay/fedmsg-relay": "fedmsg-relay",
+	} {
+		if got := strings.TrimSpace(h.MustExec("rpm", "-qf", "--qf", "%{NAME}", path)); got != owner {
+			t.Errorf("%s owned by %q, want %s", path, got, owner)
+		}
+	}
+	if _, err := os.Lstat(h.Path("/usr/bin/fedmsg-relay")); !os.IsNotExist(err) {
+		t.Errorf("the Python relay's /usr/bin/fedmsg-relay is still there after the upgrade (%v)", err)
+	}
+
+	h.MustExec("systemctl", "start", "fedmsg-relay")
+	relay := mainPID(t, h, "fedmsg-relay")
+	checkRelayProcess(t, h, relay)
+	h.MustExec("service", "fedmsg-relay", "restart")
+	if again := mainPID(t, h, "fedmsg-relay"); again == relay {
+		t.Errorf("service fedmsg-relay restart: MainPID still %s", relay)
+	} else {
+		checkRelayProcess(t, h, again)
+	}
+	if now := mainPID(t, h, "fedmsg-hub"); now != hub {
+		t.Errorf("fedmsg-hub MainPID %s after installing and restarting the relay, was %s", now, hub)
+	}
+
+	out, err := h.Exec("dnf", "-y", "install", "fedmsg-relay-clients")
+	if err == nil || !strings.Contains(out, "conflicts with python3-fedmsg") {
+		t.Errorf("dnf install fedmsg-relay-clients beside python3-fedmsg: %v, want a conflict\n%s", err, out)
+	}
+
+	h.MustExec("rpm", "-e", "--force-debian", "fedmsg-relay")
+	if out, _ := h.Exec("systemctl", "is-active", "fedmsg-relay"); strings.TrimSpace(out) == "active" {
+		t.Errorf("fedmsg-relay still active after rpm -e")
+	}
+	if now := mainPID(t, h, "fedmsg-hub"); now != hub {
+		t.Errorf("fedmsg-hub MainPID %s after rpm -e fedmsg-relay, was %s", now, hub)
+	}
+}
+
+// roundtripAfterInstall: on a host without Python fedmsg, `dnf install
+// fedmsg-relay fedmsg-relay-clients`, start the service with the packaged
+// relay.yaml, and `echo ... | fedmsg-logger` reaches fedmsg-tail, both on
+// their loopback defaults.
+func roundtripAfterInstall(t *testing.T, h *host.Host, _ builtRPMs) {
+	h.MustExec("systemctl", "stop", "fedmsg-hub")
+	h.MustExec("dnf", "-y", "remove", "python3-fedmsg")
+	h.MustExec("dnf", "-y", "install", "fedmsg-relay", "fedmsg-relay-clients")
+	if got, want := readFile(t, h.Path("/etc/fedmsg-relay/relay.yaml")), readFile(t, repoPath("rpm/relay.yaml")); got != want {
+		t.Fatalf("installed relay.yaml differs from rpm/relay.yaml:\n%s", got)
+	}
+	h.MustExec("systemctl", "start", "fedmsg-relay")
+	tailed(t, h, []string{"fedmsg-tail"}, "sh", "-c", `echo "hello from $(hostname)" | fedmsg-logger`)
+}
+
+// nrpeCheck: with the production settings (real ports, log file, monitoring
+// socket), `fedmsg-logger --confirm` is acknowledged and seen by fedmsg-tail,
+// and the nagios plugin logic Fedora ran over NRPE, run as user nrpe in group
+// fedmsg, reads the status socket: OK for the relay's consumer and producer,
+// CRITICAL for a missing one; a user outside group fedmsg is refused.
+func nrpeCheck(t *testing.T, h *host.Host, _ builtRPMs) {
+	const socket = "/run/fedmsg/monitoring-fedmsg-relay.socket"
+	config := `relay_inbound: [tcp://*:9941, tcp://*:3998]
+relay_outbound: tcp://*:3999
+relay_inbound_confirm: tcp://*:9942
+log_file: /var/log/fedmsg/fedmsg-relay.log
+metrics_address: 127.0.0.1:9943
+monitoring_endpoint: ipc://` + socket + `
+monitoring_interval: 1s
+`
+	if err := h.WriteFile("/etc/fedmsg-relay/relay.yaml", []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h.MustExec("/usr/libexec/fedmsg-relay/fedmsg-relay", "--check-config")
+	h.MustExec("systemctl", "restart", "fedmsg-relay")
+	tailed(t, h, []string{"fedmsg-tail", "--relay-outbound", "tcp://127.0.0.1:3999"},
+		"fedmsg-logger", "--confirm", "--relay-confirm", "tcp://127.0.0.1:9942", "--message", "confirmed on the bus host")
+
+	h.MustCopy(repoPath("test/package/testdata/check_fedmsg_consumers.py"), "/usr/local/lib/nagios/check_fedmsg_consumers")
+	h.MustExec("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "nrpe")
+	h.MustExec("usermod", "--append", "--groups", "fedmsg", "nrpe")
+	check := func(user string, args ...string) (string, error) {
+		return h.Exec(append([]string{"runuser", "-u", user, "--", "/usr/local/lib/nagios/check_fedmsg_consumers"}, args...)...)
+	}
+	for _, args := range [][]string{
+		{"cp", "fedmsg-relay", "RelayConsumer", "MonitoringProducer"},
+		{"exceptions", "fedmsg-relay", "RelayConsumer", "1", "10"},
+		{"backlog", "fedmsg-relay", "RelayConsumer", "10", "50"},
+	} {
+		if out, err := check("nrpe", args...); err != nil || !strings.HasPrefix(out, "OK") {
+			t.Errorf("as nrpe, check_fedmsg_consumers %s: %v, want OK\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	if out, err := check("nrpe", "cp", "fedmsg-relay", "NoSuchConsumer"); err == nil || !strings.Contains(out, "not found") {
+		t.Errorf("check for a consumer the relay does not have: %v, want CRITICAL\n%s", err, out)
+	}
+	if out, err := check("nobody", "cp", "fedmsg-relay", "RelayConsumer"); err == nil || !strings.Contains(out, "UNKNOWN") {
+		t.Errorf("as nobody (not in group fedmsg): %v, want UNKNOWN\n%s", err, out)
+	}
+}
+
+// tailed starts fedmsg-tail (tail, plus --count 1) inside the host and runs
+// send until the message arrives: PUB/SUB drops what is sent before the
+// subscription is up, so one send is not a test. It fails the test when send
+// fails or nothing arrives within a minute.
+func tailed(t *testing.T, h *host.Host, tail []string, send ...string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	var out string
+	var err error
+	done := make(chan struct{})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(done)
+		out, err = h.Exec(append(tail, "--count", "1", "--timeout", "60s")...)
+	}()
+	defer wg.Wait()
+	for {
+		if sendOut, sendErr := h.Exec(send...); sendErr != nil {
+			t.Errorf("%s: %v\n%s", strings.Join(send, " "), sendErr, sendOut)
+			return
+		}
+		select {
+		case <-done:
+			if err != nil || !strings.Contains(out, ".logger.log ") {
+				t.Errorf("%s: %v, want the logger's message\n%s", strings.Join(tail, " "), err, out)
+			}
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// mainPID returns a running service's MainPID, failing the test when it is
+// not active.
+func mainPID(t *testing.T, h *host.Host, unit string) string {
+	t.Helper()
+	props := map[string]string{}
+	for _, line := range strings.Split(h.MustExec("systemctl", "show", unit, "-p", "ActiveState,MainPID"), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			props[k] = v
+		}
+	}
+	if props["ActiveState"] != "active" || props["MainPID"] == "0" {
+		t.Fatalf("%s: %s", unit, fmt.Sprint(props))
+	}
+	return props["MainPID"]
+}
