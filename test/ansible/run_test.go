@@ -173,21 +173,26 @@ fedmsg_relay_monitoring_endpoint=ipc:///run/fedmsg/monitoring-fedmsg-relay.socke
 // run fails the test.
 func (f *fixture) play(t *testing.T, playbook string, args ...string) *playbookReport {
 	t.Helper()
+	report, _ := f.playOutput(t, playbook, args...)
+	return report
+}
+
+// playOutput is play that also returns everything ansible-playbook printed.
+func (f *fixture) playOutput(t *testing.T, playbook string, args ...string) (*playbookReport, string) {
+	t.Helper()
 	start := time.Now()
 	cmd := ansibleCmd(append([]string{"ansible-playbook", "-i", filepath.Join(f.dir, "hosts"), "playbooks/" + playbook}, args...)...)
 	cmd.Env = append(cmd.Env, "ANSIBLE_STDOUT_CALLBACK=json")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	report, perr := parseReport(out)
 	if err != nil || perr != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
 		failures, _ := hostFailures(out)
-		t.Fatalf("ansible-playbook %s %v: %v %v\nfailures: %v\n%s", playbook, args, err, perr, failures, stderr)
+		t.Fatalf("ansible-playbook %s %v: %v %v\nfailures: %v\n%s", playbook, args, err, perr, failures, stderr.String())
 	}
 	t.Logf("%s %v in %s:\n%s", playbook, args, time.Since(start).Round(100*time.Millisecond), report.summary())
-	return report
+	return report, string(out) + stderr.String()
 }
 
 // relayProcess returns the relay's main PID and its user inside h.
@@ -211,26 +216,32 @@ func relayStarts(t *testing.T, h *testHost) int {
 	return strings.Count(out, "\n")
 }
 
-// readClientConfig loads h's /etc/fedmsg.d/relay.py with the system Python, as fedmsg's
-// config loader does (run the file, take its `config`).
+// readClientConfig loads h's /etc/fedmsg.d/relay.py (see readRelayPy).
 func readClientConfig(t *testing.T, h *testHost) map[string]any {
 	t.Helper()
-	out, err := exec.Command("/usr/bin/python3", "-c",
-		"import json, runpy, sys; print(json.dumps(runpy.run_path(sys.argv[1])['config']))",
-		h.Path("/etc/fedmsg.d/relay.py")).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: relay.py does not load in Python: %v\n%s", h.Name, err, out)
-	}
 	var config map[string]any
-	if err := json.Unmarshal(out, &config); err != nil {
-		t.Fatalf("%s: relay.py config: %v\n%s", h.Name, err, out)
-	}
+	readRelayPy(t, h.Path("/etc/fedmsg.d/relay.py"), &config)
 	return config
 }
 
+// readRelayPy loads a relay.py into config with the system Python, as fedmsg's config
+// loader does (run the file, take its `config`).
+func readRelayPy(t *testing.T, path string, config any) {
+	t.Helper()
+	out, err := exec.Command("/usr/bin/python3", "-c",
+		"import json, runpy, sys; print(json.dumps(runpy.run_path(sys.argv[1])['config']))", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s does not load in Python: %v\n%s", path, err, out)
+	}
+	if err := json.Unmarshal(out, config); err != nil {
+		t.Fatalf("%s config: %v\n%s", path, err, out)
+	}
+}
+
 // sendThroughRelay sends messages with the fedmsg-logger a host would use (its relay.py,
-// confirmed delivery) until a fedmsg-tail subscribed with the same config receives one.
-func (f *fixture) sendThroughRelay(t *testing.T, from *testHost) {
+// confirmed delivery) until a fedmsg-tail subscribed with the same config receives one,
+// and returns what fedmsg-tail printed.
+func (f *fixture) sendThroughRelay(t *testing.T, from *testHost) string {
 	t.Helper()
 	env := append(os.Environ(), "FEDMSG_CONFIG="+from.Path("/etc/fedmsg.d"))
 	tail := exec.Command(filepath.Join(f.clients, "fedmsg-tail"), "--count", "1", "--timeout", "20s", "--json")
@@ -259,7 +270,7 @@ func (f *fixture) sendThroughRelay(t *testing.T, from *testHost) {
 				t.Fatalf("fedmsg-tail got %q, want the message sent", tailOut.String())
 			}
 			t.Logf("message %d of fedmsg-logger reached fedmsg-tail: %s", i, strings.TrimSpace(tailOut.String()))
-			return
+			return tailOut.String()
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
@@ -318,6 +329,8 @@ func TestRealHosts(t *testing.T) {
 			t.Errorf("check mode after a converged run reports changes: %v", changed)
 		}
 	})
+
+	t.Run("AMQP bridge, signing and NRPE checks", func(t *testing.T) { f.bridgeSigningNRPE(t, relay) })
 
 	t.Run("changed variable restarts the relay once", func(t *testing.T) {
 		startsBefore := relayStarts(t, relay)
