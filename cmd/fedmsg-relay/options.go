@@ -6,22 +6,25 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge"
 	"github.com/fedora-infra/fedmsg-relay/internal/config"
 	"github.com/fedora-infra/fedmsg-relay/internal/relay"
+	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 )
 
 // relayOptions maps the validated configuration to the relay's options.
 func relayOptions(cfg *config.Config) relay.Options {
 	return relay.Options{
-		Inbound:              cfg.RelayInbound,
-		Confirm:              cfg.RelayInboundConfirm,
-		Outbound:             cfg.RelayOutbound,
-		Inject:               cfg.AMQP.Consuming(),
-		MaxMessageBytes:      cfg.MaxMessageBytes,
-		InboundHWM:           cfg.InboundHWM,
-		OutboundHWM:          cfg.OutboundHWM,
-		HandshakeTimeout:     cfg.HandshakeTimeout,
-		HeartbeatInterval:    cfg.HeartbeatInterval,
-		TCPKeepalive:         cfg.TCPKeepalive,
-		IPv6:                 cfg.IPv6,
+		Options: transport.Options{
+			Inbound:           cfg.RelayInbound,
+			Confirm:           cfg.RelayInboundConfirm,
+			Outbound:          cfg.RelayOutbound,
+			Inject:            cfg.AMQP.Consuming(),
+			MaxMessageBytes:   cfg.MaxMessageBytes,
+			InboundHWM:        cfg.InboundHWM,
+			OutboundHWM:       cfg.OutboundHWM,
+			HandshakeTimeout:  cfg.HandshakeTimeout,
+			HeartbeatInterval: cfg.HeartbeatInterval,
+			TCPKeepalive:      cfg.TCPKeepalive,
+			IPv6:              cfg.IPv6,
+		},
 		DrainTimeout:         cfg.DrainTimeout,
 		AllowedTopicPrefixes: cfg.AllowedTopicPrefixes(),
 		PassTopicMismatch:    cfg.TopicMismatch == config.TopicMismatchPass,

@@ -42,23 +42,11 @@ type Crypto struct {
 
 // Options configure a relay.
 type Options struct {
-	Inbound  []string // SUB bind addresses (fedmsg's relay_inbound)
-	Confirm  []string // ROUTER bind addresses for confirmed delivery
-	Outbound []string // PUB bind addresses (relay_outbound)
-	// Inject opens the in-process injection socket (NewInjector).
-	Inject bool
-	// Inherited maps endpoints to listening sockets systemd passed.
-	Inherited map[string]int
+	// The endpoints and socket limits; Linger is taken from DrainTimeout.
+	// Inject opens the injection socket (NewInjector).
+	transport.Options
 	// Resume holds publishing at start until the listeners are back.
 	Resume ResumeOptions
-
-	MaxMessageBytes   int64
-	InboundHWM        int
-	OutboundHWM       int // per subscriber
-	HandshakeTimeout  time.Duration
-	HeartbeatInterval time.Duration
-	TCPKeepalive      bool
-	IPv6              bool
 	// DrainTimeout bounds the drain on shutdown and the linger on Close.
 	DrainTimeout time.Duration
 
@@ -96,21 +84,9 @@ type Relay struct {
 
 // New binds every socket of opts. The relay serves nothing until Run.
 func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) {
-	sockets, err := transport.Open(transport.Options{
-		Inbound:           opts.Inbound,
-		Confirm:           opts.Confirm,
-		Outbound:          opts.Outbound,
-		Inject:            opts.Inject,
-		Inherited:         opts.Inherited,
-		MaxMessageBytes:   opts.MaxMessageBytes,
-		InboundHWM:        opts.InboundHWM,
-		OutboundHWM:       opts.OutboundHWM,
-		HandshakeTimeout:  opts.HandshakeTimeout,
-		HeartbeatInterval: opts.HeartbeatInterval,
-		TCPKeepalive:      opts.TCPKeepalive,
-		IPv6:              opts.IPv6,
-		Linger:            opts.DrainTimeout,
-	})
+	sockOpts := opts.Options
+	sockOpts.Linger = opts.DrainTimeout
+	sockets, err := transport.Open(sockOpts)
 	if err != nil {
 		return nil, err
 	}

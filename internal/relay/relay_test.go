@@ -18,6 +18,7 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/logging/logtest"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 	"github.com/fedora-infra/fedmsg-relay/internal/wire"
 )
 
@@ -33,16 +34,18 @@ type testRelay struct {
 // testOptions are the configuration's defaults on free loopback ports.
 func testOptions(t *testing.T) Options {
 	return Options{
-		Inbound:           []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
-		Outbound:          []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
-		MaxMessageBytes:   1 << 20,
-		InboundHWM:        10000,
-		OutboundHWM:       10000,
-		HandshakeTimeout:  10 * time.Second,
-		HeartbeatInterval: 30 * time.Second,
-		TCPKeepalive:      true,
-		DrainTimeout:      time.Second,
-		DropLogInterval:   10 * time.Second,
+		Options: transport.Options{
+			Inbound:           []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
+			Outbound:          []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
+			MaxMessageBytes:   1 << 20,
+			InboundHWM:        10000,
+			OutboundHWM:       10000,
+			HandshakeTimeout:  10 * time.Second,
+			HeartbeatInterval: 30 * time.Second,
+			TCPKeepalive:      true,
+		},
+		DrainTimeout:    time.Second,
+		DropLogInterval: 10 * time.Second,
 	}
 }
 
