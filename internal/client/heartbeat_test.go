@@ -20,15 +20,17 @@ import (
 
 // pyHeartbeatRouter is a ROUTER with libzmq heartbeats as the relay sets
 // them (a peer silent for 3 intervals is closed), answering "ok" to every
-// message. It prints its address. An interval of 0 turns heartbeats off.
+// message. It prints its address. An interval of 0 turns heartbeats off;
+// a TTL (ms) in its PINGs tells peers how long its silence may last.
 const pyHeartbeatRouter = `
 import sys, zmq
-ivl = int(sys.argv[1])
+ivl, ttl = int(sys.argv[1]), int(sys.argv[2])
 ctx = zmq.Context()
 s = ctx.socket(zmq.ROUTER)
 if ivl > 0:
     s.setsockopt(zmq.HEARTBEAT_IVL, ivl)
     s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * ivl)
+    s.setsockopt(zmq.HEARTBEAT_TTL, ttl)
 port = s.bind_to_random_port("tcp://127.0.0.1")
 print("tcp://127.0.0.1:%d" % port, flush=True)
 while True:
@@ -37,9 +39,10 @@ while True:
 `
 
 // startHeartbeatRouter runs pyHeartbeatRouter and returns its address and process.
-func startHeartbeatRouter(t *testing.T, ivl time.Duration) (string, *exec.Cmd) {
+func startHeartbeatRouter(t *testing.T, ivl, ttl time.Duration) (string, *exec.Cmd) {
 	t.Helper()
-	addr, _, cmd := runPeer(t, pyHeartbeatRouter, strconv.FormatInt(ivl.Milliseconds(), 10))
+	addr, _, cmd := runPeer(t, pyHeartbeatRouter,
+		strconv.FormatInt(ivl.Milliseconds(), 10), strconv.FormatInt(ttl.Milliseconds(), 10))
 	return addr, cmd
 }
 
@@ -56,7 +59,7 @@ func TestConfirmerSurvivesIdleHeartbeats(t *testing.T) {
 		{"the client pings", 0, heartbeat{interval: ivl, timeout: 3 * ivl}},
 	}
 	for _, tc := range cases {
-		addr, _ := startHeartbeatRouter(t, tc.relayIvl)
+		addr, _ := startHeartbeatRouter(t, tc.relayIvl, 0)
 		conn, err := dialConfirmer([]string{addr}, 5*time.Second, tc.hb, clienttest.Logger(t))
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
@@ -80,37 +83,55 @@ func TestConfirmerSurvivesIdleHeartbeats(t *testing.T) {
 }
 
 func TestConfirmerLeavesADeadRelay(t *testing.T) {
-	frozenAddr, frozen := startHeartbeatRouter(t, time.Second)
-	// The second relay binds a moment later, so the first wins the dial.
-	lateAddr, _ := startPeer(t, "router", "ok", time.Second)
-	hb := heartbeat{interval: 100 * time.Millisecond, timeout: 300 * time.Millisecond}
-	conn, err := dialConfirmer([]string{frozenAddr, lateAddr}, 5*time.Second, hb, clienttest.Logger(t))
-	if err != nil {
-		t.Fatal(err)
+	const ivl = 100 * time.Millisecond
+	cases := []struct {
+		name     string
+		relayIvl time.Duration
+		relayTTL time.Duration
+		hb       heartbeat
+	}{
+		{"unanswered pings", time.Second, 0, heartbeat{interval: ivl, timeout: 3 * ivl}},
+		// Our own timeout is 30 s: the relay's TTL is what tells.
+		{"the relay's TTL", ivl, 5 * ivl, defaultHeartbeat},
 	}
-	defer conn.Close()
-	if conn.Addr != frozenAddr {
-		t.Fatalf("dialled %s, want %s", conn.Addr, frozenAddr)
-	}
-	if err := conn.Send("org.test", []byte(`{"n":1}`)); err != nil {
-		t.Fatal(err)
-	}
-	// A relay host that vanishes sends no RST: the connection looks open.
-	if err := frozen.Process.Signal(syscall.SIGSTOP); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for conn.s.alive() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("the client never noticed the relay stopped answering")
+	for _, tc := range cases {
+		frozenAddr, frozen := startHeartbeatRouter(t, tc.relayIvl, tc.relayTTL)
+		// The second relay binds a moment later, so the first wins the dial.
+		lateAddr, _ := startPeer(t, "router", "ok", time.Second)
+		conn, err := dialConfirmer([]string{frozenAddr, lateAddr}, 5*time.Second, tc.hb, clienttest.Logger(t))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err := conn.Send("org.test", []byte(`{"n":2}`)); err != nil {
-		t.Fatalf("after the relay froze: %v", err)
-	}
-	if conn.Addr != lateAddr {
-		t.Errorf("sent to %s, want the live relay %s", conn.Addr, lateAddr)
+		if conn.Addr != frozenAddr {
+			t.Fatalf("%s: dialled %s, want %s", tc.name, conn.Addr, frozenAddr)
+		}
+		if err := conn.Send("org.test", []byte(`{"n":1}`)); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for tc.relayTTL > 0 && conn.s.ttl.Load() == 0 { // its first PING
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no PING with a TTL from the relay", tc.name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		// A relay host that vanishes sends no RST: the connection looks open.
+		if err := frozen.Process.Signal(syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		for conn.s.alive() == nil {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the client never noticed the relay stopped answering", tc.name)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := conn.Send("org.test", []byte(`{"n":2}`)); err != nil {
+			t.Fatalf("%s: after the relay froze: %v", tc.name, err)
+		}
+		if conn.Addr != lateAddr {
+			t.Errorf("%s: sent to %s, want the live relay %s", tc.name, conn.Addr, lateAddr)
+		}
+		conn.Close()
 	}
 }
 

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -33,6 +34,7 @@ type session struct {
 	done    chan struct{} // closed when the reader stops
 	stop    chan struct{} // closed by close: stop pinging, ignore failed pongs
 	heard   atomic.Int64  // unix nanoseconds of the last frame from the peer
+	ttl     atomic.Int64  // the peer's PING TTL: silence it allows itself, 0 for none
 
 	once sync.Once
 	err  error // why the reader stopped, set before done is closed
@@ -66,11 +68,22 @@ func (s *session) alive() error {
 		return s.err
 	default:
 	}
-	if time.Since(time.Unix(0, s.heard.Load())) > s.hb.timeout {
+	if s.silent() > s.deadAfter() {
 		s.fail(errSilent)
 		return errSilent
 	}
 	return nil
+}
+
+func (s *session) silent() time.Duration { return time.Since(time.Unix(0, s.heard.Load())) }
+
+// deadAfter is how long a silent peer is given: our timeout, or less if the
+// peer's PINGs promise more traffic than that (RFC 37's TTL).
+func (s *session) deadAfter() time.Duration {
+	if ttl := time.Duration(s.ttl.Load()); ttl > 0 && ttl < s.hb.timeout {
+		return ttl
+	}
+	return s.hb.timeout
 }
 
 // close stops pinging; the caller closes the connection or half-closes it.
@@ -132,6 +145,9 @@ func (s *session) command(body []byte) error {
 	case name != "PING":
 		return nil
 	}
+	if len(data) >= 2 { // the TTL, in deciseconds
+		s.ttl.Store(int64(binary.BigEndian.Uint16(data)) * int64(100*time.Millisecond))
+	}
 	err = s.z.writeCommand(time.Now().Add(s.hb.interval), pongCommand(data))
 	select {
 	case <-s.stop:
@@ -142,7 +158,7 @@ func (s *session) command(body []byte) error {
 }
 
 // ping sends a PING whenever the peer has been silent for an interval and
-// ends the session once it has been silent for the timeout.
+// ends the session once it has been silent for too long.
 func (s *session) ping() {
 	tick := time.NewTicker(s.hb.interval)
 	defer tick.Stop()
@@ -154,9 +170,9 @@ func (s *session) ping() {
 			return
 		case <-tick.C:
 		}
-		silent := time.Since(time.Unix(0, s.heard.Load()))
+		silent := s.silent()
 		switch {
-		case silent > s.hb.timeout:
+		case silent > s.deadAfter():
 			s.fail(errSilent)
 			return
 		case silent >= s.hb.interval:
