@@ -41,18 +41,37 @@ func TestLoadProduction(t *testing.T) {
 	}
 }
 
-// Every problem of a broken file is reported at once, each with its line.
-func TestLoadReportsEveryProblemWithItsLine(t *testing.T) {
-	_, err := Load("testdata/broken.yaml")
+// wantProblem is one expected problem of a fixture, in order.
+type wantProblem struct {
+	line int
+	key  string
+	frag string
+}
+
+// checkFixture loads path and checks that its problems are exactly want, in
+// order, each at its line; it returns the error Load gave.
+func checkFixture(t *testing.T, path string, want []wantProblem) error {
+	t.Helper()
+	_, err := Load(path)
 	var probs Problems
 	if !errors.As(err, &probs) {
-		t.Fatalf("want Problems, got %v", err)
+		t.Fatalf("%s: want Problems, got %v", path, err)
 	}
-	want := []struct {
-		line int
-		key  string
-		frag string
-	}{
+	if len(probs) != len(want) {
+		t.Fatalf("%s: got %d problems, want %d:\n%v", path, len(probs), len(want), err)
+	}
+	for i, w := range want {
+		p := probs[i]
+		if p.File != path || p.Line != w.line || p.Key != w.key || !strings.Contains(p.Msg, w.frag) {
+			t.Errorf("problem %d = %+v, want %s:%d key %s containing %q", i, p, path, w.line, w.key, w.frag)
+		}
+	}
+	return err
+}
+
+// Every problem of a broken file is reported at once, each with its line.
+func TestLoadReportsEveryProblemWithItsLine(t *testing.T) {
+	checkFixture(t, "testdata/broken.yaml", []wantProblem{
 		{1, "relay_inbound", "missing port"},
 		{2, "relay_outbound", "unsupported transport"},
 		{4, "frobnicate", "unknown key"},
@@ -61,16 +80,7 @@ func TestLoadReportsEveryProblemWithItsLine(t *testing.T) {
 		{7, "outbound_hwm", "1 to 10000000"},
 		{8, "log_level", "chatty"},
 		{9, "metrics_address", "HOST:PORT"},
-	}
-	if len(probs) != len(want) {
-		t.Fatalf("got %d problems, want %d:\n%v", len(probs), len(want), err)
-	}
-	for i, w := range want {
-		p := probs[i]
-		if p.Line != w.line || p.Key != w.key || !strings.Contains(p.Msg, w.frag) || p.File != "testdata/broken.yaml" {
-			t.Errorf("problem %d = %+v, want line %d key %s containing %q", i, p, w.line, w.key, w.frag)
-		}
-	}
+	})
 }
 
 func TestValidationProblems(t *testing.T) {
@@ -155,17 +165,7 @@ func TestAMQPSection(t *testing.T) {
 // A problem inside a nested section is reported at its own line; an unknown
 // nested key hides none of the others; a key set to 0 is not "unset".
 func TestNestedProblemsKeepTheirLines(t *testing.T) {
-	const path = "testdata/broken-amqp.yaml"
-	_, err := Load(path)
-	var probs Problems
-	if !errors.As(err, &probs) {
-		t.Fatalf("want Problems, got %v", err)
-	}
-	want := []struct {
-		line int
-		key  string
-		frag string
-	}{
+	err := checkFixture(t, "testdata/broken-amqp.yaml", []wantProblem{
 		{2, "amqp.spool_dir", "required"}, // not in the file: at its section's line
 		{5, "amqp.bogus", "unknown key"},
 		{6, "amqp.confirm_window", "0: must be 1..65535"},
@@ -176,16 +176,7 @@ func TestNestedProblemsKeepTheirLines(t *testing.T) {
 		{14, "amqp.consume.frobnicate", "unknown key"},
 		{15, "amqp.consume.prefetch", "0: must be 1..65535"},
 		{16, "amqp.consume.binding_keys", "entry 1 is empty"},
-	}
-	if len(probs) != len(want) {
-		t.Fatalf("got %d problems, want %d:\n%v", len(probs), len(want), err)
-	}
-	for i, w := range want {
-		p := probs[i]
-		if p.File != path || p.Line != w.line || p.Key != w.key || !strings.Contains(p.Msg, w.frag) {
-			t.Errorf("problem %d = %+v, want %s:%d key %s containing %q", i, p, path, w.line, w.key, w.frag)
-		}
-	}
+	})
 	if strings.Contains(err.Error(), "secret") {
 		t.Errorf("the URL's password is in the problems:\n%v", err)
 	}
