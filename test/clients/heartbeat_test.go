@@ -14,8 +14,10 @@ import (
 // waits on its input longer than the relay's heartbeat timeout (3 intervals)
 // and must still deliver the next line on the same connection.
 func TestLoggerIdleBetweenMessages(t *testing.T) {
-	const ivl = 200 * time.Millisecond
-	r := startRelay(t, "heartbeat_interval: 200ms")
+	// Short enough to cut an unanswering logger off within the pause, long
+	// enough that a loaded machine answers in time.
+	const ivl = 500 * time.Millisecond
+	r := startRelay(t, "heartbeat_interval: 500ms")
 	sub := subscribe(t, r)
 	for _, confirm := range []bool{true, false} {
 		args := []string{"--relay", r.Inbound}
@@ -39,7 +41,7 @@ func TestLoggerIdleBetweenMessages(t *testing.T) {
 		if m := sub.next(10 * time.Second); !strings.Contains(m.Body, `"before the pause"`) {
 			t.Fatalf("confirm=%v: got %s", confirm, m.Body)
 		}
-		time.Sleep(10 * ivl) // the idle period under test, not a wait for a result
+		time.Sleep(5 * ivl) // the idle period under test, not a wait for a result
 		io.WriteString(stdin, "after the pause\n")
 		stdin.Close()
 		if err := cmd.Wait(); err != nil {
