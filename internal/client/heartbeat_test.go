@@ -47,7 +47,8 @@ func startHeartbeatRouter(t *testing.T, ivl, ttl time.Duration) (string, *exec.C
 }
 
 func TestConfirmerSurvivesIdleHeartbeats(t *testing.T) {
-	const ivl = 100 * time.Millisecond
+	// Timeouts of 3 intervals, long enough for a loaded machine to answer.
+	const ivl = 250 * time.Millisecond
 	cases := []struct {
 		name     string
 		relayIvl time.Duration // 0: the relay never pings
@@ -68,7 +69,7 @@ func TestConfirmerSurvivesIdleHeartbeats(t *testing.T) {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
 		first := conn.s
-		time.Sleep(20 * ivl) // idle for many heartbeat timeouts
+		time.Sleep(8 * ivl) // idle for more than two heartbeat timeouts
 		if err := first.alive(); err != nil {
 			t.Errorf("%s: connection ended while idle: %v", tc.name, err)
 		}

@@ -160,7 +160,7 @@ func (s *session) command(body []byte) error {
 // ping sends a PING whenever the peer has been silent for an interval and
 // ends the session once it has been silent for too long.
 func (s *session) ping() {
-	tick := time.NewTicker(s.hb.interval)
+	tick := time.NewTicker(s.hb.interval / 2) // a ping leaves at most 1.5 intervals after the last frame
 	defer tick.Stop()
 	for {
 		select {
