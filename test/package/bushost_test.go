@@ -57,7 +57,8 @@ func standInRPMs(t *testing.T) []string {
 // coinstallWithPythonFedmsg: a host running Python fedmsg's hub, with its old
 // fedmsg-relay subpackage installed, gets this relay with `dnf upgrade
 // fedmsg-relay`; the hub keeps running throughout, the SOP's restart gives a
-// new relay process, the clients subpackage is refused while python3-fedmsg
+// new relay process, its end-to-end check works with the Go clients in
+// /usr/libexec/fedmsg-relay, the clients subpackage is refused while python3-fedmsg
 // owns the command names, and `rpm -e fedmsg-relay` leaves the hub alone.
 func coinstallWithPythonFedmsg(t *testing.T, h *host.Host, r builtRPMs) {
 	h.MustExec("dnf", "-y", "install", "python3-fedmsg", "fedmsg-relay-0.19.0")
@@ -94,6 +95,10 @@ func coinstallWithPythonFedmsg(t *testing.T, h *host.Host, r builtRPMs) {
 	if now := mainPID(t, h, "fedmsg-hub"); now != hub {
 		t.Errorf("fedmsg-hub MainPID %s after installing and restarting the relay, was %s", now, hub)
 	}
+	// The SOP's end-to-end check, with the Go clients the daemon package
+	// carries where python3-fedmsg owns the names in /usr/bin.
+	tailed(t, h, []string{"/usr/libexec/fedmsg-relay/fedmsg-tail"},
+		"/usr/libexec/fedmsg-relay/fedmsg-logger", "--message", "beside python fedmsg")
 
 	out, err := h.Exec("dnf", "-y", "install", "fedmsg-relay-clients")
 	if err == nil || !strings.Contains(out, "conflicts with python3-fedmsg") {

@@ -58,6 +58,8 @@ func TestRPMFileList(t *testing.T) {
 				"/usr/libexec/fedmsg-relay":                      {"drwxr-xr-x", "root", "root", "", ""},
 				"/usr/libexec/fedmsg-relay/fedmsg-relay":         {"-rwxr-xr-x", "root", "root", "", ""},
 				"/usr/libexec/fedmsg-relay/fedmsg-signing-relay": {"lrwxrwxrwx", "root", "root", "", "fedmsg-relay"},
+				"/usr/libexec/fedmsg-relay/fedmsg-logger":        {"-rwxr-xr-x", "root", "root", "", ""},
+				"/usr/libexec/fedmsg-relay/fedmsg-tail":          {"-rwxr-xr-x", "root", "root", "", ""},
 				"/usr/share/man/man8/fedmsg-relay.8.gz":          {"-rw-r--r--", "root", "root", "d", ""},
 				"/usr/share/man/man5/relay.yaml.5.gz":            {"-rw-r--r--", "root", "root", "d", ""},
 				"/usr/lib/systemd/system/fedmsg-relay.service":   {"-rw-r--r--", "root", "root", "", ""},
