@@ -256,12 +256,12 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 			continue
 		}
 		b.relayedBytes += uint64(m.Size)
-		if m.Source != transport.FromInject {
+		if r.tap != nil && m.Source != transport.FromInject {
 			r.batch.tapTopics[tapped], r.batch.tapBodies[tapped] = m.Topic, m.Body
 			tapped++
 		}
 	}
-	if r.tap != nil && tapped > 0 {
+	if tapped > 0 {
 		r.tap(r.batch.tapTopics[:tapped], r.batch.tapBodies[:tapped])
 	}
 	sent, failed := s.Flush()
