@@ -72,14 +72,10 @@ func TestRPMFileList(t *testing.T) {
 				"/usr/share/licenses/fedmsg-relay/LICENSE":       {"-rw-r--r--", "root", "root", "l", ""},
 			},
 			extra: func(p string, f rpmFile) error {
+				if ok, err := builtOrLicence("fedmsg-relay", p, f); ok {
+					return err
+				}
 				switch {
-				case strings.HasPrefix(p, "/usr/lib/.build-id"):
-					return nil // build-id links rpm adds for the binaries
-				case p == "/usr/share/licenses/fedmsg-relay" || strings.HasPrefix(p, "/usr/share/licenses/fedmsg-relay/vendor"):
-					if f.Mode[0] == '-' && !strings.Contains(f.Flags, "l") {
-						return fmt.Errorf("not marked %%license")
-					}
-					return nil
 				case regexp.MustCompile(`^/usr/share/doc/fedmsg-relay[^/]*(/README\.md|/sop\.md)?$`).MatchString(p):
 					if strings.HasSuffix(p, ".md") && f.Flags != "d" {
 						return fmt.Errorf("not marked %%doc")
@@ -99,14 +95,8 @@ func TestRPMFileList(t *testing.T) {
 				"/usr/share/licenses/fedmsg-relay-clients/LICENSE": {"-rw-r--r--", "root", "root", "l", ""},
 			},
 			extra: func(p string, f rpmFile) error {
-				switch {
-				case strings.HasPrefix(p, "/usr/lib/.build-id"):
-					return nil
-				case p == "/usr/share/licenses/fedmsg-relay-clients" || strings.HasPrefix(p, "/usr/share/licenses/fedmsg-relay-clients/vendor"):
-					if f.Mode[0] == '-' && !strings.Contains(f.Flags, "l") {
-						return fmt.Errorf("not marked %%license")
-					}
-					return nil
+				if ok, err := builtOrLicence("fedmsg-relay-clients", p, f); ok {
+					return err
 				}
 				return fmt.Errorf("unexpected file")
 			},
@@ -148,6 +138,23 @@ func TestRPMFileList(t *testing.T) {
 			t.Errorf("%s: no licence files of the vendored modules", filepath.Base(tt.pkg))
 		}
 	}
+}
+
+// builtOrLicence reports whether p is a build-id link rpm adds for a binary
+// or in the package's licence directory (vendored modules' licences under
+// vendor/), and for the latter whether it is marked %license.
+func builtOrLicence(pkg, p string, f rpmFile) (bool, error) {
+	dir := "/usr/share/licenses/" + pkg
+	switch {
+	case strings.HasPrefix(p, "/usr/lib/.build-id"):
+		return true, nil
+	case p == dir || strings.HasPrefix(p, dir+"/vendor"):
+		if f.Mode[0] == '-' && !strings.Contains(f.Flags, "l") {
+			return true, fmt.Errorf("not marked %%license")
+		}
+		return true, nil
+	}
+	return false, nil
 }
 
 // scriptlets splits `rpm -qp --scripts` output into scriptlet name -> body.
