@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/client/clienttest"
+	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
 // pyHeartbeatRouter is a ROUTER with libzmq heartbeats as the relay sets
@@ -155,8 +156,8 @@ func hostilePeer(t *testing.T, socketType string, flood func(z *zmtpConn) error)
 				defer c.Close()
 				go func() { _, _ = io.Copy(io.Discard, c) }()
 				z := &zmtpConn{Conn: c, w: bufio.NewWriterSize(c, 1<<20)}
-				z.w.Write(greeting)
-				z.writeFrame(flagCommand, readyCommand(socketType))
+				z.w.Write(zmtp.Greeting)
+				z.writeFrame(zmtp.FlagCommand, zmtp.ReadyCommand(socketType))
 				for z.w.Flush() == nil && flood(z) == nil {
 				}
 			}()
@@ -179,13 +180,13 @@ func TestHostilePeerBounded(t *testing.T) {
 			return nil
 		}, false, `the relay subscribes to ["other.`},
 		{"huge frame header", "SUB", func(z *zmtpConn) error {
-			z.w.Write([]byte{flagLong, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+			z.w.Write([]byte{zmtp.FlagLong, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
 			z.w.Flush()
 			time.Sleep(time.Second)
 			return io.EOF
 		}, false, "frame of 9223372036854775807 bytes from peer"},
 		{"endless reply", "ROUTER", func(z *zmtpConn) error {
-			z.writeFrame(flagMore, big)
+			z.writeFrame(zmtp.FlagMore, big)
 			return nil
 		}, true, "message of more than 65536 bytes from peer"},
 	}

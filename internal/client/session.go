@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
 // heartbeat says how the client keeps an idle connection checked.
@@ -105,7 +107,7 @@ func (s *session) read() {
 			return
 		}
 		s.heard.Store(time.Now().UnixNano())
-		if flags&flagCommand != 0 {
+		if flags&zmtp.FlagCommand != 0 {
 			if err := s.command(body); err != nil {
 				s.fail(err)
 				return
@@ -136,7 +138,7 @@ func (s *session) read() {
 // command handles a command from the peer: PING is answered, the rest
 // (PONG, SUBSCRIBE) only proves the peer is alive.
 func (s *session) command(body []byte) error {
-	name, data, err := parseCommand(body)
+	name, data, err := zmtp.ParseCommand(body)
 	switch {
 	case err != nil:
 		return err
@@ -148,7 +150,7 @@ func (s *session) command(body []byte) error {
 	if len(data) >= 2 { // the TTL, in deciseconds
 		s.ttl.Store(int64(binary.BigEndian.Uint16(data)) * int64(100*time.Millisecond))
 	}
-	err = s.z.writeCommand(time.Now().Add(s.hb.interval), pongCommand(data))
+	err = s.z.writeCommand(time.Now().Add(s.hb.interval), zmtp.PongCommand(data))
 	select {
 	case <-s.stop:
 		return nil // half-closed: the relay is reading our last bytes
@@ -176,7 +178,7 @@ func (s *session) ping() {
 			s.fail(errSilent)
 			return
 		case silent >= s.hb.interval:
-			if err := s.z.writeCommand(time.Now().Add(s.hb.interval), pingCommand); err != nil {
+			if err := s.z.writeCommand(time.Now().Add(s.hb.interval), zmtp.PingCommand); err != nil {
 				s.fail(fmt.Errorf("ping: %w", err))
 				return
 			}

@@ -2,9 +2,7 @@ package client
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,19 +10,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
 // The client speaks ZMTP 3.0 (RFC 23) with the NULL mechanism itself: a
 // short-lived producer needs only to connect, finish the handshake and write
 // frames, and doing that in Go keeps fedmsg-logger a static binary that
 // starts in a fraction of the time a libzmq-linked one takes.
-
-// Frame flags.
-const (
-	flagMore    = 0x01
-	flagLong    = 0x02
-	flagCommand = 0x04
-)
 
 // maxFrame bounds what we accept from a relay in one frame and in one
 // message (subscriptions, replies): a hostile endpoint cannot make us hold
@@ -37,14 +30,6 @@ const (
 	maxOthers     = 8
 	maxOtherBytes = 64
 )
-
-// greeting is ours: signature, version 3.0, mechanism NULL, as-server 0.
-var greeting = func() []byte {
-	g := make([]byte, 64)
-	g[0], g[9], g[10], g[11] = 0xff, 0x7f, 3, 0
-	copy(g[12:32], "NULL")
-	return g
-}()
 
 // zmtpConn is one ZMTP connection. Once the handshake is done, one
 // goroutine reads while others write whole messages and commands under wmu.
@@ -59,96 +44,30 @@ type zmtpConn struct {
 // checks the peer's socket type is one of peerTypes.
 func handshake(c net.Conn, socketType string, peerTypes ...string) (*zmtpConn, error) {
 	z := &zmtpConn{Conn: c, r: bufio.NewReader(c), w: bufio.NewWriter(c)}
-	z.w.Write(greeting)
-	z.writeFrame(flagCommand, readyCommand(socketType))
+	z.w.Write(zmtp.Greeting)
+	z.writeFrame(zmtp.FlagCommand, zmtp.ReadyCommand(socketType))
 	if err := z.w.Flush(); err != nil { // under the dial's deadline
 		return nil, fmt.Errorf("send greeting: %w", err)
 	}
-	var peer [64]byte
+	var peer [zmtp.GreetingSize]byte
 	if _, err := io.ReadFull(z.r, peer[:]); err != nil {
 		return nil, fmt.Errorf("read greeting: %w", err)
 	}
-	if peer[0] != 0xff || peer[9] != 0x7f || peer[10] < 3 {
-		return nil, errors.New("peer does not speak ZMTP 3")
-	}
-	if mech := string(bytes.TrimRight(peer[12:32], "\x00")); mech != "NULL" {
-		return nil, fmt.Errorf("peer wants security mechanism %s", mech)
+	if err := zmtp.CheckGreeting(peer[:]); err != nil {
+		return nil, err
 	}
 	flags, body, err := z.readFrame()
 	if err != nil {
 		return nil, fmt.Errorf("read READY: %w", err)
 	}
-	name, props, err := parseCommand(body)
-	if err != nil || flags&flagCommand == 0 {
-		return nil, fmt.Errorf("bad READY from peer: %v", err)
+	if err := zmtp.CheckReady(flags, body, peerTypes...); err != nil {
+		return nil, err
 	}
-	if name == "ERROR" {
-		return nil, fmt.Errorf("peer refused the handshake: %q", props)
-	}
-	if name != "READY" {
-		return nil, fmt.Errorf("peer sent %s instead of READY", name)
-	}
-	got := readyProperty(props, "Socket-Type")
-	for _, t := range peerTypes {
-		if got == t {
-			return z, nil
-		}
-	}
-	return nil, fmt.Errorf("peer is a %s socket, want %s", got, strings.Join(peerTypes, " or "))
-}
-
-func readyCommand(socketType string) []byte {
-	var b bytes.Buffer
-	b.WriteByte(5)
-	b.WriteString("READY")
-	b.WriteByte(byte(len("Socket-Type")))
-	b.WriteString("Socket-Type")
-	binary.Write(&b, binary.BigEndian, uint32(len(socketType)))
-	b.WriteString(socketType)
-	return b.Bytes()
-}
-
-// parseCommand splits a command frame into its name and data.
-func parseCommand(body []byte) (string, []byte, error) {
-	if len(body) < 1 || len(body) < 1+int(body[0]) {
-		return "", nil, errors.New("truncated command")
-	}
-	n := int(body[0])
-	return string(body[1 : 1+n]), body[1+n:], nil
-}
-
-// readyProperty returns a READY metadata value, or "".
-func readyProperty(props []byte, name string) string {
-	for len(props) > 0 {
-		n := int(props[0])
-		if len(props) < 1+n+4 {
-			return ""
-		}
-		key := string(props[1 : 1+n])
-		size := binary.BigEndian.Uint32(props[1+n:])
-		props = props[1+n+4:]
-		if uint64(size) > uint64(len(props)) {
-			return ""
-		}
-		if strings.EqualFold(key, name) {
-			return string(props[:size])
-		}
-		props = props[size:]
-	}
-	return ""
+	return z, nil
 }
 
 // writeFrame buffers one frame; Flush sends.
-func (z *zmtpConn) writeFrame(flags byte, body []byte) {
-	if len(body) > 255 {
-		z.w.WriteByte(flags | flagLong)
-		binary.Write(z.w, binary.BigEndian, uint64(len(body)))
-	} else {
-		z.w.WriteByte(flags)
-		z.w.WriteByte(byte(len(body)))
-	}
-	z.w.Write(body)
-}
+func (z *zmtpConn) writeFrame(flags byte, body []byte) { zmtp.WriteFrame(z.w, flags, body) }
 
 // writeMessage sends a multi-frame message, giving up at deadline.
 func (z *zmtpConn) writeMessage(deadline time.Time, frames ...[]byte) error {
@@ -157,7 +76,7 @@ func (z *zmtpConn) writeMessage(deadline time.Time, frames ...[]byte) error {
 	for i, f := range frames {
 		var flags byte
 		if i < len(frames)-1 {
-			flags = flagMore
+			flags = zmtp.FlagMore
 		}
 		z.writeFrame(flags, f)
 	}
@@ -168,7 +87,7 @@ func (z *zmtpConn) writeMessage(deadline time.Time, frames ...[]byte) error {
 func (z *zmtpConn) writeCommand(deadline time.Time, body []byte) error {
 	z.wmu.Lock()
 	defer z.wmu.Unlock()
-	z.writeFrame(flagCommand, body)
+	z.writeFrame(zmtp.FlagCommand, body)
 	return z.flush(deadline)
 }
 
@@ -179,41 +98,11 @@ func (z *zmtpConn) flush(deadline time.Time) error {
 	return z.w.Flush()
 }
 
-// Heartbeats (ZMTP 3.1, RFC 37): PING carries a TTL in deciseconds and up
-// to 16 bytes of context, which PONG echoes.
-const maxPingContext = 16
-
-// pingCommand is our PING: TTL 0 (we ask nothing of the peer) and no context.
-var pingCommand = []byte("\x04PING\x00\x00")
-
-// pongCommand answers a PING's data (TTL and context).
-func pongCommand(ping []byte) []byte {
-	var context []byte
-	if len(ping) > 2 {
-		context = ping[2:min(len(ping), 2+maxPingContext)]
-	}
-	return append([]byte("\x04PONG"), context...)
-}
-
 // readFrame reads one frame (message or command).
 func (z *zmtpConn) readFrame() (byte, []byte, error) {
-	flags, err := z.r.ReadByte()
+	flags, size, err := zmtp.ReadHeader(z.r)
 	if err != nil {
 		return 0, nil, err
-	}
-	var size uint64
-	if flags&flagLong != 0 {
-		var b [8]byte
-		if _, err := io.ReadFull(z.r, b[:]); err != nil {
-			return 0, nil, err
-		}
-		size = binary.BigEndian.Uint64(b[:])
-	} else {
-		b, err := z.r.ReadByte()
-		if err != nil {
-			return 0, nil, err
-		}
-		size = uint64(b)
 	}
 	if size > maxFrame {
 		return 0, nil, fmt.Errorf("frame of %d bytes from peer", size)
@@ -239,7 +128,7 @@ func (m *message) add(flags byte, body []byte) (bool, error) {
 		return false, fmt.Errorf("message of more than %d bytes from peer", maxFrame)
 	}
 	m.frames = append(m.frames, body)
-	return flags&flagMore == 0, nil
+	return flags&zmtp.FlagMore == 0, nil
 }
 
 // waitSubscription reads until the peer subscribes to a prefix of topic.
@@ -257,8 +146,8 @@ func (z *zmtpConn) waitSubscription(topic string) error {
 		}
 		var prefix []byte
 		switch {
-		case flags&flagCommand != 0:
-			name, data, err := parseCommand(body)
+		case flags&zmtp.FlagCommand != 0:
+			name, data, err := zmtp.ParseCommand(body)
 			if err != nil || name != "SUBSCRIBE" {
 				continue
 			}

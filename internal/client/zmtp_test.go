@@ -7,16 +7,18 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
 // peerBytes is what a libzmq SUB sends: greeting, READY, a subscription.
 func peerBytes() []byte {
 	var b bytes.Buffer
 	z := &zmtpConn{w: bufio.NewWriter(&b)}
-	z.w.Write(greeting)
-	z.writeFrame(flagCommand, readyCommand("SUB"))
+	z.w.Write(zmtp.Greeting)
+	z.writeFrame(zmtp.FlagCommand, zmtp.ReadyCommand("SUB"))
 	z.writeFrame(0, []byte("\x01org.fedoraproject."))
-	z.writeFrame(flagMore, bytes.Repeat([]byte("t"), 300)) // long frame
+	z.writeFrame(zmtp.FlagMore, bytes.Repeat([]byte("t"), 300)) // long frame
 	z.writeFrame(0, []byte("body"))
 	z.w.Flush()
 	return b.Bytes()
@@ -50,7 +52,7 @@ func TestHandshakeAndSubscription(t *testing.T) {
 }
 
 func TestReadyProperty(t *testing.T) {
-	props := readyCommand("ROUTER")[len("\x05READY"):]
+	props := zmtp.ReadyCommand("ROUTER")[len("\x05READY"):]
 	cases := []struct {
 		props []byte
 		name  string
@@ -63,8 +65,8 @@ func TestReadyProperty(t *testing.T) {
 		{nil, "Socket-Type", ""},
 	}
 	for _, tc := range cases {
-		if got := readyProperty(tc.props, tc.name); got != tc.want {
-			t.Errorf("readyProperty(%q, %q) = %q, want %q", tc.props, tc.name, got, tc.want)
+		if got := zmtp.ReadyProperty(tc.props, tc.name); got != tc.want {
+			t.Errorf("zmtp.ReadyProperty(%q, %q) = %q, want %q", tc.props, tc.name, got, tc.want)
 		}
 	}
 }
@@ -76,9 +78,9 @@ func FuzzPeerStream(f *testing.F) {
 	f.Add(real)
 	f.Add(real[:70])
 	f.Add(real[64:])
-	f.Add([]byte{flagLong, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	f.Add([]byte{flagCommand, 5, 4, 'P', 'I', 'N', 'G'}) // no TTL
-	f.Add(append([]byte{flagCommand, 40, 4, 'P', 'I', 'N', 'G', 0, 1}, bytes.Repeat([]byte("c"), 33)...))
+	f.Add([]byte{zmtp.FlagLong, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{zmtp.FlagCommand, 5, 4, 'P', 'I', 'N', 'G'}) // no TTL
+	f.Add(append([]byte{zmtp.FlagCommand, 40, 4, 'P', 'I', 'N', 'G', 0, 1}, bytes.Repeat([]byte("c"), 33)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		z := &zmtpConn{r: bufio.NewReader(bytes.NewReader(data))}
 		for i := 0; i < 100; i++ {
@@ -89,10 +91,10 @@ func FuzzPeerStream(f *testing.F) {
 			if len(body) > maxFrame {
 				t.Fatalf("accepted a %d-byte frame", len(body))
 			}
-			if flags&flagCommand != 0 {
-				if name, data, err := parseCommand(body); err == nil {
-					readyProperty(data, "Socket-Type")
-					if pong := pongCommand(data); name == "PING" && len(pong) > len("\x04PONG")+maxPingContext {
+			if flags&zmtp.FlagCommand != 0 {
+				if name, data, err := zmtp.ParseCommand(body); err == nil {
+					zmtp.ReadyProperty(data, "Socket-Type")
+					if pong := zmtp.PongCommand(data); name == "PING" && len(pong) > len("\x04PONG")+zmtp.MaxPingContext {
 						t.Fatalf("a %d-byte PONG", len(pong))
 					}
 				}
