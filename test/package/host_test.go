@@ -127,7 +127,7 @@ drain_timeout: 5s
 	if out, err := h.Exec("pgrep", "-u", "fedmsg"); err == nil {
 		t.Errorf("processes of user fedmsg left after rpm -e: %s", out)
 	}
-	for _, gone := range []string{"/usr/libexec/fedmsg-relay/fedmsg-relay", "/usr/lib/systemd/system/fedmsg-relay.service", "/etc/logrotate.d/fedmsg-relay"} {
+	for _, gone := range []string{"/usr/libexec/fedmsg-relay/fedmsg-relay", "/usr/lib/systemd/system/fedmsg-relay.service", "/etc/logrotate.d/00-fedmsg-relay"} {
 		if _, err := os.Lstat(h.Path(gone)); !os.IsNotExist(err) {
 			t.Errorf("%s still there after rpm -e (%v)", gone, err)
 		}

@@ -22,9 +22,12 @@ import (
 const shippedLog = "/var/log/fedmsg/fedmsg-relay.log"
 
 // TestLogrotateConfig checks the shipped directives and runs logrotate -d on
-// the file; its stderr must have no "error:". The config rotates as user
-// fedmsg ("su"), which this machine lacks: logrotate runs in a private mount
-// namespace whose /etc/passwd and /etc/group have it.
+// a logrotate.d holding the file under the name the spec installs and Python
+// fedmsg-base's /etc/logrotate.d/fedmsg (/var/log/fedmsg/*.log), as on a bus
+// host with both: stderr must have no "error:" (such as a duplicate log
+// entry), and the relay's log must be rotated by this file's block. The
+// config rotates as user fedmsg ("su"), which this machine lacks: logrotate
+// runs in a private mount namespace whose /etc/passwd and /etc/group have it.
 func TestLogrotateConfig(t *testing.T) {
 	t.Parallel()
 	host.NeedTools(t, "logrotate", "unshare", "mount")
@@ -36,7 +39,7 @@ func TestLogrotateConfig(t *testing.T) {
 		{shippedLog + " {", true},
 		{"weekly", true}, {"compress", true}, {"delaycompress", true}, {"missingok", true},
 		{"postrotate", true}, {"/usr/bin/systemctl reload fedmsg-relay.service", true},
-		{"copytruncate", false},
+		{"copytruncate", false}, {"ignoreduplicates", true},
 	} {
 		if got := regexp.MustCompile(`(?m)^\s*` + regexp.QuoteMeta(tt.directive) + `(\s|$)`).MatchString(conf); got != tt.want {
 			t.Errorf("rpm/fedmsg-relay.logrotate: %q present = %v, want %v", tt.directive, got, tt.want)
@@ -55,18 +58,44 @@ func TestLogrotateConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	installed := regexp.MustCompile(`(?m)^install .*rpm/fedmsg-relay\.logrotate %\{buildroot\}%\{_sysconfdir\}/logrotate\.d/(\S+)$`).
+		FindStringSubmatch(readFile(t, repoPath("fedmsg-relay.spec")))
+	if installed == nil {
+		t.Fatal("fedmsg-relay.spec: no install line for rpm/fedmsg-relay.logrotate")
+	}
+	confDir := filepath.Join(dir, "logrotate.d")
+	if err := os.Mkdir(confDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, repoPath("rpm/fedmsg-relay.logrotate"), filepath.Join(confDir, installed[1]))
+	copyFile(t, repoPath("test/package/testdata/fedmsg-base.logrotate"), filepath.Join(confDir, "fedmsg"))
+	mainConf := filepath.Join(dir, "logrotate.conf")
+	if err := os.WriteFile(mainConf, []byte("include "+confDir+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Logs for both files' patterns to match, on a /var/log of the namespace's own.
+	varLog := filepath.Join(dir, "var-log")
+	for _, f := range []string{"fedmsg-relay.log", "fedmsg-hub.log"} {
+		if err := os.MkdirAll(filepath.Join(varLog, "fedmsg"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(varLog, "fedmsg", f), []byte("a line\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cmd := exec.Command("unshare", "-m", "--propagation", "private", "sh", "-c",
-		`mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && exec logrotate -d -s "$3" "$4"`,
-		"sh", filepath.Join(dir, "passwd"), filepath.Join(dir, "group"), filepath.Join(dir, "state"),
-		repoPath("rpm/fedmsg-relay.logrotate"))
+		`mount --bind "$1" /etc/passwd && mount --bind "$2" /etc/group && mount --bind "$5" /var/log && exec logrotate -d -s "$3" "$4"`,
+		"sh", filepath.Join(dir, "passwd"), filepath.Join(dir, "group"), filepath.Join(dir, "state"), mainConf, varLog)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if err != nil || strings.Contains(stderr.String(), "error:") {
 		t.Errorf("logrotate -d: %v\n%s%s", err, stdout.String(), stderr.String())
 	}
-	if !strings.Contains(stderr.String()+stdout.String(), "rotating pattern: "+shippedLog) {
-		t.Errorf("logrotate -d did not consider %s:\n%s", shippedLog, stderr.String())
+	// This file's block must be the one that rotates the relay's log.
+	if !regexp.MustCompile(`(?m)^rotating pattern: ` + regexp.QuoteMeta(shippedLog) + ` .*\n(.*\n)*?considering log ` + regexp.QuoteMeta(shippedLog) + `$`).
+		MatchString(stderr.String() + stdout.String()) {
+		t.Errorf("logrotate -d: %s is not rotated by its own block:\n%s%s", shippedLog, stdout.String(), stderr.String())
 	}
 }
 

@@ -67,7 +67,7 @@ func TestRPMFileList(t *testing.T) {
 				"/usr/lib/tmpfiles.d/fedmsg-relay.conf":          {"-rw-r--r--", "root", "root", "", ""},
 				"/etc/fedmsg-relay":                              {"drwxr-xr-x", "root", "root", "", ""},
 				"/etc/fedmsg-relay/relay.yaml":                   {"-rw-r--r--", "root", "root", "cn", ""},
-				"/etc/logrotate.d/fedmsg-relay":                  {"-rw-r--r--", "root", "root", "cn", ""},
+				"/etc/logrotate.d/00-fedmsg-relay":               {"-rw-r--r--", "root", "root", "cn", ""},
 				"/var/log/fedmsg":                                {"drwxr-xr-x", "fedmsg", "fedmsg", "", ""},
 				"/usr/share/licenses/fedmsg-relay/LICENSE":       {"-rw-r--r--", "root", "root", "l", ""},
 			},
