@@ -1,0 +1,135 @@
+package inbound
+
+import (
+	"errors"
+	"sync"
+	"time"
+)
+
+// errOverShare disconnects a peer that stayed over its share of the budget.
+var errOverShare = errors.New("over its share of the inbound buffer budget")
+
+// budget is the one byte budget for everything held inbound: connections'
+// fixed cost, messages being read and messages queued for the forwarding
+// loop. Each connection may hold its fair share (limit / connections, never
+// below floor) while the total stays within limit.
+type budget struct {
+	limit, floor int64
+	grace        time.Duration // how long a connection may wait for room
+
+	mu      sync.Mutex
+	used    int64
+	conns   map[*conn]struct{}
+	changed chan struct{} // closed and replaced whenever bytes are released
+}
+
+func newBudget(limit, floor int64, grace time.Duration) *budget {
+	return &budget{limit: limit, floor: floor, grace: grace, conns: map[*conn]struct{}{}, changed: make(chan struct{})}
+}
+
+// fair is each connection's equal part of the budget; b.mu held.
+func (b *budget) fair() int64 { return b.limit / int64(max(len(b.conns), 1)) }
+
+// share is what one connection may hold when there is room: its fair part,
+// but always enough for one message of the largest size; b.mu held.
+func (b *budget) share() int64 { return max(b.fair(), b.floor) }
+
+// join admits a connection with its fixed cost, making room as reserve
+// does, or refuses it when there is none.
+func (b *budget) join(c *conn, cost int64) error {
+	b.mu.Lock()
+	b.conns[c] = struct{}{}
+	b.mu.Unlock()
+	return b.reserve(c, cost, false)
+}
+
+// leave releases what the connection still holds but what it queued: the
+// forwarding loop releases that when it takes it.
+func (b *budget) leave(c *conn) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.conns, c)
+	b.releaseLocked(c, c.held-c.queued)
+}
+
+// reserve waits until c may hold n more bytes (of an unfinished message
+// if partial). A connection at its share is
+// simply not read (TCP pushes back); one that stays over it for the grace
+// period while the budget is full is given up. A connection within its
+// share that finds the budget full evicts a peer over its fair part that is
+// holding an unfinished message (a stalled one would never give it back).
+func (b *budget) reserve(c *conn, n int64, partial bool) error {
+	timeout := time.NewTimer(b.grace)
+	defer timeout.Stop()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for {
+		share := b.share()
+		if c.held+n <= share && b.used+n <= b.limit {
+			b.used += n
+			c.held += n
+			if partial {
+				c.partial += n
+			}
+			return nil
+		}
+		if c.held+n <= share {
+			b.evictLocked(c)
+		}
+		changed := b.changed
+		b.mu.Unlock()
+		select {
+		case <-changed:
+		case <-c.gone:
+		case <-timeout.C:
+			b.mu.Lock()
+			return errOverShare
+		}
+		b.mu.Lock()
+		if c.isGone() {
+			return errClosed
+		}
+	}
+}
+
+// evictLocked disconnects, for c, the connection furthest over its fair
+// part among those holding an unfinished message.
+func (b *budget) evictLocked(c *conn) {
+	fair := b.fair()
+	var victim *conn
+	for o := range b.conns {
+		if o != c && o.held > fair && o.partial > 0 && !o.isGone() && (victim == nil || o.held > victim.held) {
+			victim = o
+		}
+	}
+	if victim != nil {
+		victim.close(ReasonOverShare)
+	}
+}
+
+// release gives back n bytes of c, of an unfinished message if partial.
+func (b *budget) release(c *conn, n int64, partial bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if partial {
+		c.partial -= n
+	}
+	b.releaseLocked(c, n)
+}
+
+func (b *budget) releaseLocked(c *conn, n int64) {
+	if n == 0 {
+		return
+	}
+	b.used -= n
+	c.held -= n
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// Used is what the budget holds now, for metrics and tests.
+func (b *budget) Used() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}

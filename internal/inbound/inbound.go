@@ -1,0 +1,347 @@
+// Package inbound terminates the relay's inbound ZMTP connections in Go.
+//
+// libzmq holds every frame of an unfinished multipart message, and its
+// queue limits count whole messages per connection, so a single peer can
+// grow a libzmq SUB socket without bound. Here each PUB producer is read by
+// its own goroutine that checks a message's size before it reads a frame
+// body, stores only the two frames a fedmsg message has, and holds what it
+// reads within one byte budget shared fairly by all connections. Complete
+// messages wait in one queue that the forwarding loop takes in batches.
+package inbound
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options configure the listener.
+type Options struct {
+	Endpoints []string       // tcp://HOST:PORT, tcp://*:PORT, tcp://[::1]:PORT, ipc:///path
+	Inherited map[string]int // endpoint -> listening socket passed by systemd
+	IPv6      bool           // tcp://*:PORT listens on IPv6 too
+
+	MaxMessageBytes   int64 // all frames of one message together
+	BudgetBytes       int64 // everything held inbound, all connections together
+	MaxConnections    int
+	HandshakeTimeout  time.Duration
+	HeartbeatInterval time.Duration
+	TCPKeepalive      bool
+
+	// Notify is called when the queue of complete messages becomes
+	// non-empty after a Take found it empty. It must not block.
+	Notify func()
+	// Event reports connections accepted and ended. It must not block.
+	Event func(Event)
+}
+
+// EventKind says what happened to a connection.
+type EventKind int
+
+// Connection events.
+const (
+	Accepted        EventKind = iota // handshake done
+	Disconnected                     // after Accepted; Reason says why
+	HandshakeFailed                  // never got as far as Accepted; Reason says why
+)
+
+// Event is one connection event.
+type Event struct {
+	Kind   EventKind
+	Reason string
+}
+
+// Disconnect reasons: a fixed set, so they can be metric labels.
+const (
+	ReasonPeerClosed = "peer_closed"
+	ReasonHandshake  = "handshake"
+	ReasonProtocol   = "protocol"
+	ReasonTimeout    = "timeout"
+	ReasonOversize   = "oversize"
+	ReasonOverShare  = "over_share"
+	ReasonTooMany    = "too_many_connections"
+	ReasonShutdown   = "shutdown"
+)
+
+// Reasons lists every disconnect reason, for registering metrics up front.
+func Reasons() []string {
+	return []string{ReasonPeerClosed, ReasonHandshake, ReasonProtocol, ReasonTimeout,
+		ReasonOversize, ReasonOverShare, ReasonTooMany, ReasonShutdown}
+}
+
+// connCost is what a connection costs before it holds any message: its
+// goroutine's stack, buffers and bookkeeping, counted in the budget.
+const connCost = 16 << 10
+
+// Message is one complete message as received. Topic and Body are the first
+// two frames (nil when absent); Frames and Size count every frame.
+type Message struct {
+	Topic, Body []byte
+	Frames      int
+	Size        int
+	conn        *conn
+	held        int64 // budget bytes, released by Release
+}
+
+// Server accepts producers on every endpoint until Stop.
+type Server struct {
+	opts      Options
+	listeners []net.Listener
+	budget    *budget
+	wg        sync.WaitGroup
+
+	// Guarded by budget.mu.
+	pending  []Message
+	head     int
+	armed    bool // a Take found the queue empty: the next push notifies
+	stopped  bool
+	connSet  map[*conn]struct{}
+	numConns int
+}
+
+// Listen binds (or adopts) every endpoint and starts accepting.
+func Listen(o Options) (_ *Server, err error) {
+	if o.Notify == nil {
+		o.Notify = func() {}
+	}
+	if o.Event == nil {
+		o.Event = func(Event) {}
+	}
+	// A connection may always hold one whole message of the largest size.
+	floor := o.MaxMessageBytes + connCost
+	s := &Server{opts: o, budget: newBudget(o.BudgetBytes, floor, max(o.HandshakeTimeout, time.Second)), connSet: map[*conn]struct{}{}}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
+	for _, ep := range o.Endpoints {
+		l, err := s.listen(ep)
+		if err != nil {
+			return nil, err
+		}
+		s.listeners = append(s.listeners, l)
+	}
+	for _, l := range s.listeners {
+		s.wg.Add(1)
+		go s.accept(l)
+	}
+	return s, nil
+}
+
+// listen opens ep, on the inherited listening socket if there is one.
+func (s *Server) listen(ep string) (net.Listener, error) {
+	if fd, ok := s.opts.Inherited[ep]; ok {
+		f := os.NewFile(uintptr(fd), ep)
+		l, err := net.FileListener(f) // a dup: systemd's descriptor stays ours to keep
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("adopt inherited fd %d for %s: %w", fd, ep, err)
+		}
+		return l, nil
+	}
+	lc := net.ListenConfig{KeepAlive: -1}
+	if s.opts.TCPKeepalive {
+		lc.KeepAlive = 0 // the system's defaults, as libzmq's ZMQ_TCP_KEEPALIVE=1
+	}
+	network, addr, err := splitEndpoint(ep, s.opts.IPv6)
+	if err != nil {
+		return nil, err
+	}
+	if network == "unix" {
+		removeStaleSocket(addr)
+	}
+	l, err := lc.Listen(context.Background(), network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("bind %s: %w", ep, err)
+	}
+	return l, nil
+}
+
+// splitEndpoint maps a ZeroMQ endpoint to a Go network and address.
+func splitEndpoint(ep string, ipv6 bool) (network, addr string, err error) {
+	if path, ok := strings.CutPrefix(ep, "ipc://"); ok {
+		return "unix", path, nil
+	}
+	hostport, ok := strings.CutPrefix(ep, "tcp://")
+	if !ok {
+		return "", "", fmt.Errorf("bind %s: unsupported endpoint (want tcp:// or ipc://)", ep)
+	}
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", "", fmt.Errorf("bind %s: %w", ep, err)
+	}
+	network = "tcp4"
+	if ipv6 || strings.Contains(host, ":") {
+		network = "tcp"
+	}
+	if host == "*" {
+		host = ""
+	}
+	return network, net.JoinHostPort(host, port), nil
+}
+
+// removeStaleSocket removes a socket file left by an earlier run, as libzmq
+// does before it binds an ipc:// endpoint; anything else is left to fail.
+func removeStaleSocket(path string) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		os.Remove(path)
+	}
+}
+
+func (s *Server) accept(l net.Listener) {
+	defer s.wg.Done()
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// fd exhaustion and the like: do not spin.
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		s.start(nc)
+	}
+}
+
+func (s *Server) start(nc net.Conn) {
+	c := &conn{srv: s, nc: nc, gone: make(chan struct{})}
+	b := s.budget
+	b.mu.Lock()
+	refuse := ""
+	switch {
+	case s.stopped:
+		refuse = ReasonShutdown
+	case s.opts.MaxConnections > 0 && s.numConns >= s.opts.MaxConnections:
+		refuse = ReasonTooMany
+	}
+	if refuse == "" {
+		s.numConns++
+		s.connSet[c] = struct{}{}
+	}
+	b.mu.Unlock()
+	if refuse != "" {
+		nc.Close()
+		s.event(Event{Kind: HandshakeFailed, Reason: refuse})
+		return
+	}
+	c.r = bufio.NewReaderSize(nc, 4096)
+	c.w = bufio.NewWriterSize(nc, 256)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		reason := c.serve()
+		c.close(reason)
+		b.leave(c)
+		s.forget(c)
+		kind := Disconnected
+		if !c.handshaken {
+			kind = HandshakeFailed
+		}
+		s.event(Event{Kind: kind, Reason: reason})
+	}()
+}
+
+func (s *Server) forget(c *conn) {
+	s.budget.mu.Lock()
+	defer s.budget.mu.Unlock()
+	if _, ok := s.connSet[c]; ok {
+		delete(s.connSet, c)
+		s.numConns--
+	}
+}
+
+func (s *Server) event(e Event) { s.opts.Event(e) }
+
+// push queues a complete message: what its frames hold moves from the
+// connection's unfinished message to its queue.
+func (s *Server) push(c *conn, m Message) {
+	b := s.budget
+	m.conn, m.held = c, c.partial
+	b.mu.Lock()
+	c.queued += c.partial
+	c.partial = 0
+	s.pending = append(s.pending, m)
+	notify := s.armed
+	s.armed = false
+	b.mu.Unlock()
+	if notify {
+		s.opts.Notify()
+	}
+}
+
+// Take moves up to len(dst) queued messages, and not many more than
+// maxBytes (always at least one), into dst and returns how many. The
+// messages stay counted in the budget until Release. When the queue is
+// empty, the next message queued calls Notify.
+func (s *Server) Take(dst []Message, maxBytes int) int {
+	b := s.budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n, bytes := 0, 0
+	for n < len(dst) && s.head < len(s.pending) && (n == 0 || bytes < maxBytes) {
+		m := s.pending[s.head]
+		s.pending[s.head] = Message{}
+		s.head++
+		dst[n] = m
+		bytes += m.Size
+		n++
+	}
+	if s.head == len(s.pending) {
+		s.pending, s.head = s.pending[:0], 0
+		s.armed = true
+	} else if s.head > len(s.pending)/2 { // keep the backing array from creeping
+		s.pending, s.head = append(s.pending[:0], s.pending[s.head:]...), 0
+	}
+	return n
+}
+
+// Release returns the budget taken messages held, once the caller no
+// longer needs their bytes.
+func (s *Server) Release(msgs []Message) {
+	b := s.budget
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for i := range msgs {
+		m := &msgs[i]
+		m.conn.queued -= m.held
+		b.releaseLocked(m.conn, m.held)
+		*m = Message{}
+	}
+}
+
+// Held is how many bytes the budget holds now.
+func (s *Server) Held() int64 { return s.budget.Used() }
+
+// Connections is how many producers are connected (handshakes included).
+func (s *Server) Connections() int {
+	s.budget.mu.Lock()
+	defer s.budget.mu.Unlock()
+	return s.numConns
+}
+
+// Stop closes the listeners and every connection and waits for their
+// goroutines. Messages already queued can still be taken.
+func (s *Server) Stop() {
+	for _, l := range s.listeners {
+		l.Close()
+	}
+	s.budget.mu.Lock()
+	s.stopped = true
+	conns := make([]*conn, 0, len(s.connSet))
+	for c := range s.connSet {
+		conns = append(conns, c)
+	}
+	s.budget.mu.Unlock()
+	for _, c := range conns {
+		c.close(ReasonShutdown)
+	}
+	s.wg.Wait()
+}

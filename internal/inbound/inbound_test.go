@@ -1,0 +1,269 @@
+package inbound
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
+)
+
+// recorder collects connection events.
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+}
+
+func (r *recorder) add(e Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }
+
+func (r *recorder) count(kind EventKind, reason string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.events {
+		if e.Kind == kind && (reason == "" || e.Reason == reason) {
+			n++
+		}
+	}
+	return n
+}
+
+func listen(t *testing.T, mutate func(*Options)) (*Server, string, *recorder) {
+	t.Helper()
+	ep := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	rec := &recorder{}
+	o := Options{Endpoints: []string{ep}, MaxMessageBytes: 64 << 10, BudgetBytes: 4 << 20,
+		MaxConnections: 64, HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 10 * time.Second, Event: rec.add}
+	if mutate != nil {
+		mutate(&o)
+	}
+	s, err := Listen(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s, ep, rec
+}
+
+// collect takes messages until want arrived or the deadline passed.
+func collect(t *testing.T, s *Server, want int, within time.Duration) []Message {
+	t.Helper()
+	var got []Message
+	buf := make([]Message, 16)
+	deadline := time.Now().Add(within)
+	for len(got) < want && time.Now().Before(deadline) {
+		n := s.Take(buf, 1<<20)
+		for _, m := range buf[:n] {
+			c := m
+			c.conn, c.held = nil, 0
+			got = append(got, c)
+		}
+		s.Release(buf[:n])
+		if n == 0 {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return got
+}
+
+// A real pyzmq PUB connects, sends and closes (the fedmsg-logger pattern of
+// Python scripts), and a long-running one keeps sending: every message
+// arrives byte for byte, frame counts and sizes as sent.
+func TestPyzmqProducers(t *testing.T) {
+	py := testutil.Python(t)
+	s, ep, rec := listen(t, nil)
+	script := `
+import sys, time, zmq
+ctx = zmq.Context()
+pub = ctx.socket(zmq.PUB)
+pub.connect(sys.argv[1])
+time.sleep(0.3)  # PUB drops until the subscription arrives
+for i in range(int(sys.argv[2])):
+    pub.send_multipart([b"org.fedoraproject.test.a", b'{"i": %d, "pad": "%s"}' % (i, b"x" * (i * 97 % 3000))])
+pub.send_multipart([b"three", b"frames", b"here"])
+pub.send_multipart([b"t", b"b" * 70000])  # over the 64 KiB limit: cut off
+pub.close(linger=5000)
+ctx.term()
+`
+	out, err := exec.Command(py, "-c", script, ep, "200").CombinedOutput()
+	if err != nil {
+		t.Fatalf("producer: %v\n%s", err, out)
+	}
+	got := collect(t, s, 201, 20*time.Second)
+	if len(got) != 201 {
+		t.Fatalf("got %d messages, want 201", len(got))
+	}
+	for i, m := range got[:200] {
+		body := fmt.Sprintf(`{"i": %d, "pad": "%s"}`, i, bytes.Repeat([]byte("x"), i*97%3000))
+		if string(m.Topic) != "org.fedoraproject.test.a" || string(m.Body) != body || m.Frames != 2 || m.Size != len(m.Topic)+len(body) {
+			t.Fatalf("message %d = %q %.40q frames %d size %d", i, m.Topic, m.Body, m.Frames, m.Size)
+		}
+	}
+	if m := got[200]; string(m.Topic) != "three" || string(m.Body) != "frames" || m.Frames != 3 || m.Size != 15 {
+		t.Errorf("three-frame message = %q %q frames %d size %d", m.Topic, m.Body, m.Frames, m.Size)
+	}
+	waitFor(t, "the oversize sender's disconnect", func() bool { return rec.count(Disconnected, ReasonOversize) == 1 })
+	waitFor(t, "the budget to be released", func() bool { return s.Held() == 0 })
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// rawPeer does a PUB handshake by hand, for what libzmq would never send.
+func rawPeer(t *testing.T, ep string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", ep[len("tcp://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	var hello bytes.Buffer
+	hello.Write(zmtp.Greeting)
+	ready := zmtp.ReadyCommand("PUB")
+	hello.Write([]byte{zmtp.FlagCommand, byte(len(ready))})
+	hello.Write(ready)
+	if _, err := c.Write(hello.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func frameHeader(flags byte, n int) []byte {
+	return append([]byte{flags | zmtp.FlagLong}, binary.BigEndian.AppendUint64(nil, uint64(n))...)
+}
+
+// Endless multipart from many raw peers, each frame under the limit: the
+// listener never holds more than its budget, cuts off each sender as its
+// message passes max_message_bytes, and a well-behaved peer still gets
+// through.
+func TestEndlessMultipartStaysInBudget(t *testing.T) {
+	const budget = 2 << 20
+	s, ep, rec := listen(t, func(o *Options) { o.BudgetBytes = budget; o.MaxMessageBytes = 256 << 10 })
+	frame := bytes.Repeat([]byte("m"), 60<<10)
+	var wg sync.WaitGroup
+	peak := int64(0)
+	stop := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			peak = max(peak, s.Held())
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for range 20 {
+		c := rawPeer(t, ep)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c.SetWriteDeadline(time.Now().Add(10*time.Second)) == nil {
+				if _, err := c.Write(append(frameHeader(zmtp.FlagMore, len(frame)), frame...)); err != nil {
+					return // cut off
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if peak > budget {
+		t.Errorf("held %d bytes at peak, budget %d", peak, budget)
+	}
+	if n := rec.count(Disconnected, ReasonOversize); n != 20 {
+		t.Errorf("%d oversize disconnects, want 20", n)
+	}
+	// A good peer after all that.
+	c := rawPeer(t, ep)
+	c.Write(append([]byte{zmtp.FlagMore, 5}, "topic"...))
+	c.Write(append([]byte{0, 4}, "body"...))
+	got := collect(t, s, 1, 10*time.Second)
+	if len(got) != 1 || string(got[0].Topic) != "topic" || string(got[0].Body) != "body" {
+		t.Fatalf("good peer: got %+v", got)
+	}
+}
+
+// Peers that stall halfway through a message each hold at most their share:
+// when the budget is full, a peer within its share evicts one over it, and
+// the budget never overflows.
+func TestStalledPeersAreEvictedForOthers(t *testing.T) {
+	const budget = 1 << 20
+	s, ep, rec := listen(t, func(o *Options) { o.BudgetBytes = budget; o.MaxMessageBytes = 200 << 10 })
+	// Four peers each start a 190 KiB message and stall after most of it.
+	for range 4 {
+		c := rawPeer(t, ep)
+		c.Write(append([]byte{zmtp.FlagMore, 1}, 't'))
+		c.Write(append(frameHeader(0, 190<<10), bytes.Repeat([]byte("s"), 180<<10)...))
+	}
+	waitFor(t, "the stalled peers' bytes", func() bool { return s.Held() > 4*180<<10 })
+	// Twelve more peers: shares shrink below what the stalled ones hold.
+	for i := range 12 {
+		c := rawPeer(t, ep)
+		body := fmt.Sprintf("body %d %s", i, bytes.Repeat([]byte("g"), 50<<10))
+		c.Write(append([]byte{zmtp.FlagMore, 1}, 'g'))
+		c.Write(append(frameHeader(0, len(body)), body...))
+	}
+	got := collect(t, s, 12, 20*time.Second)
+	if len(got) != 12 {
+		t.Fatalf("got %d of the good peers' 12 messages; held %d; events %+v", len(got), s.Held(), rec.events)
+	}
+	if held := s.Held(); held > budget {
+		t.Errorf("held %d > budget %d", held, budget)
+	}
+	if rec.count(Disconnected, ReasonOverShare) == 0 {
+		t.Errorf("no stalled peer was evicted: %+v", rec.events)
+	}
+}
+
+// PING is answered with PONG carrying the context; garbage and a handshake
+// that never finishes are refused and counted.
+func TestPingAndHandshakeFailures(t *testing.T) {
+	s, ep, rec := listen(t, func(o *Options) { o.HandshakeTimeout = 300 * time.Millisecond })
+	c := rawPeer(t, ep)
+	ping := []byte("\x04PING\x00\x0aCTX")
+	c.Write(append([]byte{zmtp.FlagCommand, byte(len(ping))}, ping...))
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 0, 256)
+	want := append([]byte{zmtp.FlagCommand, 8}, "\x04PONGCTX"...)
+	for !bytes.Contains(buf, want) {
+		var b [256]byte
+		n, err := c.Read(b[:])
+		if err != nil {
+			t.Fatalf("no PONG in %q: %v", buf, err)
+		}
+		buf = append(buf, b[:n]...)
+	}
+	silent, err := net.Dial("tcp", ep[len("tcp://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	garbage, err := net.Dial("tcp", ep[len("tcp://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer garbage.Close()
+	garbage.Write(bytes.Repeat([]byte("GET / HTTP/1.0\r\n"), 8))
+	waitFor(t, "two failed handshakes", func() bool { return rec.count(HandshakeFailed, "") == 2 })
+	if rec.count(HandshakeFailed, ReasonTimeout) != 1 {
+		t.Errorf("events %+v: want one handshake timeout", rec.events)
+	}
+	if s.Connections() != 1 {
+		t.Errorf("%d connections, want the pinging one", s.Connections())
+	}
+}
