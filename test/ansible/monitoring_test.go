@@ -59,6 +59,8 @@ func (f *fixture) bridgeSigningNRPE(t *testing.T, h *testHost) {
 		"fedmsg_relay_nrpe_checks":     true,
 		"fedmsg_relay_nrpe_plugin_dir": "/usr/lib/nagios/plugins", // Debian's
 		"fedmsg_relay_nrpe_service":    "",                        // no NRPE daemon on the test host
+		// Status every second, not 5: each check waits for one (CI time).
+		"fedmsg_relay_config_extra":    map[string]string{"monitoring_interval": "1s"},
 		"fedmsg_relay_nrpe_thresholds": map[string]int{"exceptions_warning": 1, "exceptions_critical": 10, "backlog_warning": 10, "backlog_critical": 50},
 	})
 	if err != nil {
@@ -119,6 +121,21 @@ func (f *fixture) bridgeSigningNRPE(t *testing.T, h *testHost) {
 		t.Logf("%s as nrpe: %s", name, strings.TrimSpace(out))
 		if err != nil || !regexp.MustCompile(`^(PROCS )?OK`).MatchString(out) {
 			t.Errorf("%s (%s) as nrpe: %v\n%s", name, line, err, out)
+		}
+	}
+	// The same plugin reports what it finds wrong, with nagios exit codes.
+	for _, tt := range []struct {
+		args, want string
+		code       int
+	}{
+		{"cp fedmsg-relay RelayConsumer NoSuchConsumer", "ERROR: NoSuchConsumer not found among installed plugins", 2},
+		{"backlog fedmsg-relay RelayConsumer -2 -1", "CRITICAL: fedmsg consumer RelayConsumer backlog value is", 2},
+		{"exceptions fedmsg-relay RelayConsumer -1 10", "WARNING: fedmsg consumer RelayConsumer exceptions value is 0", 1},
+	} {
+		out, err := h.Exec("runuser", "-u", "nrpe", "--", "/bin/sh", "-c",
+			"/usr/lib/nagios/plugins/check_fedmsg_consumers "+tt.args+`; echo "exit $?"`)
+		if want := fmt.Sprintf("exit %d", tt.code); err != nil || !strings.HasPrefix(out, tt.want) || !strings.Contains(out, want) {
+			t.Errorf("check_fedmsg_consumers %s: %v %q, want %q and %s", tt.args, err, out, tt.want, want)
 		}
 	}
 	// The status socket is fedmsg:fedmsg 0770: outside the group, the check cannot read it.
