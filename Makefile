@@ -32,6 +32,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/fedmsgconf
 	$(GO) test -run '^$$' -fuzz '^FuzzPeerStream$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/client
 	$(GO) test -run '^$$' -fuzz '^FuzzReadRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/spool
+	$(GO) test -run '^$$' -fuzz '^FuzzReadMessage$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/inbound
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/... ./test/clients/...
