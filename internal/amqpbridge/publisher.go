@@ -71,11 +71,7 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 
 	for {
 		for len(pending) < window && ctx.Err() == nil {
-			rec, ok, err := reader.Next()
-			if err != nil {
-				b.log.Error("spool damaged, skipping to the next segment", "error", err)
-				continue
-			}
+			rec, ok := reader.Next()
 			if !ok {
 				break
 			}

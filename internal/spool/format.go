@@ -71,12 +71,15 @@ func (s *Spool) load() error {
 	if err != nil {
 		return err
 	}
-	for _, first := range firstSeqs {
-		g, err := s.scanSegment(first)
+	for i, first := range firstSeqs {
+		g, cut, err := s.scanSegment(first)
 		if err != nil {
 			return err
 		}
-		if g.count == 0 || g.endSeq() <= s.commitSeq {
+		// A cut segment stays while a later one exists, so that
+		// reconcileSegments counts what the cut lost.
+		keep := cut && i < len(firstSeqs)-1
+		if !keep && (g.count == 0 || g.endSeq() <= s.commitSeq) {
 			if err := os.Remove(filepath.Join(s.dir, segmentName(first))); err != nil {
 				return fmt.Errorf("spool: remove confirmed segment: %w", err)
 			}
@@ -85,6 +88,7 @@ func (s *Spool) load() error {
 		s.segments = append(s.segments, g)
 		s.totalBytes += g.size
 	}
+	s.reconcileSegments()
 	s.nextSeq = s.commitSeq
 	if n := len(s.segments); n > 0 {
 		s.nextSeq = max(s.nextSeq, s.segments[n-1].endSeq())
@@ -97,66 +101,128 @@ func (s *Spool) load() error {
 	return nil
 }
 
-// scanSegment counts the valid records of a segment and cuts off anything
-// after the first invalid one (a write torn by a crash).
-func (s *Spool) scanSegment(firstSeq uint64) (*segment, error) {
+// reconcileSegments makes the recovered segments' sequence numbers agree
+// with their names: a segment miscounted after a damaged length is cut to
+// where the next one starts, and records lost between segments (cut off by
+// truncation) are counted as dropped.
+func (s *Spool) reconcileSegments() {
+	for i := 0; i+1 < len(s.segments); i++ {
+		g, next := s.segments[i], s.segments[i+1].firstSeq
+		if g.endSeq() > next {
+			g.count = next - g.firstSeq
+		}
+		if from := max(g.endSeq(), s.commitSeq); from < next {
+			s.events.Dropped(DropCorrupt, next-from)
+			s.log.Warn("records lost to a damaged segment", "file", filepath.Join(s.dir, segmentName(g.firstSeq)), "messages", next-from)
+		}
+	}
+}
+
+// scanSegment counts the records of a segment. A record whose checksum fails
+// but whose length leads to more data stays counted (the reader skips it);
+// anything after a record that cannot be framed is cut off (a write torn by
+// a crash, or a damaged length).
+func (s *Spool) scanSegment(firstSeq uint64) (g *segment, cut bool, err error) {
 	path := filepath.Join(s.dir, segmentName(firstSeq))
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return nil, fmt.Errorf("spool: open %s: %w", path, err)
+		return nil, false, fmt.Errorf("spool: open %s: %w", path, err)
 	}
 	defer f.Close()
-	g := &segment{firstSeq: firstSeq}
+	g = &segment{firstSeq: firstSeq}
 	br := bufio.NewReaderSize(f, 64<<10)
+	damaged := 0
 	for {
 		n, err := readRecord(br, nil)
 		if errors.Is(err, io.EOF) {
-			return g, nil
+			break
+		}
+		if errors.Is(err, errDamaged) {
+			if _, more := br.Peek(1); more == nil {
+				damaged++
+				g.count++
+				g.size += int64(n)
+				continue
+			}
 		}
 		if err != nil {
-			s.log.Warn("truncating segment after its last valid record", "file", path, "offset", g.size, "error", err)
+			s.log.Warn("truncating segment after its last whole record", "file", path, "offset", g.size, "error", err)
 			if err := f.Truncate(g.size); err != nil {
-				return nil, fmt.Errorf("spool: truncate %s: %w", path, err)
+				return nil, false, fmt.Errorf("spool: truncate %s: %w", path, err)
 			}
-			return g, nil
+			cut = true
+			break
 		}
 		g.count++
 		g.size += int64(n)
 	}
+	if damaged > 0 {
+		s.log.Warn("segment has damaged records; they will be skipped", "file", path, "records", damaged)
+	}
+	return g, cut, nil
 }
 
-// readRecord reads one record; with a non-nil rec it also decodes it. It
-// returns the record's size on disk, io.EOF at a clean end, another error for
-// a torn or corrupt record.
-func readRecord(br *bufio.Reader, rec *Record) (int, error) {
+// errDamaged is a record that can be framed (its length leads to the next
+// one) but whose content is not what was written.
+var errDamaged = errors.New("record damaged")
+
+// readHeader reads a record header: io.EOF at a clean end, another error when
+// the record cannot be framed.
+func readHeader(br *bufio.Reader) (length, crc uint32, err error) {
 	var hdr [recordHeaderBytes]byte
 	if _, err := io.ReadFull(br, hdr[:]); err != nil {
 		if errors.Is(err, io.EOF) {
-			return 0, io.EOF
+			return 0, 0, io.EOF
 		}
-		return 0, fmt.Errorf("record header: %w", err)
+		return 0, 0, fmt.Errorf("record header: %w", err)
 	}
-	length := binary.LittleEndian.Uint32(hdr[0:4])
+	length = binary.LittleEndian.Uint32(hdr[0:4])
 	if length < payloadHeaderBytes || length > maxRecordBytes {
-		return 0, fmt.Errorf("record length %d out of range", length)
+		return 0, 0, fmt.Errorf("record length %d out of range", length)
+	}
+	return length, binary.LittleEndian.Uint32(hdr[4:8]), nil
+}
+
+// readRecord reads one record; with a non-nil rec it also decodes it. It
+// returns the record's size on disk, io.EOF at a clean end, errDamaged (with
+// the size) for a record that fails its checks, another error for a record
+// that cannot be framed.
+func readRecord(br *bufio.Reader, rec *Record) (int, error) {
+	length, crc, err := readHeader(br)
+	if err != nil {
+		return 0, err
 	}
 	payload := make([]byte, length)
 	if _, err := io.ReadFull(br, payload); err != nil {
 		return 0, fmt.Errorf("record payload: %w", err)
 	}
-	if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(hdr[4:8]) {
-		return 0, errors.New("record checksum mismatch")
+	size := recordHeaderBytes + int(length)
+	if crc32.Checksum(payload, crcTable) != crc {
+		return size, fmt.Errorf("%w: checksum mismatch", errDamaged)
 	}
 	topicLen := binary.LittleEndian.Uint32(payload[8:12])
 	if uint64(topicLen) > uint64(length-payloadHeaderBytes) {
-		return 0, fmt.Errorf("record topic length %d exceeds payload", topicLen)
+		return size, fmt.Errorf("%w: topic length %d exceeds payload", errDamaged, topicLen)
 	}
 	if rec != nil {
 		rec.Received = time.Unix(int64(binary.LittleEndian.Uint64(payload[0:8])), 0)
 		rec.Topic = payload[payloadHeaderBytes : payloadHeaderBytes+topicLen]
 		rec.Body = payload[payloadHeaderBytes+topicLen:]
 	}
-	return recordHeaderBytes + int(length), nil
+	return size, nil
+}
+
+// skipRecord passes over one record without checking its content, so damage
+// inside a record already confirmed does not stop a reader positioned after it.
+func skipRecord(br *bufio.Reader) error {
+	length, _, err := readHeader(br)
+	if err != nil {
+		return err
+	}
+	if _, err := br.Discard(int(length)); err != nil {
+		return fmt.Errorf("record payload: %w", err)
+	}
+	return nil
 }
 
 // Cursor file: u64 commitSeq | u64 sentEnd | u32 CRC-32C of the 16 bytes before.
@@ -190,12 +256,32 @@ func (s *Spool) saveCursor() error {
 	binary.LittleEndian.PutUint64(data[8:16], state[1])
 	binary.LittleEndian.PutUint32(data[16:], crc32.Checksum(data[:16], crcTable))
 	tmp := filepath.Join(s.dir, cursorFile+".tmp")
-	if err := os.WriteFile(tmp, data[:], 0o640); err != nil {
+	if err := s.writeFile(tmp, data[:]); err != nil {
 		return fmt.Errorf("spool: write cursor: %w", err)
 	}
 	if err := os.Rename(tmp, filepath.Join(s.dir, cursorFile)); err != nil {
 		return fmt.Errorf("spool: replace cursor: %w", err)
 	}
+	if s.sync != SyncNever {
+		// A lost rename only resends confirmed messages; syncing keeps that short.
+		if err := syncDir(s.dir); err != nil {
+			return fmt.Errorf("spool: sync directory: %w", err)
+		}
+	}
 	s.saved = state
 	return nil
+}
+
+// writeFile writes a new file, synced unless SyncNever, so that a rename
+// never exposes an empty file after a host crash.
+func (s *Spool) writeFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil && s.sync != SyncNever {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
 }

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -37,47 +38,49 @@ func (r *Reader) Close() {
 }
 
 // Next returns the next written record, or ok false when there is none yet.
-// Its Topic and Body are valid until the next call. A damaged segment is
-// skipped (reported as DropError) and returned as an error.
-func (r *Reader) Next() (rec Record, ok bool, err error) {
-	s := r.s
-	s.mu.Lock()
-	var g *segment
-	for _, cand := range s.segments {
-		if cand.endSeq() > r.seq {
-			g = cand
-			break
+// Its Topic and Body are valid until the next call. Damage never stops it: a
+// record that fails its checksum is skipped, and so is the rest of a segment
+// once a record cannot be framed (or the file cannot be opened); both are
+// counted as DropCorrupt and logged at most once per damageLogInterval.
+func (r *Reader) Next() (rec Record, ok bool) {
+	for {
+		first, end, found := r.s.segmentAt(r.seq)
+		if !found {
+			return Record{}, false
+		}
+		if r.seq < first {
+			// The records in between were dropped (spool full) or lost to
+			// corruption, and counted then.
+			r.Close()
+			r.seq = first
+		}
+		if r.file == nil || r.first != first {
+			if err := r.open(first); err != nil {
+				r.skipTo(end, first, err)
+				continue
+			}
+		}
+		rec.Seq = r.seq
+		_, err := readRecord(r.br, &rec)
+		switch {
+		case err == nil:
+			r.seq++
+			return rec, true
+		case errors.Is(err, errDamaged):
+			r.s.damaged(first, r.seq, 1, err)
+			r.seq++
+		default:
+			r.skipTo(end, first, err)
 		}
 	}
-	var gFirst, gEnd uint64
-	if g != nil {
-		gFirst, gEnd = g.firstSeq, g.endSeq()
-	}
-	s.mu.Unlock()
-	if g == nil {
-		return Record{}, false, nil
-	}
-	if r.seq < gFirst {
-		// The records in between were dropped (spool full) or lost to corruption.
-		r.Close()
-		r.seq = gFirst
-	}
-	if r.file == nil || r.first != gFirst {
-		if err := r.open(gFirst); err != nil {
-			return Record{}, false, err
-		}
-	}
-	rec.Seq = r.seq
-	if _, err := readRecord(r.br, &rec); err != nil {
-		// Skip the rest of a damaged segment rather than stall the bridge.
-		s.events.Dropped(DropError, gEnd-r.seq)
-		err = fmt.Errorf("spool: read %s at record %d: %w (%d records skipped)", segmentName(gFirst), r.seq, err, gEnd-r.seq)
-		r.Close()
-		r.seq = gEnd
-		return Record{}, false, err
-	}
-	r.seq++
-	return rec, true, nil
+}
+
+// skipTo gives up on the records of the segment starting at first from the
+// reader's position to end.
+func (r *Reader) skipTo(end, first uint64, err error) {
+	r.s.damaged(first, r.seq, end-r.seq, err)
+	r.Close()
+	r.seq = end
 }
 
 // open opens the segment starting at first and skips to r.seq.
@@ -86,13 +89,13 @@ func (r *Reader) open(first uint64) error {
 	path := filepath.Join(r.s.dir, segmentName(first))
 	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("spool: open %s: %w", path, err)
+		return fmt.Errorf("open %s: %w", path, err)
 	}
 	r.file, r.br, r.first = f, bufio.NewReaderSize(f, 256<<10), first
 	for skip := r.seq - first; skip > 0; skip-- {
-		if _, err := readRecord(r.br, nil); err != nil {
+		if err := skipRecord(r.br); err != nil {
 			r.Close()
-			return fmt.Errorf("spool: skip in %s: %w", path, err)
+			return fmt.Errorf("skip to record %d: %w", r.seq, err)
 		}
 	}
 	return nil

@@ -1,9 +1,12 @@
 package spool
 
 import (
+	"cmp"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -16,10 +19,11 @@ const (
 	DropClosed     = "closed"      // Append after Close
 	DropError      = "spool_error" // writing or reading the spool failed
 	DropTooLarge   = "too_large"   // a record over maxRecordBytes
+	DropCorrupt    = "corrupt"     // a damaged record, or one a damaged record made unreachable
 )
 
 // DropReasons lists every reason Events.Dropped may report.
-var DropReasons = []string{DropFull, DropBufferFull, DropClosed, DropError, DropTooLarge}
+var DropReasons = []string{DropFull, DropBufferFull, DropClosed, DropError, DropTooLarge, DropCorrupt}
 
 const (
 	maxSegmentBytes = 16 << 20
@@ -29,6 +33,26 @@ const (
 	initialPendingBytes = 1 << 20
 	// cursorSaveInterval bounds how many confirmed messages a crash re-sends.
 	cursorSaveInterval = time.Second
+	// damageLogInterval bounds how often damage is logged: a damaged disk
+	// must not flood the log.
+	damageLogInterval = 10 * time.Second
+)
+
+// DefaultSyncInterval bounds what a host crash loses under SyncInterval.
+const DefaultSyncInterval = 200 * time.Millisecond
+
+// SyncPolicy says when written records are forced to the disk (fsync). A
+// process crash loses nothing the writer wrote whatever the policy: the page
+// cache survives it. The policy decides what a host crash loses.
+type SyncPolicy int
+
+const (
+	// SyncInterval syncs the active segment every Options.SyncInterval.
+	SyncInterval SyncPolicy = iota
+	// SyncAlways syncs after every write, before the records are readable.
+	SyncAlways
+	// SyncNever leaves write-back to the kernel, even on Close.
+	SyncNever
 )
 
 // Record is one spooled message.
@@ -50,7 +74,10 @@ type Events struct {
 type Options struct {
 	Dir      string
 	MaxBytes int64 // when over it, the oldest segments are dropped
-	Log      hclog.Logger
+	Sync     SyncPolicy
+	// SyncInterval is the period of SyncInterval.
+	SyncInterval time.Duration
+	Log          hclog.Logger
 	Events   Events
 }
 
@@ -65,6 +92,8 @@ type Spool struct {
 	segmentBytes int64
 	log          hclog.Logger
 	events       Events
+	sync         SyncPolicy
+	syncInterval time.Duration
 
 	// Filled by Append (the relay's hot path), drained by the writer goroutine.
 	pendingMu      sync.Mutex
@@ -76,6 +105,9 @@ type Spool struct {
 	// Owned by the writer goroutine.
 	spare  []byte
 	active *os.File // last segment, open for append
+	dirty  bool     // active has writes not yet synced
+
+	dirDirty atomic.Bool // segments were created or removed since the last directory sync
 
 	mu         sync.Mutex
 	segments   []*segment // oldest first; the last one is active
@@ -85,6 +117,8 @@ type Spool struct {
 	sentEnd    uint64        // one past the newest record ever published
 	saved      [2]uint64     // commitSeq and sentEnd as last written to the cursor file
 	readable   chan struct{} // cap 1: records were written or dropped
+	damageLog  time.Time     // when damage was last logged
+	unlogged   uint64        // records skipped since then, not yet logged
 
 	stop    chan struct{}
 	stopped chan struct{}
@@ -102,6 +136,8 @@ func Open(o Options) (*Spool, error) {
 		segmentBytes: min(max(o.MaxBytes/16, 4<<10), maxSegmentBytes),
 		log:          o.Log,
 		events:       o.Events,
+		sync:         o.Sync,
+		syncInterval: cmp.Or(o.SyncInterval, DefaultSyncInterval),
 		wake:         make(chan struct{}, 1),
 		// Start both buffers big enough that Append rarely grows one.
 		pending:  make([]byte, 0, initialPendingBytes),
@@ -115,6 +151,36 @@ func Open(o Options) (*Spool, error) {
 	}
 	go s.runWriter()
 	return s, nil
+}
+
+// segmentAt returns the bounds of the oldest segment holding records at or
+// after seq.
+func (s *Spool) segmentAt(seq uint64) (first, end uint64, found bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, g := range s.segments {
+		if g.endSeq() > seq {
+			return g.firstSeq, g.endSeq(), true
+		}
+	}
+	return 0, 0, false
+}
+
+// damaged counts n records from seq on, in the segment starting at first, as
+// lost to damage, and logs it unless it logged damage recently.
+func (s *Spool) damaged(first, seq, n uint64, err error) {
+	s.events.Dropped(DropCorrupt, n)
+	s.mu.Lock()
+	s.unlogged += n
+	skipped, log := s.unlogged, time.Since(s.damageLog) >= damageLogInterval
+	if log {
+		s.damageLog, s.unlogged = time.Now(), 0
+	}
+	s.mu.Unlock()
+	if log {
+		s.log.Error("spool damaged, skipping unreadable records", "file", filepath.Join(s.dir, segmentName(first)),
+			"record", seq, "error", err, "skipped_since_last_report", skipped)
+	}
 }
 
 // Readable receives a value after records were written or dropped.
@@ -164,12 +230,6 @@ func (s *Spool) Close() error {
 	close(s.stop)
 	<-s.stopped
 	s.flushPending()
-	// The page cache survives a relay restart; sync for a host reboot too.
-	if s.active != nil {
-		if err := s.active.Sync(); err != nil {
-			s.log.Error("sync segment failed", "error", err)
-		}
-	}
 	s.closeActive()
 	return s.saveCursor()
 }

@@ -64,10 +64,19 @@ func (s *Spool) runWriter() {
 	defer close(s.stopped)
 	ticker := time.NewTicker(cursorSaveInterval)
 	defer ticker.Stop()
+	// Under SyncAlways the tick only syncs the directory after Commit removed segments.
+	var syncTick <-chan time.Time
+	if s.sync != SyncNever {
+		t := time.NewTicker(s.syncInterval)
+		defer t.Stop()
+		syncTick = t.C
+	}
 	for {
 		select {
 		case <-s.wake:
 			s.flushPending()
+		case <-syncTick:
+			s.syncWrites()
 		case <-ticker.C:
 			if err := s.saveCursor(); err != nil {
 				s.log.Error("saving cursor failed", "error", err)
@@ -96,6 +105,9 @@ func (s *Spool) flushPending() {
 			s.events.Dropped(DropError, uint64(count))
 		}
 		batch = batch[n:]
+	}
+	if s.sync == SyncAlways {
+		s.syncWrites()
 	}
 	s.events.Appended(records)
 	select {
@@ -154,6 +166,7 @@ func (s *Spool) writeActive(data []byte, count int) error {
 		}
 		return fmt.Errorf("append to %s: %w", segmentName(g.firstSeq), err)
 	}
+	s.dirty = true
 	s.mu.Lock()
 	g.count += uint64(count)
 	g.size += int64(len(data))
@@ -176,16 +189,19 @@ func (s *Spool) rotate() error {
 		return fmt.Errorf("spool: create segment: %w", err)
 	}
 	s.active = f
+	s.dirDirty.Store(true)
 	s.mu.Lock()
 	s.segments = append(s.segments, &segment{firstSeq: first})
 	s.mu.Unlock()
 	return nil
 }
 
+// closeActive syncs (unless SyncNever) and closes the active segment.
 func (s *Spool) closeActive() {
 	if s.active == nil {
 		return
 	}
+	s.syncWrites()
 	if err := s.active.Close(); err != nil {
 		s.log.Error("close segment failed", "error", err)
 	}
@@ -211,6 +227,35 @@ func (s *Spool) removeSegmentLocked() {
 	if err := os.Remove(filepath.Join(s.dir, segmentName(g.firstSeq))); err != nil {
 		s.log.Error("remove segment failed", "error", err)
 	}
+	s.dirDirty.Store(true)
 	s.totalBytes -= g.size
 	s.segments = s.segments[1:]
+}
+
+// syncWrites forces the active segment's writes, then the directory's
+// entries (segments created or removed), to the disk, unless SyncNever.
+func (s *Spool) syncWrites() {
+	if s.sync == SyncNever {
+		return
+	}
+	if s.active != nil && s.dirty {
+		if err := s.active.Sync(); err != nil {
+			s.log.Error("sync segment failed", "error", err)
+		}
+		s.dirty = false
+	}
+	if s.dirDirty.Swap(false) {
+		if err := syncDir(s.dir); err != nil {
+			s.log.Error("sync spool directory failed", "error", err)
+		}
+	}
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
