@@ -78,7 +78,7 @@ type Options struct {
 	// SyncInterval is the period of SyncInterval.
 	SyncInterval time.Duration
 	Log          hclog.Logger
-	Events   Events
+	Events       Events
 }
 
 // Spool is a bounded on-disk queue: Append is the producers' side, one
