@@ -6,6 +6,7 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge"
 	"github.com/fedora-infra/fedmsg-relay/internal/config"
 	"github.com/fedora-infra/fedmsg-relay/internal/relay"
+	"github.com/fedora-infra/fedmsg-relay/internal/spool"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 )
 
@@ -37,22 +38,29 @@ func relayOptions(cfg *config.Config) relay.Options {
 	}
 }
 
+// spoolSync maps amqp.spool_sync (config.SpoolSyncPolicies) to the spool's policy.
+var spoolSync = map[string]spool.SyncPolicy{
+	"always": spool.SyncAlways, "interval": spool.SyncInterval, "never": spool.SyncNever,
+}
+
 // bridgeOptions maps the validated `amqp:` section to the bridge's options.
 func bridgeOptions(a *config.AMQP) amqpbridge.Options {
 	return amqpbridge.Options{
-		URL:             a.URL,
-		Exchange:        a.Exchange,
-		DeclareExchange: a.DeclareExchange,
-		CACert:          a.CACert,
-		ClientCert:      a.ClientCert,
-		ClientKey:       a.ClientKey,
-		Heartbeat:       a.Heartbeat,
-		ConfirmWindow:   a.ConfirmWindow,
-		ConfirmTimeout:  a.ConfirmTimeout,
-		ReconnectMin:    a.ReconnectMin,
-		ReconnectMax:    a.ReconnectMax,
-		SpoolDir:        a.SpoolDir,
-		SpoolMaxBytes:   a.SpoolMaxBytes,
+		URL:               a.URL,
+		Exchange:          a.Exchange,
+		DeclareExchange:   a.DeclareExchange,
+		CACert:            a.CACert,
+		ClientCert:        a.ClientCert,
+		ClientKey:         a.ClientKey,
+		Heartbeat:         a.Heartbeat,
+		ConfirmWindow:     a.ConfirmWindow,
+		ConfirmTimeout:    a.ConfirmTimeout,
+		ReconnectMin:      a.ReconnectMin,
+		ReconnectMax:      a.ReconnectMax,
+		SpoolDir:          a.SpoolDir,
+		SpoolMaxBytes:     a.SpoolMaxBytes,
+		SpoolSync:         spoolSync[a.SpoolSync],
+		SpoolSyncInterval: a.SpoolSyncInterval,
 		Consume: amqpbridge.ConsumeOptions{
 			Queue:        a.Consume.Queue,
 			DeclareQueue: a.Consume.DeclareQueue,

@@ -49,6 +49,7 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Bridge, error)
 	b := &Bridge{opts: opts, log: log, tls: tlsConfig, metrics: newBridgeMetrics(reg)}
 	b.spool, err = spool.Open(spool.Options{
 		Dir: opts.SpoolDir, MaxBytes: opts.SpoolMaxBytes, Log: log.Named(logging.NameSpool),
+		Sync: opts.SpoolSync, SyncInterval: opts.SpoolSyncInterval,
 		Events: spool.Events{
 			Appended: func(n int) { b.metrics.spooled.Add(uint64(n)) },
 			Dropped:  b.metrics.drop,

@@ -3,6 +3,8 @@ package amqpbridge
 import (
 	"net/url"
 	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/spool"
 )
 
 // Options configure the bridge; the relay's configuration has validated them
@@ -31,6 +33,9 @@ type Options struct {
 	SpoolDir string
 	// SpoolMaxBytes bounds the spool; when it is full the oldest messages are dropped.
 	SpoolMaxBytes int64
+	// SpoolSync is when the spool forces its writes to the disk.
+	SpoolSync         spool.SyncPolicy
+	SpoolSyncInterval time.Duration
 
 	Consume ConsumeOptions
 }

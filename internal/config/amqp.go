@@ -2,6 +2,8 @@ package config
 
 import (
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -36,6 +38,11 @@ type AMQP struct {
 	SpoolDir string `yaml:"spool_dir"`
 	// SpoolMaxBytes bounds the spool; when it is full the oldest messages are dropped.
 	SpoolMaxBytes int64 `yaml:"spool_max_bytes"`
+	// SpoolSync is when spooled messages are forced to the disk: "always"
+	// (every write), "interval" (every SpoolSyncInterval) or "never" (the
+	// kernel's write-back). It decides what a host crash loses.
+	SpoolSync         string        `yaml:"spool_sync"`
+	SpoolSyncInterval time.Duration `yaml:"spool_sync_interval"`
 
 	Consume AMQPConsume `yaml:"consume"`
 }
@@ -52,21 +59,30 @@ type AMQPConsume struct {
 	BindingKeys []string `yaml:"binding_keys"`
 	// Prefetch is the number of unacknowledged deliveries the broker sends ahead.
 	Prefetch int `yaml:"prefetch"`
+	// ValidateSignatures applies validate_signatures to consumed messages
+	// too; off by default, as they come from an authenticated broker and
+	// the bridge's envelopes are unsigned.
+	ValidateSignatures bool `yaml:"validate_signatures"`
 }
+
+// SpoolSyncPolicies are the values of amqp.spool_sync.
+var SpoolSyncPolicies = []string{"always", "interval", "never"}
 
 // minSpoolBytes keeps the spool's segments (a sixteenth of it each) useful.
 const minSpoolBytes = 64 << 10
 
 func defaultAMQP() AMQP {
 	return AMQP{
-		Exchange:       "zmq.topic",
-		Heartbeat:      10 * time.Second,
-		ConfirmWindow:  1024,
-		ConfirmTimeout: 30 * time.Second,
-		ReconnectMin:   500 * time.Millisecond,
-		ReconnectMax:   30 * time.Second,
-		SpoolMaxBytes:  1 << 30,
-		Consume:        AMQPConsume{Exchange: "amq.topic", Prefetch: 100},
+		Exchange:          "zmq.topic",
+		Heartbeat:         10 * time.Second,
+		ConfirmWindow:     1024,
+		ConfirmTimeout:    30 * time.Second,
+		ReconnectMin:      500 * time.Millisecond,
+		ReconnectMax:      30 * time.Second,
+		SpoolMaxBytes:     1 << 30,
+		SpoolSync:         "interval",
+		SpoolSyncInterval: 200 * time.Millisecond,
+		Consume:           AMQPConsume{Exchange: "amq.topic", Prefetch: 100},
 	}
 }
 
@@ -152,6 +168,12 @@ func (c *Config) validateAMQPSpool() []Problem {
 	}
 	if c.AMQP.SpoolMaxBytes < minSpoolBytes {
 		probs = append(probs, c.problem("amqp.spool_max_bytes", "%d: must be at least %d", c.AMQP.SpoolMaxBytes, minSpoolBytes))
+	}
+	if !slices.Contains(SpoolSyncPolicies, c.AMQP.SpoolSync) {
+		probs = append(probs, c.problem("amqp.spool_sync", "%q: want one of %s", c.AMQP.SpoolSync, strings.Join(SpoolSyncPolicies, ", ")))
+	}
+	if c.AMQP.SpoolSyncInterval <= 0 {
+		probs = append(probs, c.problem("amqp.spool_sync_interval", "%s: must be positive", c.AMQP.SpoolSyncInterval))
 	}
 	return probs
 }

@@ -203,6 +203,8 @@ func TestAMQPProblems(t *testing.T) {
 		{"heartbeat zero", head + "  heartbeat: 0s\n", 4, "amqp.heartbeat", "must be positive"},
 		{"negative timeout", head + "  confirm_timeout: -1s\n", 4, "amqp.confirm_timeout", "-1s: must be positive"},
 		{"tiny spool", head + "  spool_max_bytes: 10\n", 4, "amqp.spool_max_bytes", "10: must be at least 65536"},
+		{"sync policy", head + "  spool_sync: sometimes\n", 4, "amqp.spool_sync", `"sometimes": want one of always, interval, never`},
+		{"sync interval", head + "  spool_sync_interval: 0s\n", 4, "amqp.spool_sync_interval", "must be positive"},
 		{"keys without queue", head + "  consume:\n    binding_keys: [a.#]\n", 4, "amqp.consume.queue", "required"},
 		{"prefetch zero", head + "  consume: {queue: q, prefetch: 0}\n", 4, "amqp.consume.prefetch", "0: must be 1..65535"},
 		{"section not a mapping", "amqp: [1]\n", 1, "amqp", "must be a mapping"},
