@@ -65,7 +65,6 @@ func (c *conn) serve() string {
 		return c.endReason(err, ReasonHandshake)
 	}
 	c.handshaken = true
-	c.srv.event(Event{Kind: Accepted})
 	if ivl := c.srv.opts.HeartbeatInterval; ivl > 0 {
 		c.ping = time.AfterFunc(ivl, c.sendPing)
 		defer c.ping.Stop()

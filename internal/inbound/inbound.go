@@ -46,9 +46,9 @@ type EventKind int
 
 // Connection events.
 const (
-	Accepted        EventKind = iota // handshake done
-	Disconnected                     // after Accepted; Reason says why
-	HandshakeFailed                  // never got as far as Accepted; Reason says why
+	Accepted        EventKind = iota // a TCP connection, before the handshake
+	HandshakeFailed                  // it ended before the handshake finished; Reason says why
+	Disconnected                     // it ended (after HandshakeFailed, if so); Reason says why
 )
 
 // Event is one connection event.
@@ -213,6 +213,7 @@ func (s *Server) accept(l net.Listener) {
 
 func (s *Server) start(nc net.Conn) {
 	c := &conn{srv: s, nc: nc, gone: make(chan struct{})}
+	s.event(Event{Kind: Accepted})
 	b := s.budget
 	b.mu.Lock()
 	refuse := ""
@@ -221,15 +222,14 @@ func (s *Server) start(nc net.Conn) {
 		refuse = ReasonShutdown
 	case s.opts.MaxConnections > 0 && s.numConns >= s.opts.MaxConnections:
 		refuse = ReasonTooMany
-	}
-	if refuse == "" {
+	default:
 		s.numConns++
 		s.connSet[c] = struct{}{}
 	}
 	b.mu.Unlock()
 	if refuse != "" {
 		nc.Close()
-		s.event(Event{Kind: HandshakeFailed, Reason: refuse})
+		s.event(Event{Kind: Disconnected, Reason: refuse})
 		return
 	}
 	c.r = bufio.NewReaderSize(nc, 4096)
@@ -241,11 +241,10 @@ func (s *Server) start(nc net.Conn) {
 		c.close(reason)
 		b.leave(c)
 		s.forget(c)
-		kind := Disconnected
 		if !c.handshaken {
-			kind = HandshakeFailed
+			s.event(Event{Kind: HandshakeFailed, Reason: reason})
 		}
-		s.event(Event{Kind: kind, Reason: reason})
+		s.event(Event{Kind: Disconnected, Reason: reason})
 	}()
 }
 

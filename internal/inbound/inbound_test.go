@@ -263,6 +263,9 @@ func TestPingAndHandshakeFailures(t *testing.T) {
 	if rec.count(HandshakeFailed, ReasonTimeout) != 1 {
 		t.Errorf("events %+v: want one handshake timeout", rec.events)
 	}
+	if n := rec.count(Disconnected, ""); n != 2 {
+		t.Errorf("%d disconnects, want the two failed handshakes", n)
+	}
 	if s.Connections() != 1 {
 		t.Errorf("%d connections, want the pinging one", s.Connections())
 	}
