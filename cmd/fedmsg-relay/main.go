@@ -115,9 +115,11 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 		return err
 	}
 	defer r.Close()
-	if err := loadCrypto(cfg, r, log); err != nil {
+	keys, stopKeys, err := startKeys(cfg, r, log, reg)
+	if err != nil {
 		return err
 	}
+	defer stopKeys()
 	stopInject := func() {}
 	if cfg.AMQP.Enabled() {
 		var stopBridge func()
@@ -167,7 +169,7 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 			return err // the loop failed on its own
 		case sig := <-signals:
 			if sig == syscall.SIGHUP {
-				reload(cfg, r, log, logOut)
+				reload(cfg, keys, log, logOut)
 				continue
 			}
 			log.Info("shutting down", "signal", sig.String(), "drain_timeout", cfg.DrainTimeout)
@@ -184,11 +186,11 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 
 // reload is SIGHUP's one job: reopen the log file (after logrotate) and
 // reload key material.
-func reload(cfg *config.Config, r *relay.Relay, log hclog.Logger, logOut *logging.Output) {
+func reload(cfg *config.Config, k *keys, log hclog.Logger, logOut *logging.Output) {
 	if err := logOut.Reopen(); err != nil {
 		log.Error("reopen log file", "error", err)
 	}
-	if err := loadCrypto(cfg, r, log); err != nil {
+	if err := k.load(context.Background()); err != nil {
 		log.Error("reload keys; keeping the old ones", "error", err)
 	}
 	log.Info("reloaded", "log_file", cfg.LogFile)

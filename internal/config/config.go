@@ -74,6 +74,17 @@ type Config struct {
 	CRL                string              `yaml:"crl"`
 	RoutingPolicy      map[string][]string `yaml:"routing_policy"`
 	RoutingNitpicky    bool                `yaml:"routing_nitpicky"`
+	// CRLLocation is fedmsg's crl_location: a file, or an http(s) URL
+	// downloaded into CRLCache; the CRL is refreshed once older than
+	// CRLCacheExpiry or past its nextUpdate. crl is the same for a file.
+	CRLLocation    string        `yaml:"crl_location"`
+	CRLCache       string        `yaml:"crl_cache"`
+	CRLCacheExpiry time.Duration `yaml:"crl_cache_expiry"`
+	// CRLTLSCA holds the CAs trusted to serve an https:// CRLLocation.
+	CRLTLSCA string `yaml:"crl_tls_ca"`
+	// CRLStale says what a CRL past its nextUpdate does: accept (check
+	// against it still) or refuse (every message, as fedmsg did).
+	CRLStale string `yaml:"crl_stale"`
 
 	// AMQP bridges every published message to RabbitMQ (off without amqp.url).
 	AMQP AMQP `yaml:"amqp"`
@@ -104,6 +115,8 @@ func Default() *Config {
 		MonitoringInterval:   5 * time.Second,
 		MonitoringSocketMode: 0o770,
 		CertNames:            map[string]string{},
+		CRLCacheExpiry:       time.Hour,
+		CRLStale:             CRLStaleAccept,
 		AMQP:                 defaultAMQP(),
 	}
 }
@@ -113,6 +126,20 @@ const (
 	TopicMismatchDrop = "drop"
 	TopicMismatchPass = "pass"
 )
+
+// What a stale CRL does (crl_stale).
+const (
+	CRLStaleAccept = "accept"
+	CRLStaleRefuse = "refuse"
+)
+
+// CRLSource returns where the CRL comes from: crl_location or crl; "" for none.
+func (c *Config) CRLSource() string {
+	if c.CRLLocation != "" {
+		return c.CRLLocation
+	}
+	return c.CRL
+}
 
 // Problem is one configuration error, located in the file.
 type Problem struct {

@@ -197,13 +197,43 @@ func (c *Config) validateSigning() []Problem {
 	if c.ValidateSignatures && c.CACert == "" {
 		probs = append(probs, c.problem("ca_cert", "required when validate_signatures is true"))
 	}
-	for key, path := range map[string]string{"ssldir": c.SSLDir, "ca_cert": c.CACert, "crl": c.CRL} {
+	probs = append(probs, c.validateCRL()...)
+	remote := strings.HasPrefix(c.CRLLocation, "https://") || strings.HasPrefix(c.CRLLocation, "http://")
+	files := map[string]string{"ssldir": c.SSLDir, "ca_cert": c.CACert, "crl": c.CRL, "crl_tls_ca": c.CRLTLSCA}
+	if !remote {
+		files["crl_location"] = c.CRLLocation
+	}
+	for key, path := range files {
 		if path == "" {
 			continue
 		}
 		if _, err := os.Stat(path); err != nil {
 			probs = append(probs, c.problem(key, "%v", err))
 		}
+	}
+	return probs
+}
+
+func (c *Config) validateCRL() []Problem {
+	var probs []Problem
+	if c.CRL != "" && c.CRLLocation != "" {
+		probs = append(probs, c.problem("crl_location", "set crl or crl_location, not both"))
+	}
+	if scheme, _, ok := strings.Cut(c.CRLLocation, "://"); ok {
+		switch {
+		case scheme != "https" && scheme != "http":
+			probs = append(probs, c.problem("crl_location", "%q: want a file, https:// or http:// URL", c.CRLLocation))
+		case c.CRLCache == "":
+			probs = append(probs, c.problem("crl_cache", "required when crl_location is a URL"))
+		case !filepath.IsAbs(c.CRLCache):
+			probs = append(probs, c.problem("crl_cache", "%q: want an absolute path", c.CRLCache))
+		}
+	}
+	if c.CRLCacheExpiry < 0 {
+		probs = append(probs, c.problem("crl_cache_expiry", "%v: want 0 (only past nextUpdate) or more", c.CRLCacheExpiry))
+	}
+	if c.CRLStale != CRLStaleAccept && c.CRLStale != CRLStaleRefuse {
+		probs = append(probs, c.problem("crl_stale", "%q: want accept or refuse", c.CRLStale))
 	}
 	return probs
 }

@@ -19,6 +19,7 @@ const (
 	NameMonitoring = "monitoring"
 	NameAMQP       = "amqp"
 	NameSpool      = "spool"
+	NameCRL        = "crl"
 )
 
 // Options says where and how to log.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 )
 
 // CachedLocation returns the file to read for a CA certificate or CRL
@@ -15,7 +14,7 @@ import (
 // opened. Nothing is ever fetched; validating tools must not depend on the
 // network, and whatever keeps fedmsg's copy fresh keeps ours fresh too.
 func CachedLocation(location, cache string) (string, error) {
-	if !strings.HasPrefix(location, "https://") && !strings.HasPrefix(location, "http://") {
+	if !isURL(location) {
 		return location, nil
 	}
 	if cache == "" {

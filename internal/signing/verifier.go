@@ -25,7 +25,10 @@ type Verifier struct {
 	revoked  map[string]bool      // serial numbers in the CRL, as decimal text
 	policy   map[string][]string  // topic -> allowed certificate common names
 	nitpicky bool
-	now      func() time.Time
+	// acceptStale keeps checking against a CRL past its nextUpdate instead of
+	// refusing every message (OpenSSL's and fedmsg's behaviour).
+	acceptStale bool
+	now         func() time.Time
 }
 
 // LoadVerifier reads the CA certificate (PEM) and, unless crl is "", a PEM or
@@ -50,34 +53,57 @@ func LoadVerifier(caCert, crl string, routingPolicy map[string][]string, nitpick
 	if crl == "" {
 		return v, nil
 	}
-	if v.crl, err = loadCRL(crl, ca); err != nil {
-		return nil, err
+	data, err := os.ReadFile(crl)
+	if err != nil {
+		return nil, fmt.Errorf("read CRL: %w", err)
 	}
-	v.revoked = make(map[string]bool, len(v.crl.RevokedCertificateEntries))
-	for _, entry := range v.crl.RevokedCertificateEntries {
-		v.revoked[entry.SerialNumber.String()] = true
+	if v, err = v.WithCRL(data, false); err != nil {
+		return nil, fmt.Errorf("%s: %w", crl, err)
 	}
 	return v, nil
 }
 
-func loadCRL(path string, ca *x509.Certificate) (*x509.RevocationList, error) {
-	data, err := os.ReadFile(path)
+// WithCRL returns a copy of v that checks certificates against crl (PEM or
+// DER), which must be issued by v's CA. With acceptStale, a CRL past its
+// nextUpdate still refuses the certificates it lists, but no longer refuses
+// every message.
+func (v *Verifier) WithCRL(crl []byte, acceptStale bool) (*Verifier, error) {
+	parsed, err := parseCRL(crl, v.ca)
 	if err != nil {
-		return nil, fmt.Errorf("read CRL: %w", err)
+		return nil, err
 	}
+	c := *v
+	c.crl, c.acceptStale = parsed, acceptStale
+	c.revoked = make(map[string]bool, len(parsed.RevokedCertificateEntries))
+	for _, entry := range parsed.RevokedCertificateEntries {
+		c.revoked[entry.SerialNumber.String()] = true
+	}
+	return &c, nil
+}
+
+// CRLNextUpdate returns when the CRL in use expires: zero without a CRL or
+// when the CRL names no nextUpdate.
+func (v *Verifier) CRLNextUpdate() time.Time {
+	if v.crl == nil {
+		return time.Time{}
+	}
+	return v.crl.NextUpdate
+}
+
+func parseCRL(data []byte, ca *x509.Certificate) (*x509.RevocationList, error) {
 	der := data
 	if block, _ := pem.Decode(data); block != nil {
 		if block.Type != "X509 CRL" {
-			return nil, fmt.Errorf("%s: PEM block %q, want X509 CRL", path, block.Type)
+			return nil, fmt.Errorf("CRL: PEM block %q, want X509 CRL", block.Type)
 		}
 		der = block.Bytes
 	}
 	crl, err := x509.ParseRevocationList(der)
 	if err != nil {
-		return nil, fmt.Errorf("%s: parse CRL: %w", path, err)
+		return nil, fmt.Errorf("parse CRL: %w", err)
 	}
 	if err := crl.CheckSignatureFrom(ca); err != nil {
-		return nil, fmt.Errorf("%s: CRL not issued by the CA: %w", path, err)
+		return nil, fmt.Errorf("CRL not issued by the CA: %w", err)
 	}
 	return crl, nil
 }
@@ -168,7 +194,8 @@ func (v *Verifier) checkCertificate(cert *x509.Certificate) error {
 	}
 	now := v.now()
 	if v.crl != nil {
-		if now.Before(v.crl.ThisUpdate) || !v.crl.NextUpdate.IsZero() && now.After(v.crl.NextUpdate) {
+		stale := now.Before(v.crl.ThisUpdate) || !v.crl.NextUpdate.IsZero() && now.After(v.crl.NextUpdate)
+		if stale && !v.acceptStale {
 			return fmt.Errorf("%w: valid %s to %s", ErrStaleCRL, v.crl.ThisUpdate.Format(time.RFC3339), v.crl.NextUpdate.Format(time.RFC3339))
 		}
 		if v.revoked[cert.SerialNumber.String()] {

@@ -106,9 +106,14 @@ func Generate(certs ...Cert) (*PKI, error) {
 }
 
 // CRL returns a new CRL (PEM) from the CA revoking the named certificates,
-// numbered after every CRL made before, as a CA publishes updates. Not safe
-// for concurrent use.
+// numbered after every CRL made before, as a CA publishes updates. It is
+// valid for a day. Not safe for concurrent use.
 func (p *PKI) CRL(revoke ...string) ([]byte, error) {
+	return p.CRLUntil(time.Now().Add(24*time.Hour), revoke...)
+}
+
+// CRLUntil is CRL with the given nextUpdate, for tests of a CRL's expiry.
+func (p *PKI) CRLUntil(nextUpdate time.Time, revoke ...string) ([]byte, error) {
 	now := time.Now()
 	var entries []x509.RevocationListEntry
 	for _, name := range revoke {
@@ -121,7 +126,7 @@ func (p *PKI) CRL(revoke ...string) ([]byte, error) {
 	p.crlNumber++
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:     big.NewInt(p.crlNumber),
-		ThisUpdate: now.Add(-time.Hour), NextUpdate: now.Add(24 * time.Hour),
+		ThisUpdate: now.Add(-time.Hour), NextUpdate: nextUpdate,
 		RevokedCertificateEntries: entries,
 	}, p.CA, p.caKey)
 	if err != nil {
