@@ -88,8 +88,9 @@ func loadTLS(cfg Options) (*tls.Config, error) {
 }
 
 // Enqueue hands a batch of relayed messages to the bridge: it copies them
-// into the spool's buffer, reading the clock once, and returns; it never waits
-// for the disk or the broker and does not parse the bodies. Messages other
+// into the spool's buffer, reading the clock once, and returns once the
+// spool's writer wrote them (spool.Append); it never waits for the broker and
+// does not parse the bodies. Messages other
 // relays' AMQP bridges injected (username "amqp-bridge") are skipped by the
 // publisher, off this path, so they do not loop.
 func (b *Bridge) Enqueue(topics, bodies [][]byte) {

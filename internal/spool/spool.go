@@ -31,6 +31,10 @@ const (
 	// writer; it only fills if the disk stalls.
 	pendingLimit        = 16 << 20
 	initialPendingBytes = 1 << 20
+	// writeWait bounds how long Append waits for the writer before it stops
+	// waiting until the writer has caught up (a stalled disk must not stall
+	// the relay).
+	writeWait = 500 * time.Millisecond
 	// cursorSaveInterval bounds how many confirmed messages a crash re-sends.
 	cursorSaveInterval = time.Second
 	// damageLogInterval bounds how often damage is logged: a damaged disk
@@ -99,8 +103,12 @@ type Spool struct {
 	pendingMu      sync.Mutex
 	pending        []byte
 	pendingRecords int
+	written        chan struct{} // closed once pending is written; nil while it is empty
 	closed         bool
 	wake           chan struct{} // cap 1: pending has data
+	// writerBehind is set when Append gave up waiting for the writer (a
+	// stalled disk) and cleared by the writer's next completed write.
+	writerBehind atomic.Bool
 
 	// Owned by the writer goroutine.
 	spare  []byte

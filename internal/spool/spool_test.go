@@ -383,3 +383,30 @@ func TestSpoolDamage(t *testing.T) {
 		})
 	}
 }
+
+// TestAppendWritten checks that a batch is in its segment file when Append
+// returns: the relay answers "ok" after Append, and a killed process (whose
+// page cache outlives it) must still have every record it answered for.
+func TestAppendWritten(t *testing.T) {
+	for _, policy := range []SyncPolicy{SyncAlways, SyncInterval, SyncNever} {
+		dir := t.TempDir()
+		s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Sync: policy, Log: logtest.ForTest(t),
+			Events: Events{Appended: func(int) {}, Dropped: func(string, uint64) {}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 50 {
+			body := fmt.Appendf(nil, "policy %d message %d", policy, i)
+			if s.Append([][]byte{[]byte("t")}, [][]byte{body}, time.Now()) != 1 {
+				t.Fatalf("policy %d: message %d not kept", policy, i)
+			}
+			data, err := os.ReadFile(lastSegment(t, dir))
+			if err != nil || !bytes.HasSuffix(data, body) {
+				t.Fatalf("policy %d: message %d not in the segment file when Append returned (%v)", policy, i, err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -10,8 +10,12 @@ import (
 )
 
 // Append copies a batch of messages into the pending buffer under one lock,
-// all stamped with received. It never waits for the disk; what it has to
-// drop it reports through Events.Dropped. It returns how many it kept.
+// all stamped with received, and waits until the writer goroutine wrote
+// them to their segment (and synced it under SyncAlways): once it returns,
+// a killed process loses none of them. It waits at most writeWait, and not
+// at all while the writer is behind, so a stalled disk never stalls the
+// caller. What it has to drop it reports through Events.Dropped. It returns
+// how many it kept.
 func (s *Spool) Append(topics, bodies [][]byte, received time.Time) int {
 	unix := uint64(received.Unix())
 	var kept, tooBig, noRoom uint64
@@ -23,6 +27,10 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time) int {
 	}
 	// Only the first record of a batch wakes the writer, which takes them all.
 	wake := len(s.pending) == 0
+	if s.written == nil {
+		s.written = make(chan struct{})
+	}
+	written := s.written
 	for i, topic := range topics {
 		body := bodies[i]
 		size := recordHeaderBytes + payloadHeaderBytes + len(topic) + len(body)
@@ -57,7 +65,22 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time) int {
 		default:
 		}
 	}
+	if kept > 0 && !s.writerBehind.Load() {
+		s.waitWritten(written)
+	}
 	return int(kept)
+}
+
+func (s *Spool) waitWritten(written <-chan struct{}) {
+	timer := time.NewTimer(writeWait)
+	defer timer.Stop()
+	select {
+	case <-written:
+	case <-timer.C:
+		if !s.writerBehind.Swap(true) {
+			s.log.Warn("spool writer is behind; not waiting for it until it catches up", "dir", s.dir, "waited", writeWait)
+		}
+	}
 }
 
 func (s *Spool) runWriter() {
@@ -90,9 +113,12 @@ func (s *Spool) runWriter() {
 // flushPending moves the pending buffer to the segment files.
 func (s *Spool) flushPending() {
 	s.pendingMu.Lock()
-	batch, records := s.pending, s.pendingRecords
-	s.pending, s.pendingRecords = s.spare[:0], 0
+	batch, records, written := s.pending, s.pendingRecords, s.written
+	s.pending, s.pendingRecords, s.written = s.spare[:0], 0, nil
 	s.pendingMu.Unlock()
+	if written != nil {
+		defer close(written)
+	}
 	// Keep the buffer's capacity for the next swap: Enqueue then never grows it.
 	s.spare = batch[:0]
 	if records == 0 {
@@ -109,6 +135,7 @@ func (s *Spool) flushPending() {
 	if s.sync == SyncAlways {
 		s.syncWrites()
 	}
+	s.writerBehind.Store(false)
 	s.events.Appended(records)
 	select {
 	case s.readable <- struct{}{}:

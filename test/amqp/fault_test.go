@@ -11,8 +11,9 @@ import (
 // TestFaults streams 50,000 messages from a libzmq DEALER through the
 // relay's confirmed inbound (windows of acknowledged messages, so ZeroMQ
 // itself drops nothing and what is measured is the bridge) while the broker
-// is stopped for several seconds and started again, and while the relay is
-// restarted on the same spool. Nothing may be lost; duplicates are reported.
+// is stopped for several seconds and started again, while the relay is
+// restarted on the same spool, and while it is killed (SIGKILL) and started
+// again on it. Nothing may be lost; duplicates are reported.
 func TestFaults(t *testing.T) {
 	broker := amqptest.Require(t)
 	const (
@@ -26,6 +27,7 @@ func TestFaults(t *testing.T) {
 	}{
 		{"broker_restart", func(t *testing.T, _ *relay) { broker.Restart(t, 3*time.Second) }},
 		{"relay_restart", func(t *testing.T, r *relay) { r.restart(t) }},
+		{"relay_kill9", func(t *testing.T, r *relay) { r.kill(t) }},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -84,6 +84,17 @@ func (r *relay) restart(t testing.TB) {
 	r.start(t)
 }
 
+// kill kills the relay with SIGKILL, as the OOM killer or a crash would,
+// and starts it again with the same config and spool.
+func (r *relay) kill(t testing.TB) {
+	t.Helper()
+	if err := r.Cmd.Process.Kill(); err != nil {
+		t.Fatalf("SIGKILL the relay: %v", err)
+	}
+	_ = r.Cmd.Wait() // "signal: killed"
+	r.start(t)
+}
+
 // metric returns the value of series in the relay's /metrics.
 func (r *relay) metric(t testing.TB, series string) float64 {
 	t.Helper()
