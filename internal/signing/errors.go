@@ -28,7 +28,8 @@ var (
 	// ErrExpiredCert: the certificate or the CA is outside its validity period.
 	ErrExpiredCert = errors.New("certificate expired or not yet valid")
 	// ErrStaleCRL: the CRL is past its nextUpdate (or before its thisUpdate); like
-	// OpenSSL, every message is refused until a fresh CRL is loaded.
+	// OpenSSL, every message is refused until a fresh CRL is loaded, unless
+	// the verifier accepts a stale CRL (WithCRL).
 	ErrStaleCRL = errors.New("CRL expired or not yet valid")
 	// ErrRoutingPolicy: the routing policy does not allow the signer on the topic.
 	ErrRoutingPolicy = errors.New("signer not allowed by routing policy")
