@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +23,7 @@ func TestOnBusHost(t *testing.T) {
 	host.NeedTools(t, "rpmbuild", "createrepo_c")
 	h := host.Boot(t, "pkg-bus", host.WithPrivateNetwork())
 	r := buildRPMs(t)
-	if err := h.UseRepo(host.LocalRepo(t, append([]string{r.Main, r.Clients}, standInRPMs(t)...))); err != nil {
+	if err := h.UseRepo(host.LocalRepo(t, append([]string{r.Main, r.Unit, r.Clients}, standInRPMs(t)...))); err != nil {
 		t.Fatal(err)
 	}
 	for _, step := range []struct {
@@ -30,6 +31,7 @@ func TestOnBusHost(t *testing.T) {
 		run  func(*testing.T, *host.Host, builtRPMs)
 	}{
 		{"coinstall-with-python-fedmsg", coinstallWithPythonFedmsg},
+		{"coinstall-with-python-fedmsg-1.x", coinstallWithPythonFedmsg1},
 		{"roundtrip-after-install", roundtripAfterInstall},
 		{"nrpe-check", nrpeCheck},
 	} {
@@ -40,16 +42,19 @@ func TestOnBusHost(t *testing.T) {
 }
 
 // standInRPMs builds the test-only stand-ins of Python fedmsg's packages
-// (testdata/python-fedmsg-standin.spec).
+// (testdata/python-fedmsg-standin.spec) in both layouts: fedmsg 0.19.0's
+// python3-fedmsg and fedmsg-relay, and fedmsg 1.1.7's python3-fedmsg.
 func standInRPMs(t *testing.T) []string {
 	t.Helper()
 	top := t.TempDir()
 	out := filepath.Join(top, "RPMS")
-	run(t, "rpmbuild", "-bb", "--define", "_topdir "+top, "--define", "_rpmdir "+out,
-		"--define", "_build_name_fmt %%{NAME}-%%{VERSION}.rpm", repoPath("test/package/testdata/python-fedmsg-standin.spec"))
+	for _, merged := range []string{"0", "1"} {
+		run(t, "rpmbuild", "-bb", "--define", "_topdir "+top, "--define", "_rpmdir "+out, "--define", "merged "+merged,
+			"--define", "_build_name_fmt %%{NAME}-%%{VERSION}.rpm", repoPath("test/package/testdata/python-fedmsg-standin.spec"))
+	}
 	rpms, _ := filepath.Glob(filepath.Join(out, "*.rpm"))
-	if len(rpms) != 2 {
-		t.Fatalf("stand-in RPMs: %v, want python3-fedmsg and fedmsg-relay", rpms)
+	if len(rpms) != 3 {
+		t.Fatalf("stand-in RPMs: %v, want python3-fedmsg 0.19.0 and 1.1.7, fedmsg-relay 0.19.0", rpms)
 	}
 	return rpms
 }
@@ -61,12 +66,15 @@ func standInRPMs(t *testing.T) []string {
 // /usr/libexec/fedmsg-relay, the clients subpackage is refused while python3-fedmsg
 // owns the command names, and `rpm -e fedmsg-relay` leaves the hub alone.
 func coinstallWithPythonFedmsg(t *testing.T, h *host.Host, r builtRPMs) {
-	h.MustExec("dnf", "-y", "install", "python3-fedmsg", "fedmsg-relay-0.19.0")
+	h.MustExec("dnf", "-y", "install", "python3-fedmsg-0.19.0", "fedmsg-relay-0.19.0")
 	h.MustExec("systemctl", "start", "fedmsg-hub")
 	hub := mainPID(t, h, "fedmsg-hub")
 
 	// `dnf install` leaves an installed name alone; upgrade is the admin's step.
-	h.MustExec("dnf", "-y", "upgrade", "fedmsg-relay")
+	// --best as Fedora's dnf.conf has it (Debian's skips an upgrade that needs a
+	// new package). The exclude makes this an EPEL 7 host, whose repositories
+	// have no fedmsg 1.x: this repository has both.
+	h.MustExec("dnf", "-y", "upgrade", "--best", "--exclude=python3-fedmsg-1.1.7", "fedmsg-relay")
 	if got := strings.TrimSpace(h.MustExec("rpm", "-q", "--qf", "%{EPOCH}:%{VERSION}-%{RELEASE} %{ARCH}", "fedmsg-relay")); got != r.EVR()+" x86_64" {
 		t.Fatalf("after dnf upgrade fedmsg-relay: %q installed, want this package (%s)", got, r.EVR())
 	}
@@ -105,12 +113,54 @@ func coinstallWithPythonFedmsg(t *testing.T, h *host.Host, r builtRPMs) {
 		t.Errorf("dnf install fedmsg-relay-clients beside python3-fedmsg: %v, want a conflict\n%s", err, out)
 	}
 
-	h.MustExec("rpm", "-e", "--force-debian", "fedmsg-relay")
+	// fedmsg-relay-unit came with it (python3-fedmsg 0.x has no relay unit).
+	h.MustExec("rpm", "-e", "--force-debian", "fedmsg-relay", "fedmsg-relay-unit")
 	if out, _ := h.Exec("systemctl", "is-active", "fedmsg-relay"); strings.TrimSpace(out) == "active" {
 		t.Errorf("fedmsg-relay still active after rpm -e")
 	}
 	if now := mainPID(t, h, "fedmsg-hub"); now != hub {
 		t.Errorf("fedmsg-hub MainPID %s after rpm -e fedmsg-relay, was %s", now, hub)
+	}
+}
+
+// coinstallWithPythonFedmsg1: fedmsg 1.x's python3-fedmsg owns
+// fedmsg-relay.service itself (a link to its fedmsg-relay-3.service). `dnf
+// install fedmsg-relay` beside it brings no unit file of its own, and the
+// package's drop-in makes that unit run this relay, hardened; the hub keeps
+// running, the SOP's restart works, and removing the relay leaves the hub.
+func coinstallWithPythonFedmsg1(t *testing.T, h *host.Host, r builtRPMs) {
+	h.MustExec("dnf", "-y", "upgrade", "--best", "python3-fedmsg")
+	hub := mainPID(t, h, "fedmsg-hub")
+	h.MustExec("dnf", "-y", "install", "fedmsg-relay")
+	if out, err := h.Exec("rpm", "-q", "fedmsg-relay-unit"); err == nil {
+		t.Errorf("fedmsg-relay-unit installed beside python3-fedmsg 1.x: %s", out)
+	}
+	// Fedora's systemd reloads itself after such a transaction (rpm file
+	// triggers); Debian's rpm has none.
+	h.MustExec("systemctl", "daemon-reload")
+	h.MustExec("systemctl", "start", "fedmsg-relay")
+	props := h.MustExec("systemctl", "show", "fedmsg-relay", "-p", "FragmentPath,DropInPaths")
+	// (/lib/systemd on Debian, /usr/lib/systemd on Fedora.)
+	if !regexp.MustCompile(`(?m)^FragmentPath=\S*/systemd/system/fedmsg-relay-3\.service$`).MatchString(props) ||
+		!strings.Contains(props, "/systemd/system/fedmsg-relay.service.d/50-fedmsg-relay.conf") {
+		t.Errorf("fedmsg-relay: %s, want python3-fedmsg's unit with this package's drop-in", props)
+	}
+	relay := mainPID(t, h, "fedmsg-relay")
+	checkRelayProcess(t, h, relay)
+	h.MustExec("service", "fedmsg-relay", "restart")
+	if again := mainPID(t, h, "fedmsg-relay"); again == relay {
+		t.Errorf("service fedmsg-relay restart: MainPID still %s", relay)
+	} else {
+		checkRelayProcess(t, h, again)
+	}
+	tailed(t, h, []string{"/usr/libexec/fedmsg-relay/fedmsg-tail"},
+		"/usr/libexec/fedmsg-relay/fedmsg-logger", "--message", "beside python fedmsg 1.x")
+	h.MustExec("dnf", "-y", "remove", "fedmsg-relay")
+	if now := mainPID(t, h, "fedmsg-hub"); now != hub {
+		t.Errorf("fedmsg-hub MainPID %s after dnf remove fedmsg-relay, was %s", now, hub)
+	}
+	if _, err := os.Lstat(h.Path("/usr/lib/systemd/system/fedmsg-relay.service")); err != nil {
+		t.Errorf("python3-fedmsg's fedmsg-relay.service gone with fedmsg-relay: %v", err)
 	}
 }
 
@@ -122,6 +172,7 @@ func roundtripAfterInstall(t *testing.T, h *host.Host, _ builtRPMs) {
 	h.MustExec("systemctl", "stop", "fedmsg-hub")
 	h.MustExec("dnf", "-y", "remove", "python3-fedmsg")
 	h.MustExec("dnf", "-y", "install", "fedmsg-relay", "fedmsg-relay-clients")
+	h.MustExec("rpm", "-q", "fedmsg-relay-unit") // no python3-fedmsg to provide the unit
 	if got, want := readFile(t, h.Path("/etc/fedmsg-relay/relay.yaml")), readFile(t, repoPath("rpm/relay.yaml")); got != want {
 		t.Fatalf("installed relay.yaml differs from rpm/relay.yaml:\n%s", got)
 	}

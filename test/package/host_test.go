@@ -30,7 +30,8 @@ func TestInstalledOnSystemdHost(t *testing.T) {
 	// Debian's rpmdb knows none of the Requires (libzmq5 and systemd are
 	// there as .debs); Debian's rpm also wants --force-debian to install.
 	h.MustCopy(r.Main, "/var/tmp/fedmsg-relay.rpm")
-	if out := h.MustExec("rpm", "-i", "--nodeps", "--force-debian", "/var/tmp/fedmsg-relay.rpm"); strings.Contains(out, "error") || strings.Contains(out, "does not exist") {
+	h.MustCopy(r.Unit, "/var/tmp/fedmsg-relay-unit.rpm")
+	if out := h.MustExec("rpm", "-i", "--nodeps", "--force-debian", "/var/tmp/fedmsg-relay.rpm", "/var/tmp/fedmsg-relay-unit.rpm"); strings.Contains(out, "error") || strings.Contains(out, "does not exist") {
 		t.Errorf("rpm -i:\n%s", out)
 	}
 	passwd := strings.Split(strings.TrimSpace(h.MustExec("getent", "passwd", "fedmsg")), ":")
@@ -118,7 +119,7 @@ drain_timeout: 5s
 	roundtrip(t, inbound, outbound, "org.fedoraproject.prod.test.reloaded")
 
 	// Erase: the preun scriptlet stops and disables it.
-	if out := h.MustExec("rpm", "-e", "--nodeps", "--force-debian", "fedmsg-relay"); strings.Contains(out, "error") {
+	if out := h.MustExec("rpm", "-e", "--nodeps", "--force-debian", "fedmsg-relay", "fedmsg-relay-unit"); strings.Contains(out, "error") {
 		t.Errorf("rpm -e:\n%s", out)
 	}
 	if out, _ := h.Exec("systemctl", "is-active", "fedmsg-relay"); strings.TrimSpace(out) == "active" {

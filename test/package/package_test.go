@@ -54,8 +54,8 @@ func TestMain(m *testing.M) {
 
 // builtRPMs are the packages of one rpm/build-rpm.sh run.
 type builtRPMs struct {
-	SRPM, Main, Clients, SELinux string
-	Epoch, Version, Release      string
+	SRPM, Main, Unit, Clients, SELinux string
+	Epoch, Version, Release            string
 }
 
 // EVR is the packages' epoch:version-release, as dependencies on them read.
@@ -91,6 +91,7 @@ func buildRPMs(t *testing.T) builtRPMs {
 		rpms = builtRPMs{
 			SRPM:    find("SRPMS/fedmsg-relay-*.src.rpm"),
 			Main:    find("RPMS/*/fedmsg-relay-[0-9]*.rpm"),
+			Unit:    find("RPMS/noarch/fedmsg-relay-unit-[0-9]*.noarch.rpm"),
 			Clients: find("RPMS/*/fedmsg-relay-clients-[0-9]*.rpm"),
 			SELinux: find("RPMS/noarch/fedmsg-relay-selinux-*.noarch.rpm"),
 		}

@@ -55,21 +55,22 @@ func TestRPMFileList(t *testing.T) {
 			pkg: r.Main,
 			want: map[string]rpmFile{
 				// Off /usr/bin, which python3-fedmsg owns (fedmsg-relay.spec).
-				"/usr/libexec/fedmsg-relay":                      {"drwxr-xr-x", "root", "root", "", ""},
-				"/usr/libexec/fedmsg-relay/fedmsg-relay":         {"-rwxr-xr-x", "root", "root", "", ""},
-				"/usr/libexec/fedmsg-relay/fedmsg-signing-relay": {"lrwxrwxrwx", "root", "root", "", "fedmsg-relay"},
-				"/usr/libexec/fedmsg-relay/fedmsg-logger":        {"-rwxr-xr-x", "root", "root", "", ""},
-				"/usr/libexec/fedmsg-relay/fedmsg-tail":          {"-rwxr-xr-x", "root", "root", "", ""},
-				"/usr/share/man/man8/fedmsg-relay.8.gz":          {"-rw-r--r--", "root", "root", "d", ""},
-				"/usr/share/man/man5/relay.yaml.5.gz":            {"-rw-r--r--", "root", "root", "d", ""},
-				"/usr/lib/systemd/system/fedmsg-relay.service":   {"-rw-r--r--", "root", "root", "", ""},
-				"/usr/lib/sysusers.d/fedmsg-relay.conf":          {"-rw-r--r--", "root", "root", "", ""},
-				"/usr/lib/tmpfiles.d/fedmsg-relay.conf":          {"-rw-r--r--", "root", "root", "", ""},
-				"/etc/fedmsg-relay":                              {"drwxr-xr-x", "root", "root", "", ""},
-				"/etc/fedmsg-relay/relay.yaml":                   {"-rw-r--r--", "root", "root", "cn", ""},
-				"/etc/logrotate.d/00-fedmsg-relay":               {"-rw-r--r--", "root", "root", "cn", ""},
-				"/var/log/fedmsg":                                {"drwxr-xr-x", "fedmsg", "fedmsg", "", ""},
-				"/usr/share/licenses/fedmsg-relay/LICENSE":       {"-rw-r--r--", "root", "root", "l", ""},
+				"/usr/libexec/fedmsg-relay":                                           {"drwxr-xr-x", "root", "root", "", ""},
+				"/usr/libexec/fedmsg-relay/fedmsg-relay":                              {"-rwxr-xr-x", "root", "root", "", ""},
+				"/usr/libexec/fedmsg-relay/fedmsg-signing-relay":                      {"lrwxrwxrwx", "root", "root", "", "fedmsg-relay"},
+				"/usr/libexec/fedmsg-relay/fedmsg-logger":                             {"-rwxr-xr-x", "root", "root", "", ""},
+				"/usr/libexec/fedmsg-relay/fedmsg-tail":                               {"-rwxr-xr-x", "root", "root", "", ""},
+				"/usr/share/man/man8/fedmsg-relay.8.gz":                               {"-rw-r--r--", "root", "root", "d", ""},
+				"/usr/share/man/man5/relay.yaml.5.gz":                                 {"-rw-r--r--", "root", "root", "d", ""},
+				"/usr/lib/systemd/system/fedmsg-relay.service.d":                      {"drwxr-xr-x", "root", "root", "", ""},
+				"/usr/lib/systemd/system/fedmsg-relay.service.d/50-fedmsg-relay.conf": {"-rw-r--r--", "root", "root", "", ""},
+				"/usr/lib/sysusers.d/fedmsg-relay.conf":                               {"-rw-r--r--", "root", "root", "", ""},
+				"/usr/lib/tmpfiles.d/fedmsg-relay.conf":                               {"-rw-r--r--", "root", "root", "", ""},
+				"/etc/fedmsg-relay":                                                   {"drwxr-xr-x", "root", "root", "", ""},
+				"/etc/fedmsg-relay/relay.yaml":                                        {"-rw-r--r--", "root", "root", "cn", ""},
+				"/etc/logrotate.d/00-fedmsg-relay":                                    {"-rw-r--r--", "root", "root", "cn", ""},
+				"/var/log/fedmsg":                                                     {"drwxr-xr-x", "fedmsg", "fedmsg", "", ""},
+				"/usr/share/licenses/fedmsg-relay/LICENSE":                            {"-rw-r--r--", "root", "root", "l", ""},
 			},
 			extra: func(p string, f rpmFile) error {
 				if ok, err := builtOrLicence("fedmsg-relay", p, f); ok {
@@ -84,6 +85,11 @@ func TestRPMFileList(t *testing.T) {
 				}
 				return fmt.Errorf("unexpected file")
 			},
+		},
+		{
+			pkg:   r.Unit,
+			want:  map[string]rpmFile{"/usr/lib/systemd/system/fedmsg-relay.service": {"-rw-r--r--", "root", "root", "", ""}},
+			extra: func(string, rpmFile) error { return fmt.Errorf("unexpected file") },
 		},
 		{
 			pkg: r.Clients,
@@ -252,7 +258,9 @@ func TestRPMDependencies(t *testing.T) {
 		pkg, query string
 		want       []string
 	}{
-		{r.Main, "--requires", []string{"libzmq.so.5()(64bit)", "(fedmsg-relay-selinux = " + evr + " if selinux-policy-targeted)", "systemd"}},
+		{r.Main, "--requires", []string{"libzmq.so.5()(64bit)", "(fedmsg-relay-selinux = " + evr + " if selinux-policy-targeted)", "systemd",
+			"(fedmsg-relay-unit = " + evr + " or python3-fedmsg >= 1.0)"}},
+		{r.Unit, "--conflicts", []string{"python3-fedmsg >= 1.0"}},
 		{r.Main, "--conflicts", nil},
 		{r.Main, "--recommends", []string{"logrotate"}},
 		{r.Main, "--obsoletes", nil},
@@ -324,7 +332,7 @@ func TestRPMLint(t *testing.T) {
 	}
 	cmd := exec.Command("rpmlint", "-c", repoPath("rpm/debian-test/rpmlint-fedora.toml"),
 		"-r", repoPath("rpm/fedmsg-relay.rpmlintrc"),
-		filepath.Join(specDir, "fedmsg-relay.spec"), r.SRPM, r.Main, r.Clients, r.SELinux)
+		filepath.Join(specDir, "fedmsg-relay.spec"), r.SRPM, r.Main, r.Unit, r.Clients, r.SELinux)
 	cmd.Env = append(os.Environ(), "HOME="+rpmMacrosHome(t, specDir))
 	out, err := cmd.CombinedOutput()
 	summary := regexp.MustCompile(`(\d+) errors, (\d+) warnings`).FindStringSubmatch(string(out))

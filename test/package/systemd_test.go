@@ -93,7 +93,8 @@ func TestUnitSecurity(t *testing.T) {
 	t.Logf("systemd-analyze security: overall exposure %s", m[1])
 }
 
-// unitSettings parses a unit file into key -> values (in order).
+// unitSettings parses a unit file into key -> values (in order); an empty
+// assignment resets the list.
 func unitSettings(unit string) map[string][]string {
 	settings := map[string][]string{}
 	for _, line := range strings.Split(unit, "\n") {
@@ -101,7 +102,12 @@ func unitSettings(unit string) map[string][]string {
 		if line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, "[") {
 			continue
 		}
-		if k, v, ok := strings.Cut(line, "="); ok {
+		k, v, ok := strings.Cut(line, "=")
+		switch {
+		case !ok:
+		case v == "" || (len(settings[k]) == 1 && settings[k][0] == ""):
+			settings[k] = []string{v} // an empty value resets a list, as in systemd
+		default:
 			settings[k] = append(settings[k], v)
 		}
 	}
