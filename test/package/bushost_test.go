@@ -92,14 +92,7 @@ func coinstallWithPythonFedmsg(t *testing.T, h *host.Host, r builtRPMs) {
 	}
 
 	h.MustExec("systemctl", "start", "fedmsg-relay")
-	relay := mainPID(t, h, "fedmsg-relay")
-	checkRelayProcess(t, h, relay)
-	h.MustExec("service", "fedmsg-relay", "restart")
-	if again := mainPID(t, h, "fedmsg-relay"); again == relay {
-		t.Errorf("service fedmsg-relay restart: MainPID still %s", relay)
-	} else {
-		checkRelayProcess(t, h, again)
-	}
+	sopRestart(t, h)
 	if now := mainPID(t, h, "fedmsg-hub"); now != hub {
 		t.Errorf("fedmsg-hub MainPID %s after installing and restarting the relay, was %s", now, hub)
 	}
@@ -145,14 +138,7 @@ func coinstallWithPythonFedmsg1(t *testing.T, h *host.Host, r builtRPMs) {
 		!strings.Contains(props, "/systemd/system/fedmsg-relay.service.d/50-fedmsg-relay.conf") {
 		t.Errorf("fedmsg-relay: %s, want python3-fedmsg's unit with this package's drop-in", props)
 	}
-	relay := mainPID(t, h, "fedmsg-relay")
-	checkRelayProcess(t, h, relay)
-	h.MustExec("service", "fedmsg-relay", "restart")
-	if again := mainPID(t, h, "fedmsg-relay"); again == relay {
-		t.Errorf("service fedmsg-relay restart: MainPID still %s", relay)
-	} else {
-		checkRelayProcess(t, h, again)
-	}
+	sopRestart(t, h)
 	tailed(t, h, []string{"/usr/libexec/fedmsg-relay/fedmsg-tail"},
 		"/usr/libexec/fedmsg-relay/fedmsg-logger", "--message", "beside python fedmsg 1.x")
 	h.MustExec("dnf", "-y", "remove", "fedmsg-relay")
@@ -256,6 +242,20 @@ func tailed(t *testing.T, h *host.Host, tail []string, send ...string) {
 			return
 		case <-time.After(500 * time.Millisecond):
 		}
+	}
+}
+
+// sopRestart checks the running relay's process, restarts it as the SOP
+// does and checks that a new process took over.
+func sopRestart(t *testing.T, h *host.Host) {
+	t.Helper()
+	relay := mainPID(t, h, "fedmsg-relay")
+	checkRelayProcess(t, h, relay)
+	h.MustExec("service", "fedmsg-relay", "restart")
+	if again := mainPID(t, h, "fedmsg-relay"); again == relay {
+		t.Errorf("service fedmsg-relay restart: MainPID still %s", relay)
+	} else {
+		checkRelayProcess(t, h, again)
 	}
 }
 
