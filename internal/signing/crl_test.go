@@ -3,10 +3,7 @@ package signing
 import (
 	"bytes"
 	"context"
-	"encoding/pem"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,62 +15,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/signing/signingtest"
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
-
-// crlServer is an https server for one CRL that the test swaps, or fails
-// with 503 while failing is set; it counts the downloads.
-type crlServer struct {
-	*httptest.Server
-	mu        sync.Mutex
-	crl       []byte
-	failing   bool
-	downloads atomic.Int64
-	caFile    string // its certificate, for CRLOptions.TLSCA
-}
-
-func newCRLServer(t *testing.T, crl []byte) *crlServer {
-	s := &crlServer{crl: crl}
-	s.Server = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.failing {
-			http.Error(w, "CRL server down", http.StatusServiceUnavailable)
-			return
-		}
-		s.downloads.Add(1)
-		w.Write(s.crl)
-	}))
-	t.Cleanup(s.Close)
-	s.caFile = filepath.Join(t.TempDir(), "web-ca.pem")
-	if err := os.WriteFile(s.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.Certificate().Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (s *crlServer) serve(crl []byte, failing bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.crl, s.failing = crl, failing
-}
-
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // crlFixture is a refresher whose Install builds verifiers the way the relay
 // does, keeping the one in use, and signers to probe it with.
@@ -82,7 +25,7 @@ type crlFixture struct {
 	dir      string
 	base     *Verifier
 	current  atomic.Pointer[Verifier]
-	log      *syncBuffer
+	log      *testutil.SyncBuffer
 	good     *Signer
 	producer *Signer // revoked by the second CRL
 }
@@ -105,7 +48,7 @@ func newCRLFixture(t *testing.T) *crlFixture {
 	if crlPKIErr != nil {
 		t.Fatal(crlPKIErr)
 	}
-	f := &crlFixture{pki: crlPKI, dir: t.TempDir(), log: &syncBuffer{}}
+	f := &crlFixture{pki: crlPKI, dir: t.TempDir(), log: &testutil.SyncBuffer{}}
 	if err := f.pki.WriteDir(f.dir); err != nil {
 		t.Fatal(err)
 	}
@@ -182,9 +125,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestCRLRefreshedAtNextUpdate(t *testing.T) {
 	f := newCRLFixture(t)
 	first := f.crl(t, time.Now().Add(2*time.Second))
-	srv := newCRLServer(t, first)
+	srv := signingtest.NewCRLServer(t, first)
 	cache := filepath.Join(t.TempDir(), "crl.pem")
-	r := f.refresher(t, CRLOptions{Location: srv.URL + "/crl.pem", Cache: cache, CacheExpiry: time.Hour, TLSCA: srv.caFile}, false)
+	r := f.refresher(t, CRLOptions{Location: srv.URL + "/crl.pem", Cache: cache, CacheExpiry: time.Hour, TLSCA: srv.CAFile}, false)
 	if err := r.Load(context.Background()); err != nil {
 		t.Fatalf("Load: %v", err)
 	}
@@ -195,7 +138,7 @@ func TestCRLRefreshedAtNextUpdate(t *testing.T) {
 		t.Fatalf("before the refresh: %v", err)
 	}
 	second := f.crl(t, time.Now().Add(24*time.Hour), crlProducer)
-	srv.serve(second, false)
+	srv.Publish(second)
 	runRefresher(t, r)
 	waitFor(t, "the second CRL", func() bool { return r.NextUpdate().After(time.Now().Add(time.Hour)) })
 	if err := f.verify(t, f.producer); !errors.Is(err, ErrRevokedCert) {
@@ -220,14 +163,14 @@ func TestCRLStaleWhenRefreshFails(t *testing.T) {
 		t.Run(map[bool]string{false: "refuse", true: "accept"}[accept], func(t *testing.T) {
 			f := newCRLFixture(t)
 			nextUpdate := time.Now().Add(2 * time.Second).Truncate(time.Second)
-			srv := newCRLServer(t, f.crl(t, nextUpdate, crlProducer))
+			srv := signingtest.NewCRLServer(t, f.crl(t, nextUpdate, crlProducer))
 			r := f.refresher(t, CRLOptions{
-				Location: srv.URL, Cache: filepath.Join(t.TempDir(), "crl.pem"), TLSCA: srv.caFile,
+				Location: srv.URL, Cache: filepath.Join(t.TempDir(), "crl.pem"), TLSCA: srv.CAFile,
 			}, accept)
 			if err := r.Load(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			srv.serve(nil, true)
+			srv.Publish(nil)
 			runRefresher(t, r)
 			waitFor(t, "the failure to be logged", func() bool {
 				return strings.Contains(f.log.String(), "CRL is past its nextUpdate and cannot be refreshed")
@@ -256,21 +199,21 @@ func TestCRLStaleWhenRefreshFails(t *testing.T) {
 func TestCRLLoad(t *testing.T) {
 	f := newCRLFixture(t)
 	good := f.crl(t, time.Now().Add(time.Hour))
-	srv := newCRLServer(t, good)
+	srv := signingtest.NewCRLServer(t, good)
 	cache := filepath.Join(t.TempDir(), "crl.pem")
-	opts := CRLOptions{Location: srv.URL, Cache: cache, CacheExpiry: time.Hour, TLSCA: srv.caFile}
-	if err := f.refresher(t, opts, false).Load(context.Background()); err != nil || srv.downloads.Load() != 1 {
-		t.Fatalf("first Load: %v, %d downloads", err, srv.downloads.Load())
+	opts := CRLOptions{Location: srv.URL, Cache: cache, CacheExpiry: time.Hour, TLSCA: srv.CAFile}
+	if err := f.refresher(t, opts, false).Load(context.Background()); err != nil || srv.Downloads() != 1 {
+		t.Fatalf("first Load: %v, %d downloads", err, srv.Downloads())
 	}
-	if err := f.refresher(t, opts, false).Load(context.Background()); err != nil || srv.downloads.Load() != 1 {
-		t.Errorf("Load with a fresh cache: %v, %d downloads, want 1", err, srv.downloads.Load())
+	if err := f.refresher(t, opts, false).Load(context.Background()); err != nil || srv.Downloads() != 1 {
+		t.Errorf("Load with a fresh cache: %v, %d downloads, want 1", err, srv.Downloads())
 	}
 
 	old := time.Now().Add(-2 * time.Hour)
 	if err := os.Chtimes(cache, old, old); err != nil {
 		t.Fatal(err)
 	}
-	srv.serve(nil, true)
+	srv.Publish(nil)
 	r := f.refresher(t, opts, false)
 	if err := r.Load(context.Background()); err != nil || r.NextUpdate().IsZero() {
 		t.Errorf("Load with a server down and an old cache: %v (next %v), want the cache", err, r.NextUpdate())
@@ -279,7 +222,7 @@ func TestCRLLoad(t *testing.T) {
 		t.Errorf("fallback to the cache not logged:\n%s", f.log)
 	}
 
-	srv.serve([]byte("<html>not a CRL</html>"), false)
+	srv.Publish([]byte("<html>not a CRL</html>"))
 	if err := r.Refresh(context.Background()); err == nil {
 		t.Error("Refresh installed a download that is not a CRL")
 	}
@@ -288,7 +231,7 @@ func TestCRLLoad(t *testing.T) {
 	}
 
 	opts.Cache, opts.TLSCA = filepath.Join(t.TempDir(), "crl.pem"), ""
-	srv.serve(good, false)
+	srv.Publish(good)
 	if err := f.refresher(t, opts, false).Load(context.Background()); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("Load from a server signed by an untrusted CA: %v, want a TLS error", err)
 	}

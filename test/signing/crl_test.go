@@ -1,13 +1,8 @@
 package signing
 
 import (
-	"encoding/pem"
-	"net/http"
-	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,40 +10,6 @@ import (
 
 	"github.com/fedora-infra/fedmsg-relay/internal/signing/signingtest"
 )
-
-// crlSite is an https server publishing the CA's CRL, as fedoraproject.org
-// published fedmsg's; the test swaps the CRL or takes the site down.
-type crlSite struct {
-	srv    *httptest.Server
-	mu     sync.Mutex
-	crl    []byte // nil: answer 503
-	caFile string // the site's certificate, for crl_tls_ca
-}
-
-func newCRLSite(t *testing.T, crl []byte) *crlSite {
-	s := &crlSite{crl: crl}
-	s.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.crl == nil {
-			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
-			return
-		}
-		w.Write(s.crl)
-	}))
-	t.Cleanup(s.srv.Close)
-	s.caFile = filepath.Join(t.TempDir(), "site-ca.pem")
-	if err := os.WriteFile(s.caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.srv.Certificate().Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (s *crlSite) publish(crl []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.crl = crl
-}
 
 // crlUntil is the test CA's next CRL, revoking names, valid until nextUpdate.
 func crlUntil(t *testing.T, nextUpdate time.Time, revoke ...string) []byte {
@@ -62,13 +23,13 @@ func crlUntil(t *testing.T, nextUpdate time.Time, revoke ...string) []byte {
 
 // startCRLRelay runs the relay validating signatures against the CRL that
 // site publishes, downloaded into a cache of its own.
-func startCRLRelay(t *testing.T, plain, ssldir string, site *crlSite, stale string) *relay {
+func startCRLRelay(t *testing.T, plain, ssldir string, site *signingtest.CRLServer, stale string) *relay {
 	return startRelay(t, plain, nil,
 		"validate_signatures: true",
 		"ca_cert: "+filepath.Join(ssldir, signingtest.CAFile),
-		"crl_location: "+site.srv.URL+"/fedmsg/crl.pem",
+		"crl_location: "+site.URL+"/fedmsg/crl.pem",
 		"crl_cache: "+filepath.Join(t.TempDir(), "crl.pem"),
-		"crl_tls_ca: "+site.caFile,
+		"crl_tls_ca: "+site.CAFile,
 		"crl_stale: "+stale,
 	)
 }
@@ -97,7 +58,7 @@ func TestCRLRefreshedWithoutSIGHUP(t *testing.T) {
 		toSign{certProducer, fedmsgBody(t, openTopic, 1, map[string]any{"n": 1})},
 		toSign{certProducer, fedmsgBody(t, openTopic, 2, map[string]any{"n": 2})},
 	)
-	site := newCRLSite(t, crlUntil(t, time.Now().Add(6*time.Second), certRevoked))
+	site := signingtest.NewCRLServer(t, crlUntil(t, time.Now().Add(6*time.Second), certRevoked))
 	r := startCRLRelay(t, plain, ssldir, site, "accept")
 	send := func(body []byte) int {
 		return len(exchange(t, r, ssldir, certRotated, 1, [][][]byte{{[]byte(openTopic), body}})[0])
@@ -106,7 +67,7 @@ func TestCRLRefreshedWithoutSIGHUP(t *testing.T) {
 		t.Fatalf("before the refresh: %d relayed, want 1", n)
 	}
 	next := time.Now().Add(24 * time.Hour).Truncate(time.Second)
-	site.publish(crlUntil(t, next, certRevoked, certProducer))
+	site.Publish(crlUntil(t, next, certRevoked, certProducer))
 	r.waitMetric(t, "fedmsg_relay_crl_next_update_seconds", func(v float64) bool { return v == float64(next.Unix()) })
 	if n := send(signed[1]); n != 0 {
 		t.Errorf("after the refresh: %d relayed, want 0 (certificate revoked)", n)
@@ -133,9 +94,9 @@ func TestStaleCRL(t *testing.T) {
 	for _, stale := range []string{"accept", "refuse"} {
 		t.Run(stale, func(t *testing.T) {
 			next := time.Now().Add(3 * time.Second).Truncate(time.Second)
-			site := newCRLSite(t, crlUntil(t, next, certRevoked))
+			site := signingtest.NewCRLServer(t, crlUntil(t, next, certRevoked))
 			r := startCRLRelay(t, plain, ssldir, site, stale)
-			site.publish(nil)
+			site.Publish(nil)
 			r.waitMetric(t, "fedmsg_relay_crl_stale", func(v float64) bool { return v == 1 })
 			r.WaitOutput(t, "CRL is past its nextUpdate and cannot be refreshed", time.Minute)
 			if !strings.Contains(r.Output(), "503") {
