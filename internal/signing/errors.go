@@ -1,18 +1,18 @@
 package signing
 
-import "errors"
+import (
+	"errors"
 
-// Sentinel errors returned (wrapped with detail) by Canonical, Sign and Verify.
+	"github.com/fedora-infra/fedmsg-relay/internal/pyjson"
+)
+
+// Sentinel errors returned (wrapped with detail) by Sign and Verify.
 // Test them with errors.Is, or map any of them to a metrics label with Reason.
 var (
-	// ErrInvalidJSON: the body is not a JSON document (syntax, invalid UTF-8, BOM).
-	ErrInvalidJSON = errors.New("invalid JSON")
-	// ErrNotReproducible: Python would read the body but not write it back as
-	// valid JSON, or would refuse it (NaN/Infinity, float overflow, integers over
-	// Python's 4300-digit limit, nesting deeper than maxDepth).
-	ErrNotReproducible = errors.New("body cannot be reproduced by Python's json.dumps")
-	// ErrNotObject: the body is valid JSON but not an object.
-	ErrNotObject = errors.New("body is not a JSON object")
+	// The body errors are pyjson's (see there), so errors.Is works with either.
+	ErrInvalidJSON     = pyjson.ErrInvalidJSON
+	ErrNotReproducible = pyjson.ErrNotReproducible
+	ErrNotObject       = pyjson.ErrNotObject
 
 	// ErrUnsigned: no signature or certificate field, or crypto is not "x509".
 	ErrUnsigned = errors.New("message is not signed with x509")

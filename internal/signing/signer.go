@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/pyjson"
 )
 
 // Signer signs message bodies with one RSA key pair. It is immutable after
@@ -131,25 +133,25 @@ func (s *Signer) Subject() string { return s.subject }
 // validator accepts). Errors wrap ErrInvalidJSON, ErrNotReproducible or
 // ErrNotObject.
 func (s *Signer) Sign(body []byte) ([]byte, error) {
-	msg, err := parse(body)
+	msg, err := pyjson.Parse(body)
 	if err != nil {
 		return nil, err
 	}
-	if msg.kind != kindObject {
+	if msg.Kind != pyjson.KindObject {
 		return nil, ErrNotObject
 	}
-	msg = msg.without("signature", "certificate")
-	msg.set("crypto", stringValue("x509"))
-	canonical := msg.appendTo(make([]byte, 0, len(body)+32))
+	msg = msg.Without("signature", "certificate")
+	msg.Set("crypto", pyjson.StringValue("x509"))
+	canonical := msg.AppendTo(make([]byte, 0, len(body)+32))
 
 	digest := sha1.Sum(canonical)
 	sig, err := rsa.SignPKCS1v15(nil, s.key, crypto.SHA1, digest[:])
 	if err != nil {
 		return nil, fmt.Errorf("rsa sign: %w", err)
 	}
-	msg.set("signature", stringValue(splitLines(base64.StdEncoding.EncodeToString(sig))))
-	msg.set("certificate", stringValue(s.certificate))
-	return msg.appendTo(make([]byte, 0, len(canonical)+len(s.certificate)+512)), nil
+	msg.Set("signature", pyjson.StringValue(splitLines(base64.StdEncoding.EncodeToString(sig))))
+	msg.Set("certificate", pyjson.StringValue(s.certificate))
+	return msg.AppendTo(make([]byte, 0, len(canonical)+len(s.certificate)+512)), nil
 }
 
 // splitLines cuts base64 text into 76-character lines joined by "\n", with a

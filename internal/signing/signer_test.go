@@ -10,6 +10,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/pyjson"
+	"github.com/fedora-infra/fedmsg-relay/internal/pyjson/pyjsontest"
 )
 
 func loadTestSigner(t testing.TB, ssldir, certname string) *Signer {
@@ -93,18 +96,18 @@ func signingBodies(t testing.TB, n int) [][]byte {
 		[]byte(`{"crypto":"gpg","topic":"org.fedoraproject.prod.logger.log","msg":{"log":"caf\u00e9 \ud83d\ude00 a/b"}}`),
 		[]byte(`{"msg":{"f":[1.5,1e16,-0.0,1e-05],"big":123456789012345678901234567890},"a":1,"a":2}`),
 	}
-	for _, body := range generateCorpus(99, 4*n) {
+	for _, body := range pyjsontest.Corpus(99, 4*n) {
 		if len(bodies) == n {
 			break
 		}
-		msg, err := parse(body)
-		if err != nil || msg.kind != kindObject {
+		msg, err := pyjson.Parse(body)
+		if err != nil || msg.Kind != pyjson.KindObject {
 			continue
 		}
-		if _, has := msg.get("signature"); has {
+		if _, has := msg.Get("signature"); has {
 			continue
 		}
-		if _, has := msg.get("certificate"); has {
+		if _, has := msg.Get("certificate"); has {
 			continue
 		}
 		bodies = append(bodies, body)

@@ -14,6 +14,8 @@ import (
 	"os"
 	"slices"
 	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/pyjson"
 )
 
 // Verifier validates signed messages as fedmsg.crypto.x509_ng.validate does,
@@ -117,29 +119,29 @@ func parseCRL(data []byte, ca *x509.Certificate) (*x509.RevocationList, error) {
 // for the frame topic too (what subscribers filter on). The error wraps one
 // of the package's sentinel errors; see Reason.
 func (v *Verifier) Verify(topic string, body []byte) error {
-	msg, err := parse(body)
+	msg, err := pyjson.Parse(body)
 	if err != nil {
 		return err
 	}
-	if msg.kind != kindObject {
+	if msg.Kind != pyjson.KindObject {
 		return ErrNotObject
 	}
-	if backend, ok := msg.get("crypto"); ok && (backend.kind != kindString || backend.text != "x509") {
+	if backend, ok := msg.Get("crypto"); ok && (backend.Kind != pyjson.KindString || backend.Text != "x509") {
 		return fmt.Errorf("%w: crypto backend is not x509", ErrUnsigned)
 	}
-	sigField, hasSig := msg.get("signature")
-	certField, hasCert := msg.get("certificate")
+	sigField, hasSig := msg.Get("signature")
+	certField, hasCert := msg.Get("certificate")
 	if !hasSig || !hasCert {
 		return fmt.Errorf("%w: no signature or certificate field", ErrUnsigned)
 	}
-	if certField.kind != kindString {
+	if certField.Kind != pyjson.KindString {
 		return fmt.Errorf("%w: certificate field is not a string", ErrMalformedCert)
 	}
-	if sigField.kind != kindString {
+	if sigField.Kind != pyjson.KindString {
 		return fmt.Errorf("%w: signature field is not a string", ErrBadSignature)
 	}
 
-	cert, err := decodeCertificate(certField.text)
+	cert, err := decodeCertificate(certField.Text)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrMalformedCert, err)
 	}
@@ -155,19 +157,19 @@ func (v *Verifier) Verify(topic string, body []byte) error {
 		return fmt.Errorf("%w: subject has no common name", ErrMalformedCert)
 	}
 
-	sig, err := decodeBase64(sigField.text)
+	sig, err := decodeBase64(sigField.Text)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBadSignature, err)
 	}
-	stripped := msg.without("signature", "certificate")
-	digest := sha1.Sum(stripped.appendTo(make([]byte, 0, len(body))))
+	stripped := msg.Without("signature", "certificate")
+	digest := sha1.Sum(stripped.AppendTo(make([]byte, 0, len(body))))
 	if err := rsa.VerifyPKCS1v15(pub, crypto.SHA1, digest[:], sig); err != nil {
 		return fmt.Errorf("%w: signer %q: %w", ErrBadSignature, signer, err)
 	}
 
 	bodyTopic := ""
-	if t, ok := msg.get("topic"); ok && t.kind == kindString {
-		bodyTopic = t.text
+	if t, ok := msg.Get("topic"); ok && t.Kind == pyjson.KindString {
+		bodyTopic = t.Text
 	}
 	if err := v.checkPolicy(bodyTopic, signer); err != nil {
 		return err

@@ -8,6 +8,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"unicode/utf8"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/pyjson"
 )
 
 // Reason says why a message is dropped. The zero value means "forward".
@@ -61,9 +63,11 @@ func Reasons() []Reason {
 	return rs
 }
 
-// MaxDepth bounds JSON nesting. Python's json module recurses once per level
-// and fails near 1000 levels; anything deeper would crash consumers, not us.
-const MaxDepth = 512
+// MaxDepth bounds JSON nesting: pyjson's limit, so that whatever passes
+// Validate can be verified and signed. Python's json module recurses once
+// per level and fails near 1000 levels; anything deeper would crash
+// consumers, not us.
+const MaxDepth = pyjson.MaxDepth
 
 // Policy is what Validate enforces beyond well-formedness.
 type Policy struct {

@@ -7,7 +7,6 @@ fedmsg.encoding (json.dumps with sort_keys=True, separators=(',', ':')), with
 Debian's python3-cryptography and python3-openssl. One process handles a whole
 batch: one request per input line, one answer per output line.
 
-  canonical                 base64 body -> "ok <canonical JSON>" | "err <exception>"
   sign SSLDIR               JSON {"certname", "style", "body": base64}
                             -> base64 of the published body | "err ..."
                             style publish: fedmsg.publish (sorted, compact);
@@ -41,13 +40,6 @@ def loads(raw):
 
 def split76(b64):
     return '\n'.join(b64[i:i + 76] for i in range(0, len(b64), 76)) + '\n'
-
-
-def canonical(line):
-    try:
-        return 'ok ' + dumps(loads(base64.b64decode(line)))
-    except Exception as e:  # the kind of failure is enough for the Go side
-        return 'err ' + type(e).__name__
 
 
 def make_signer(ssldir):
@@ -144,9 +136,7 @@ def make_verifier(ca_path, crl_path, policy, nitpicky):
 
 def main(argv):
     mode = argv[1]
-    if mode == 'canonical':
-        handle = canonical
-    elif mode == 'sign':
+    if mode == 'sign':
         handle = make_signer(argv[2])
     elif mode == 'verify':
         handle = make_verifier(argv[2], argv[3], json.loads(argv[4]), argv[5] == '1')

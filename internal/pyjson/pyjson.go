@@ -1,18 +1,17 @@
-// Package signing implements fedmsg's X.509 message signing scheme
-// (fedmsg.crypto.x509 / x509_ng): Python-exact canonical JSON, signing with an
-// RSA key pair from <ssldir>/<certname>.{key,crt}, and validation against a CA,
-// a CRL and a routing policy.
-//
-// Canonical JSON is what fedmsg signs and validators recompute: Python's
+// Package pyjson reads and writes JSON exactly as Python's json module does,
+// for fedmsg's signatures: what fedmsg signs and validators recompute is
 // json.dumps(json.loads(body), sort_keys=True, separators=(',', ':')) with
 // ensure_ascii. Canonical reproduces it byte for byte without a Python data
 // model: integer literals keep their digits, float literals are printed by
 // Python's repr rules, strings keep lone surrogates (valid \u escapes in JSON)
-// as Python does, and keys sort by code point.
-package signing
+// as Python does, and keys sort by code point. MaxDepth is also the limit of
+// the relay's inbound scanner (package wire), so a message that passes the
+// relay's checks can always be verified and signed.
+package pyjson
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -22,12 +21,26 @@ import (
 )
 
 const (
-	// maxDepth bounds nesting: CPython's decoder raises RecursionError a little
-	// under 1000 levels, so anything deeper could not be validated anyway.
-	maxDepth = 500
-	// maxIntDigits is CPython's default int_max_str_digits (3.11+): json.loads
+	// MaxDepth bounds nesting (arrays and objects, the outermost counted):
+	// CPython's decoder raises RecursionError a little under 1000 levels, so
+	// anything much deeper could not be validated anyway.
+	MaxDepth = 512
+	// MaxIntDigits is CPython's default int_max_str_digits (3.11+): json.loads
 	// raises ValueError for longer integer literals.
-	maxIntDigits = 4300
+	MaxIntDigits = 4300
+)
+
+// Sentinel errors returned (wrapped with detail) by Parse and Canonical.
+var (
+	// ErrInvalidJSON: the body is not a JSON document (syntax, invalid UTF-8, BOM).
+	ErrInvalidJSON = errors.New("invalid JSON")
+	// ErrNotReproducible: Python would read the body but not write it back as
+	// valid JSON, or would refuse it (NaN/Infinity, float overflow, integers over
+	// MaxIntDigits, nesting deeper than MaxDepth).
+	ErrNotReproducible = errors.New("body cannot be reproduced by Python's json.dumps")
+	// ErrNotObject: the body is valid JSON but not an object (for callers that
+	// need one).
+	ErrNotObject = errors.New("body is not a JSON object")
 )
 
 // Canonical returns Python's json.dumps(obj, sort_keys=True,
@@ -35,46 +48,47 @@ const (
 // an error wrapping ErrInvalidJSON or ErrNotReproducible when Python would
 // reject the body or write something other than valid JSON (NaN, Infinity).
 func Canonical(body []byte) ([]byte, error) {
-	v, err := parse(body)
+	v, err := Parse(body)
 	if err != nil {
 		return nil, err
 	}
-	return v.appendTo(make([]byte, 0, len(body))), nil
+	return v.AppendTo(make([]byte, 0, len(body))), nil
 }
 
-type kind uint8
+// Kind is the type of a JSON value.
+type Kind uint8
 
 const (
-	kindNull kind = iota
-	kindTrue
-	kindFalse
-	kindNumber
-	kindString
-	kindArray
-	kindObject
-	// kindNonFinite is NaN, Infinity, -Infinity or a float literal out of
+	KindNull Kind = iota
+	KindTrue
+	KindFalse
+	KindNumber
+	KindString
+	KindArray
+	KindObject
+	// KindNonFinite is NaN, Infinity, -Infinity or a float literal out of
 	// range: Python reads it but would write it back as non-JSON. It is only an
 	// error if it survives into the document (a duplicate key may drop it).
-	kindNonFinite
+	KindNonFinite
 )
 
-// value is a decoded JSON value. For numbers, text is the Python rendering; for
+// Value is a decoded JSON value. For numbers, Text is the Python rendering; for
 // strings it is the decoded text in WTF-8 (UTF-8 that also encodes lone
 // surrogates), whose byte order is code point order, as Python sorts keys.
-type value struct {
-	kind    kind
-	text    string
-	elems   []value  // kindArray
-	members []member // kindObject: sorted by key, keys unique
+type Value struct {
+	Kind    Kind
+	Text    string
+	elems   []Value  // KindArray
+	members []member // KindObject: sorted by key, keys unique
 }
 
 type member struct {
 	key string
-	val value
+	val Value
 }
 
-// get returns the member named key of an object.
-func (v *value) get(key string) (*value, bool) {
+// Get returns the member named key of an object.
+func (v *Value) Get(key string) (*Value, bool) {
 	i, ok := slices.BinarySearchFunc(v.members, key, compareKey)
 	if !ok {
 		return nil, false
@@ -82,8 +96,8 @@ func (v *value) get(key string) (*value, bool) {
 	return &v.members[i].val, true
 }
 
-// set adds or replaces the member named key of an object, keeping the order.
-func (v *value) set(key string, val value) {
+// Set adds or replaces the member named key of an object, keeping the order.
+func (v *Value) Set(key string, val Value) {
 	i, ok := slices.BinarySearchFunc(v.members, key, compareKey)
 	if ok {
 		v.members[i].val = val
@@ -92,8 +106,8 @@ func (v *value) set(key string, val value) {
 	v.members = slices.Insert(v.members, i, member{key: key, val: val})
 }
 
-// without returns a copy of object v without the named members.
-func (v *value) without(keys ...string) value {
+// Without returns a copy of object v without the named members.
+func (v *Value) Without(keys ...string) Value {
 	out := *v
 	out.members = slices.DeleteFunc(slices.Clone(v.members), func(m member) bool {
 		return slices.Contains(keys, m.key)
@@ -103,39 +117,42 @@ func (v *value) without(keys ...string) value {
 
 func compareKey(m member, key string) int { return strings.Compare(m.key, key) }
 
-func stringValue(s string) value { return value{kind: kindString, text: s} }
+// StringValue is the JSON string s.
+func StringValue(s string) Value { return Value{Kind: KindString, Text: s} }
 
-func parse(body []byte) (value, error) {
+// Parse decodes body as Python's json.loads would, or returns an error
+// wrapping ErrInvalidJSON or ErrNotReproducible.
+func Parse(body []byte) (Value, error) {
 	p := parser{data: body}
 	p.skipSpace()
 	v, err := p.value(0)
 	if err != nil {
-		return value{}, err
+		return Value{}, err
 	}
 	p.skipSpace()
 	if p.pos != len(p.data) {
-		return value{}, p.errorf("extra data after the document")
+		return Value{}, p.errorf("extra data after the document")
 	}
 	if p.nonFinite {
 		if lit, found := v.findNonFinite(); found {
-			return value{}, fmt.Errorf("%w: %.40q is not finite", ErrNotReproducible, lit)
+			return Value{}, fmt.Errorf("%w: %.40q is not finite", ErrNotReproducible, lit)
 		}
 	}
 	return v, nil
 }
 
 // findNonFinite returns the first non-finite number left in v.
-func (v *value) findNonFinite() (string, bool) {
-	switch v.kind {
-	case kindNonFinite:
-		return v.text, true
-	case kindArray:
+func (v *Value) findNonFinite() (string, bool) {
+	switch v.Kind {
+	case KindNonFinite:
+		return v.Text, true
+	case KindArray:
 		for i := range v.elems {
 			if lit, found := v.elems[i].findNonFinite(); found {
 				return lit, true
 			}
 		}
-	case kindObject:
+	case KindObject:
 		for i := range v.members {
 			if lit, found := v.members[i].val.findNonFinite(); found {
 				return lit, true
@@ -179,9 +196,9 @@ func (p *parser) literal(word string) bool {
 	return false
 }
 
-func (p *parser) value(depth int) (value, error) {
+func (p *parser) value(depth int) (Value, error) {
 	if p.pos >= len(p.data) {
-		return value{}, p.errorf("unexpected end of input")
+		return Value{}, p.errorf("unexpected end of input")
 	}
 	switch c := p.data[p.pos]; {
 	case c == '{':
@@ -190,32 +207,32 @@ func (p *parser) value(depth int) (value, error) {
 		return p.array(depth + 1)
 	case c == '"':
 		s, err := p.string()
-		return stringValue(s), err
+		return StringValue(s), err
 	case c == '-' || c >= '0' && c <= '9':
 		if p.literal("-Infinity") {
 			return p.nonFiniteValue("-Infinity"), nil
 		}
 		return p.number()
 	case p.literal("null"):
-		return value{kind: kindNull}, nil
+		return Value{Kind: KindNull}, nil
 	case p.literal("true"):
-		return value{kind: kindTrue}, nil
+		return Value{Kind: KindTrue}, nil
 	case p.literal("false"):
-		return value{kind: kindFalse}, nil
+		return Value{Kind: KindFalse}, nil
 	case p.literal("NaN"):
 		return p.nonFiniteValue("NaN"), nil
 	case p.literal("Infinity"):
 		return p.nonFiniteValue("Infinity"), nil
 	}
-	return value{}, p.errorf("unexpected character %q", p.data[p.pos])
+	return Value{}, p.errorf("unexpected character %q", p.data[p.pos])
 }
 
-func (p *parser) object(depth int) (value, error) {
-	if depth > maxDepth {
-		return value{}, p.unreproducible("nesting deeper than %d", maxDepth)
+func (p *parser) object(depth int) (Value, error) {
+	if depth > MaxDepth {
+		return Value{}, p.unreproducible("nesting deeper than %d", MaxDepth)
 	}
 	p.pos++ // '{'
-	v := value{kind: kindObject}
+	v := Value{Kind: KindObject}
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
@@ -223,26 +240,26 @@ func (p *parser) object(depth int) (value, error) {
 	}
 	for {
 		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
-			return value{}, p.errorf("expecting a property name")
+			return Value{}, p.errorf("expecting a property name")
 		}
 		key, err := p.string()
 		if err != nil {
-			return value{}, err
+			return Value{}, err
 		}
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
-			return value{}, p.errorf("expecting ':'")
+			return Value{}, p.errorf("expecting ':'")
 		}
 		p.pos++
 		p.skipSpace()
 		val, err := p.value(depth)
 		if err != nil {
-			return value{}, err
+			return Value{}, err
 		}
 		v.members = append(v.members, member{key: key, val: val})
 		p.skipSpace()
 		if p.pos >= len(p.data) {
-			return value{}, p.errorf("unterminated object")
+			return Value{}, p.errorf("unterminated object")
 		}
 		c := p.data[p.pos]
 		p.pos++
@@ -251,7 +268,7 @@ func (p *parser) object(depth int) (value, error) {
 		}
 		if c != ',' {
 			p.pos--
-			return value{}, p.errorf("expecting ',' or '}'")
+			return Value{}, p.errorf("expecting ',' or '}'")
 		}
 		p.skipSpace()
 	}
@@ -273,12 +290,12 @@ func sortMembers(members []member) []member {
 	return out
 }
 
-func (p *parser) array(depth int) (value, error) {
-	if depth > maxDepth {
-		return value{}, p.unreproducible("nesting deeper than %d", maxDepth)
+func (p *parser) array(depth int) (Value, error) {
+	if depth > MaxDepth {
+		return Value{}, p.unreproducible("nesting deeper than %d", MaxDepth)
 	}
 	p.pos++ // '['
-	v := value{kind: kindArray}
+	v := Value{Kind: KindArray}
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == ']' {
 		p.pos++
@@ -287,12 +304,12 @@ func (p *parser) array(depth int) (value, error) {
 	for {
 		elem, err := p.value(depth)
 		if err != nil {
-			return value{}, err
+			return Value{}, err
 		}
 		v.elems = append(v.elems, elem)
 		p.skipSpace()
 		if p.pos >= len(p.data) {
-			return value{}, p.errorf("unterminated array")
+			return Value{}, p.errorf("unterminated array")
 		}
 		c := p.data[p.pos]
 		p.pos++
@@ -301,7 +318,7 @@ func (p *parser) array(depth int) (value, error) {
 		}
 		if c != ',' {
 			p.pos--
-			return value{}, p.errorf("expecting ',' or ']'")
+			return Value{}, p.errorf("expecting ',' or ']'")
 		}
 		p.skipSpace()
 	}
@@ -309,7 +326,7 @@ func (p *parser) array(depth int) (value, error) {
 
 // number reads a JSON number. Integers keep their digits (Python ints are
 // exact); anything with a fraction or exponent is a Python float.
-func (p *parser) number() (value, error) {
+func (p *parser) number() (Value, error) {
 	start := p.pos
 	if p.data[p.pos] == '-' {
 		p.pos++
@@ -321,7 +338,7 @@ func (p *parser) number() (value, error) {
 	case p.pos < len(p.data) && p.data[p.pos] >= '1' && p.data[p.pos] <= '9':
 		p.skipDigits()
 	default:
-		return value{}, p.errorf("invalid number")
+		return Value{}, p.errorf("invalid number")
 	}
 	intDigits := p.pos - intStart
 	isFloat := false
@@ -343,24 +360,24 @@ func (p *parser) number() (value, error) {
 	}
 	lit := string(p.data[start:p.pos])
 	if !isFloat {
-		if intDigits > maxIntDigits {
-			return value{}, p.unreproducible("integer of %d digits exceeds Python's limit of %d", intDigits, maxIntDigits)
+		if intDigits > MaxIntDigits {
+			return Value{}, p.unreproducible("integer of %d digits exceeds Python's limit of %d", intDigits, MaxIntDigits)
 		}
 		if lit == "-0" {
 			lit = "0"
 		}
-		return value{kind: kindNumber, text: lit}, nil
+		return Value{Kind: KindNumber, Text: lit}, nil
 	}
 	f, err := strconv.ParseFloat(lit, 64)
 	if err != nil || math.IsInf(f, 0) {
 		return p.nonFiniteValue(lit), nil
 	}
-	return value{kind: kindNumber, text: string(appendPyFloat(nil, f))}, nil
+	return Value{Kind: KindNumber, Text: string(appendPyFloat(nil, f))}, nil
 }
 
-func (p *parser) nonFiniteValue(lit string) value {
+func (p *parser) nonFiniteValue(lit string) Value {
 	p.nonFinite = true
-	return value{kind: kindNonFinite, text: lit}
+	return Value{Kind: KindNonFinite, Text: lit}
 }
 
 func (p *parser) skipDigits() {
@@ -480,26 +497,26 @@ func appendWTF8(buf []byte, r rune) []byte {
 	return append(buf, 0xE0|byte(r>>12), 0x80|byte(r>>6)&0x3F, 0x80|byte(r)&0x3F)
 }
 
-// appendTo writes v as Python's compact, sorted, ASCII-only json.dumps does.
-func (v *value) appendTo(dst []byte) []byte {
-	switch v.kind {
-	case kindNull:
+// AppendTo writes v as Python's compact, sorted, ASCII-only json.dumps does.
+func (v *Value) AppendTo(dst []byte) []byte {
+	switch v.Kind {
+	case KindNull:
 		return append(dst, "null"...)
-	case kindTrue:
+	case KindTrue:
 		return append(dst, "true"...)
-	case kindFalse:
+	case KindFalse:
 		return append(dst, "false"...)
-	case kindNumber:
-		return append(dst, v.text...)
-	case kindString:
-		return appendPyString(dst, v.text)
-	case kindArray:
+	case KindNumber:
+		return append(dst, v.Text...)
+	case KindString:
+		return appendPyString(dst, v.Text)
+	case KindArray:
 		dst = append(dst, '[')
 		for i := range v.elems {
 			if i > 0 {
 				dst = append(dst, ',')
 			}
-			dst = v.elems[i].appendTo(dst)
+			dst = v.elems[i].AppendTo(dst)
 		}
 		return append(dst, ']')
 	default:
@@ -510,7 +527,7 @@ func (v *value) appendTo(dst []byte) []byte {
 			}
 			dst = appendPyString(dst, v.members[i].key)
 			dst = append(dst, ':')
-			dst = v.members[i].val.appendTo(dst)
+			dst = v.members[i].val.AppendTo(dst)
 		}
 		return append(dst, '}')
 	}

@@ -1,4 +1,6 @@
-package signing
+// Package pyjsontest generates JSON bodies for tests of Python-exact JSON:
+// the spellings producers use, and some bodies Python refuses.
+package pyjsontest
 
 import (
 	"fmt"
@@ -17,9 +19,9 @@ type corpusGen struct {
 	b []byte
 }
 
-// generateCorpus returns n random bodies, mostly fedmsg-like objects; about
+// Corpus returns n random bodies, mostly fedmsg-like objects; about
 // one in twenty is broken or not reproducible on purpose.
-func generateCorpus(seed uint64, n int) [][]byte {
+func Corpus(seed uint64, n int) [][]byte {
 	g := &corpusGen{r: rand.New(rand.NewPCG(seed, 0x5eed))}
 	corpus := make([][]byte, n)
 	for i := range corpus {

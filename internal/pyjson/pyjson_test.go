@@ -1,10 +1,12 @@
-package signing
+package pyjson
 
 import (
 	"bytes"
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/pyjson/pyjsontest"
 )
 
 // canonicalCases pin what Python 3's json.dumps(json.loads(in), sort_keys=True,
@@ -51,8 +53,8 @@ var canonicalCases = []struct {
 	{"-Infinity", `[-Infinity]`, "", ErrNotReproducible},
 	{"NaN dropped by duplicate key", `{"a":NaN,"b":[1e999],"a":1,"b":2}`, `{"a":1,"b":2}`, nil},
 	{"NaN nested", `{"a":{"b":[1,-1E999]}}`, "", ErrNotReproducible},
-	{"nesting limit", strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth),
-		strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth), nil},
+	{"nesting limit", strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth),
+		strings.Repeat("[", MaxDepth) + strings.Repeat("]", MaxDepth), nil},
 	{"too deep", strings.Repeat("[", 1000) + strings.Repeat("]", 1000), "", ErrNotReproducible},
 	{"leading zero", `01`, "", ErrInvalidJSON},
 	{"bare point", `[1.]`, "", ErrInvalidJSON},
@@ -94,7 +96,7 @@ func TestCanonicalCasesMatchPython(t *testing.T) {
 	for i, tc := range canonicalCases {
 		bodies[i] = []byte(tc.in)
 	}
-	answers := runReference(t, b64Lines(bodies), "canonical")
+	answers := pythonCanonical(t, bodies)
 	for i, tc := range canonicalCases {
 		want := "ok " + tc.want
 		if tc.err != nil {
@@ -113,8 +115,8 @@ func TestCanonicalCasesMatchPython(t *testing.T) {
 // over a generated corpus (fixed seed), byte for byte: Go must fail exactly
 // where Python fails or would write NaN/Infinity, and agree everywhere else.
 func TestCanonicalCorpusMatchesPython(t *testing.T) {
-	corpus := generateCorpus(20260, 12000)
-	answers := runReference(t, b64Lines(corpus), "canonical")
+	corpus := pyjsontest.Corpus(20260, 12000)
+	answers := pythonCanonical(t, corpus)
 	var accepted, refused, mismatches int
 	for i, body := range corpus {
 		got, err := Canonical(body)
@@ -142,7 +144,7 @@ func TestCanonicalCorpusMatchesPython(t *testing.T) {
 // TestCanonicalIdempotent: canonical output is itself a body whose canonical
 // form is the same bytes (what a validator re-canonicalising does).
 func TestCanonicalIdempotent(t *testing.T) {
-	for i, body := range generateCorpus(7, 2000) {
+	for i, body := range pyjsontest.Corpus(7, 2000) {
 		once, err := Canonical(body)
 		if err != nil {
 			continue
@@ -150,6 +152,22 @@ func TestCanonicalIdempotent(t *testing.T) {
 		twice, err := Canonical(once)
 		if err != nil || !bytes.Equal(once, twice) {
 			t.Fatalf("body %d: Canonical(%.200q) = %.200q, %v", i, once, twice, err)
+		}
+	}
+}
+
+// TestDepthLimit: MaxDepth levels are read, one more is refused, as the
+// relay's inbound scanner (wire) draws the line.
+func TestDepthLimit(t *testing.T) {
+	for _, open := range []string{"[", `{"a":`} {
+		closing := map[string]string{"[": "]", `{"a":`: "}"}[open]
+		at := strings.Repeat(open, MaxDepth) + "1" + strings.Repeat(closing, MaxDepth)
+		if _, err := Canonical([]byte(at)); err != nil {
+			t.Errorf("%d levels of %s: %v", MaxDepth, open, err)
+		}
+		over := open + at + closing
+		if _, err := Canonical([]byte(over)); !errors.Is(err, ErrNotReproducible) {
+			t.Errorf("%d levels of %s: %v, want %v", MaxDepth+1, open, err, ErrNotReproducible)
 		}
 	}
 }
