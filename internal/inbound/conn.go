@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,9 @@ type conn struct {
 	// Bytes held, by state; guarded by srv.budget.mu, but partial, which
 	// only the reader changes, may be read by it without.
 	held, partial, queued int64
+
+	heard  atomic.Bool // the peer sent something since the last heartbeat
+	silent int         // heartbeat intervals without a word, on the timer's goroutine
 
 	gone       chan struct{}
 	goneOnce   sync.Once
@@ -66,7 +70,8 @@ func (c *conn) serve() string {
 	}
 	c.handshaken = true
 	if ivl := c.srv.opts.HeartbeatInterval; ivl > 0 {
-		c.ping = time.AfterFunc(ivl, c.sendPing)
+		c.ping = time.AfterFunc(time.Duration(math.MaxInt64), c.heartbeat)
+		c.ping.Reset(ivl) // only now: heartbeat reads c.ping
 		defer c.ping.Stop()
 	}
 	for {
@@ -140,19 +145,8 @@ func (c *conn) handshake() error {
 	if err := c.w.Flush(); err != nil {
 		return err
 	}
-	c.nc.SetWriteDeadline(time.Time{})
-	c.extendRead()
+	c.nc.SetDeadline(time.Time{}) // from now on the heartbeat watches the peer
 	return nil
-}
-
-// extendRead sets the read deadline: a peer silent for three heartbeat
-// intervals (it does not even answer our PINGs) is dead.
-func (c *conn) extendRead() {
-	var d time.Time
-	if ivl := c.srv.opts.HeartbeatInterval; ivl > 0 {
-		d = time.Now().Add(3 * ivl)
-	}
-	c.nc.SetReadDeadline(d)
 }
 
 // readCommand reads one frame that must be a command of bounded size.
@@ -191,7 +185,7 @@ func (c *conn) readMessage() error {
 		if err != nil {
 			return err
 		}
-		c.extendRead()
+		c.heard.Store(true)
 		if flags&zmtp.FlagCommand != 0 {
 			if count > 0 {
 				return protocolError("command inside a message")
@@ -262,10 +256,18 @@ func (c *conn) writeCommand(body []byte) error {
 	return c.w.Flush()
 }
 
-// sendPing keeps an idle peer's connection alive and proves ours: its PONG
-// is what extends the read deadline when it has nothing to send.
-func (c *conn) sendPing() {
+// heartbeat runs every interval on a timer: it pings the peer (its PONG is
+// a word from it even when it has nothing to send) and gives up a peer
+// silent for three intervals. A flag the reader sets, not a read deadline
+// per frame, keeps clock reads and timer updates off the message path.
+func (c *conn) heartbeat() {
 	if c.isGone() {
+		return
+	}
+	if c.heard.Swap(false) {
+		c.silent = 0
+	} else if c.silent++; c.silent >= 3 {
+		c.close(ReasonTimeout)
 		return
 	}
 	if c.writeCommand(zmtp.PingCommand) != nil {

@@ -1,9 +1,11 @@
 package inbound
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"sync"
@@ -155,9 +157,10 @@ func TestEndlessMultipartStaysInBudget(t *testing.T) {
 	s, ep, rec := listen(t, func(o *Options) { o.BudgetBytes = budget; o.MaxMessageBytes = 256 << 10 })
 	frame := bytes.Repeat([]byte("m"), 60<<10)
 	var wg sync.WaitGroup
-	peak := int64(0)
-	stop := make(chan struct{})
+	var peak int64
+	stop, sampled := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(sampled)
 		for {
 			select {
 			case <-stop:
@@ -182,6 +185,7 @@ func TestEndlessMultipartStaysInBudget(t *testing.T) {
 	}
 	wg.Wait()
 	close(stop)
+	<-sampled
 	if peak > budget {
 		t.Errorf("held %d bytes at peak, budget %d", peak, budget)
 	}
@@ -268,5 +272,42 @@ func TestPingAndHandshakeFailures(t *testing.T) {
 	}
 	if s.Connections() != 1 {
 		t.Errorf("%d connections, want the pinging one", s.Connections())
+	}
+}
+
+// A producer that answers the relay's PINGs stays connected however long it
+// is idle; one silent for three heartbeat intervals is closed.
+func TestHeartbeat(t *testing.T) {
+	s, ep, rec := listen(t, func(o *Options) { o.HeartbeatInterval = 100 * time.Millisecond })
+	silent := rawPeer(t, ep)
+	answering := rawPeer(t, ep)
+	go func() { // a libzmq PUB's side: PONG for every PING
+		r := bufio.NewReader(answering)
+		var greeting [zmtp.GreetingSize]byte
+		if _, err := io.ReadFull(r, greeting[:]); err != nil {
+			return
+		}
+		for {
+			flags, n, err := zmtp.ReadHeader(r)
+			if err != nil {
+				return
+			}
+			body := make([]byte, n)
+			if _, err := io.ReadFull(r, body); err != nil {
+				return
+			}
+			if name, data, _ := zmtp.ParseCommand(body); flags&zmtp.FlagCommand != 0 && name == "PING" {
+				pong := zmtp.PongCommand(data)
+				answering.Write(append([]byte{zmtp.FlagCommand, byte(len(pong))}, pong...))
+			}
+		}
+	}()
+	waitFor(t, "the silent peer's timeout", func() bool { return rec.count(Disconnected, ReasonTimeout) == 1 })
+	if _, err := io.ReadAll(silent); err != nil { // closed by the relay: EOF
+		t.Errorf("silent peer: %v", err)
+	}
+	time.Sleep(time.Second) // ten intervals: the answering peer is still there
+	if n := s.Connections(); n != 1 {
+		t.Errorf("%d connections, want the answering peer's", n)
 	}
 }
