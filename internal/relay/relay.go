@@ -171,24 +171,55 @@ const shuttingDown = int(wire.NumReasons)
 // drain stops the inbound side and forwards whatever libzmq had queued, for
 // at most DrainTimeout.
 func (r *Relay) drain() error {
+	if len(r.opts.Inherited) > 0 {
+		return r.handOver()
+	}
 	r.log.Info("draining: inbound closed, publishing what was received", "drain_timeout", r.opts.DrainTimeout)
 	if err := r.sockets.StopInbound(); err != nil {
 		r.log.Error("draining: some inbound endpoints still accept producers", "error", err)
 	}
+	return r.forwardUntil(time.Now().Add(r.opts.DrainTimeout), 0, 0)
+}
+
+// handOver is the drain when the listening sockets outlive the relay:
+// producers close their connections themselves after their last message,
+// so nothing in flight is cut off, and reconnect to the next relay.
+func (r *Relay) handOver() error {
+	r.log.Info("draining: handing producers over to the next relay, publishing what they sent", "drain_timeout", r.opts.DrainTimeout)
+	if err := r.sockets.HandOver(); err != nil {
+		r.log.Error("draining: some confirm endpoints still accept clients", "error", err)
+	}
 	deadline := time.Now().Add(r.opts.DrainTimeout)
 	total := 0
+	for time.Now().Before(deadline) && r.sockets.ProducersLeft() > 0 {
+		n, err := r.forwardBatch(10 * time.Millisecond)
+		if err != nil {
+			return err
+		}
+		total += n
+	}
+	if err := r.sockets.FinishHandOver(); err != nil {
+		r.log.Error("draining: some inbound endpoints still accept producers", "error", err)
+	}
+	return r.forwardUntil(deadline, total, r.sockets.ProducersLeft())
+}
+
+// forwardUntil publishes what is queued until nothing is left or the
+// deadline passes; published and connected (producers cut off by the
+// deadline) are what came before, for the log.
+func (r *Relay) forwardUntil(deadline time.Time, published, connected int) error {
 	for time.Now().Before(deadline) {
 		n, err := r.forwardBatch(0)
 		if err != nil {
 			return err
 		}
 		if n == 0 {
-			r.log.Info("drained", "messages", total)
+			r.log.Info("drained", "messages", published, "producers_cut_off", connected)
 			return nil
 		}
-		total += n
+		published += n
 	}
-	return r.abandon(total)
+	return r.abandon(published)
 }
 
 // abandon refuses what is still queued once the drain ran out of time (the

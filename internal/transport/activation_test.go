@@ -122,3 +122,105 @@ func TestSubscriptionsCountsPeers(t *testing.T) {
 	}
 	waitSubs(1)
 }
+
+// HandOver half-closes the producers' connections: each producer closes its
+// own after its last message. What it sent is received by this generation,
+// what it had not sent yet by the next one: nothing is lost in between.
+func TestHandOverLosesNothingInFlight(t *testing.T) {
+	in := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	h := newHolder(t, in)
+	open := func() *Sockets {
+		s, err := Open(Options{Inbound: []string{in}, Outbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
+			Inherited: h.fds(t), MaxMessageBytes: 1 << 20, InboundHWM: 100000, OutboundHWM: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// A fedmsg producer: its own context, unlimited queue, quick reconnects,
+	// sending every millisecond from its own goroutine until told to stop.
+	pub, err := zmq.NewSocket(zmq.PUB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range []error{pub.SetLinger(0), pub.SetSndhwm(0), pub.SetReconnectIvl(100 * time.Millisecond), pub.Connect(in)} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	stop, sent := make(chan struct{}), make(chan int)
+	go func() {
+		defer pub.Close()
+		seq := 0
+		for {
+			select {
+			case <-stop:
+				sent <- seq
+				return
+			case <-time.After(time.Millisecond):
+			}
+			pub.SendMessage("org.fedoraproject.test.handover", fmt.Sprint(seq))
+			seq++
+		}
+	}()
+	var got []int
+	recv := func(s *Sockets) int {
+		n, err := s.Recv(10 * time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			var seq int
+			fmt.Sscan(string(s.Message(i).Body), &seq)
+			got = append(got, seq)
+		}
+		s.Flush()
+		return n
+	}
+	s := open()
+	for deadline := time.Now().Add(20 * time.Second); len(got) < 300; { // the producer's PUB drops until our subscription arrives
+		if time.Now().After(deadline) {
+			close(stop)
+			t.Fatalf("only %d messages from the producer", len(got))
+		}
+		recv(s)
+	}
+	if err := s.HandOver(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); s.ProducersLeft() > 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the producer never closed its half-closed connection")
+		}
+		recv(s)
+	}
+	if err := s.FinishHandOver(); err != nil {
+		t.Fatal(err)
+	}
+	for recv(s) > 0 {
+	}
+	oldGen := len(got)
+	s.Close()
+	time.Sleep(300 * time.Millisecond) // the next relay starts a while later: the producer queues meanwhile
+
+	s2 := open()
+	defer s2.Close()
+	for deadline := time.Now().Add(20 * time.Second); len(got) < oldGen+300 && time.Now().Before(deadline); {
+		recv(s2)
+	}
+	close(stop)
+	total := <-sent
+	for deadline := time.Now().Add(20 * time.Second); got[len(got)-1] < total-1 && time.Now().Before(deadline); {
+		recv(s2)
+	}
+	first := got[0]
+	t.Logf("first generation received %d, the second %d, of %d sent", oldGen, len(got)-oldGen, total-first)
+	for i, v := range got {
+		if v != first+i {
+			t.Fatalf("message %d is seq %d, want %d: lost or reordered across the hand-over", i, v, first+i)
+		}
+	}
+	if len(got) != total-first || len(got) == oldGen {
+		t.Fatalf("received %d of %d, %d of them by the first generation", len(got), total-first, oldGen)
+	}
+}

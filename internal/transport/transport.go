@@ -354,14 +354,7 @@ func (s *Sockets) Flush() (sent int, failed int) {
 func (s *Sockets) StopInbound() error {
 	var errs []error
 	for _, sock := range s.inbound {
-		for _, ep := range s.bound[sock] {
-			if ep == injectEndpoint {
-				continue
-			}
-			if err := sock.Unbind(ep); err != nil {
-				errs = append(errs, fmt.Errorf("unbind %s: %w", ep, err))
-			}
-		}
+		errs = append(errs, s.unbindAll(sock))
 	}
 	return errors.Join(errs...)
 }
