@@ -39,7 +39,13 @@ type Config struct {
 	// TopicMismatch says what to do when the body's "topic" differs from frame 1.
 	TopicMismatch string `yaml:"topic_mismatch"`
 
-	MaxMessageBytes   int64         `yaml:"max_message_bytes"`
+	MaxMessageBytes int64 `yaml:"max_message_bytes"`
+	// InboundEngine terminates inbound ZMTP in Go ("go": one byte budget,
+	// inbound_buffer_bytes, for every connection together) or in libzmq.
+	InboundEngine         string `yaml:"inbound_engine"`
+	InboundBufferBytes    int64  `yaml:"inbound_buffer_bytes"`
+	MaxInboundConnections int    `yaml:"max_inbound_connections"`
+
 	InboundHWM        int           `yaml:"inbound_hwm"`
 	OutboundHWM       int           `yaml:"outbound_hwm"`
 	HandshakeTimeout  time.Duration `yaml:"handshake_timeout"`
@@ -98,28 +104,38 @@ type Config struct {
 // addresses, so that a new user can run the relay without root or a file.
 func Default() *Config {
 	return &Config{
-		RelayInbound:         Endpoints{"tcp://127.0.0.1:2003"},
-		RelayOutbound:        Endpoints{"tcp://127.0.0.1:4001"},
-		TopicMismatch:        TopicMismatchDrop,
-		MaxMessageBytes:      1 << 20,
-		InboundHWM:           10000,
-		OutboundHWM:          10000,
-		HandshakeTimeout:     10 * time.Second,
-		HeartbeatInterval:    30 * time.Second,
-		TCPKeepalive:         true,
-		DrainTimeout:         5 * time.Second,
-		ResumeHold:           2 * time.Second,
-		LogLevel:             "info",
-		LogFormat:            "text",
-		DropLogInterval:      10 * time.Second,
-		MonitoringInterval:   5 * time.Second,
-		MonitoringSocketMode: 0o770,
-		CertNames:            map[string]string{},
-		CRLCacheExpiry:       time.Hour,
-		CRLStale:             CRLStaleAccept,
-		AMQP:                 defaultAMQP(),
+		RelayInbound:          Endpoints{"tcp://127.0.0.1:2003"},
+		RelayOutbound:         Endpoints{"tcp://127.0.0.1:4001"},
+		TopicMismatch:         TopicMismatchDrop,
+		MaxMessageBytes:       1 << 20,
+		InboundEngine:         InboundEngineLibzmq,
+		InboundBufferBytes:    16 << 20,
+		MaxInboundConnections: 1000,
+		InboundHWM:            10000,
+		OutboundHWM:           10000,
+		HandshakeTimeout:      10 * time.Second,
+		HeartbeatInterval:     30 * time.Second,
+		TCPKeepalive:          true,
+		DrainTimeout:          5 * time.Second,
+		ResumeHold:            2 * time.Second,
+		LogLevel:              "info",
+		LogFormat:             "text",
+		DropLogInterval:       10 * time.Second,
+		MonitoringInterval:    5 * time.Second,
+		MonitoringSocketMode:  0o770,
+		CertNames:             map[string]string{},
+		CRLCacheExpiry:        time.Hour,
+		CRLStale:              CRLStaleAccept,
+		AMQP:                  defaultAMQP(),
 	}
 }
+
+// Inbound engines (transport.EngineGo and EngineLibzmq; config does not
+// import the transport).
+const (
+	InboundEngineGo     = "go"
+	InboundEngineLibzmq = "libzmq"
+)
 
 // Topic mismatch policies.
 const (

@@ -126,6 +126,15 @@ func (c *Config) validateLimits() []Problem {
 	if c.MaxMessageBytes < 64 || c.MaxMessageBytes > 1<<30 {
 		probs = append(probs, c.problem("max_message_bytes", "%d: want 64 to 1073741824", c.MaxMessageBytes))
 	}
+	if c.InboundEngine != InboundEngineGo && c.InboundEngine != InboundEngineLibzmq {
+		probs = append(probs, c.problem("inbound_engine", "%q: want go or libzmq", c.InboundEngine))
+	}
+	if c.InboundBufferBytes < c.MaxMessageBytes || c.InboundBufferBytes > 1<<40 {
+		probs = append(probs, c.problem("inbound_buffer_bytes", "%d: want max_message_bytes (%d) to 1099511627776", c.InboundBufferBytes, c.MaxMessageBytes))
+	}
+	if c.MaxInboundConnections < 1 || c.MaxInboundConnections > 1_000_000 {
+		probs = append(probs, c.problem("max_inbound_connections", "%d: want 1 to 1000000", c.MaxInboundConnections))
+	}
 	for key, hwm := range map[string]int{"inbound_hwm": c.InboundHWM, "outbound_hwm": c.OutboundHWM} {
 		if hwm < 1 || hwm > 10_000_000 {
 			probs = append(probs, c.problem(key, "%d: want 1 to 10000000 (0, unlimited, would let one slow peer exhaust memory)", hwm))
