@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char unknown_reason[] = "refused:unknown";
 
@@ -39,6 +41,45 @@ int fwd_add_source(fwd_t *f, void *socket, int kind) {
     return 0;
 }
 
+int fwd_add_fed_source(fwd_t *f, int eventfd, int kind) {
+    if (f->nsources >= FWD_MAX_SOURCES) {
+        errno = EINVAL;
+        return -1;
+    }
+    f->source[f->nsources] = NULL;
+    f->fd[f->nsources] = eventfd;
+    f->kind[f->nsources] = kind;
+    return f->nsources++;
+}
+
+int fwd_put(fwd_t *f, int source, int k, const char *data, const size_t *topic_len,
+            const size_t *body_len, const int *frames, const size_t *size) {
+    int stored = 0;
+    for (int j = 0; j < k && f->n < FWD_BATCH; j++) {
+        int i = f->n;
+        if (zmq_msg_init_size(&f->topic[i], topic_len[j]) != 0) break;
+        if (zmq_msg_init_size(&f->body[i], body_len[j]) != 0) {
+            zmq_msg_close(&f->topic[i]);
+            break;
+        }
+        memcpy(zmq_msg_data(&f->topic[i]), data, topic_len[j]);
+        data += topic_len[j];
+        memcpy(zmq_msg_data(&f->body[i]), data, body_len[j]);
+        data += body_len[j];
+        f->src[i] = source;
+        f->frames[i] = frames[j];
+        f->size[i] = size[j];
+        f->topic_data[i] = zmq_msg_data(&f->topic[i]);
+        f->topic_len[i] = topic_len[j];
+        f->body_data[i] = zmq_msg_data(&f->body[i]);
+        f->body_len[i] = body_len[j];
+        f->verdict[i] = FWD_SEND;
+        f->n++;
+        stored++;
+    }
+    return stored;
+}
+
 void fwd_set_reason(fwd_t *f, int code, const char *text) {
     if (code < FWD_DROP || code >= FWD_MAX_REASONS) return;
     free_reason(f, code);
@@ -66,6 +107,7 @@ static int recv_rest(zmq_msg_t *m, void *sock) {
 // message was stored, 0 when none was waiting, -1 on error.
 static int recv_one(fwd_t *f, int s, int i) {
     void *sock = f->source[s];
+    if (sock == NULL) return 0; // fed from Go
     int kind = f->kind[s];
     zmq_msg_t *first = kind == FWD_ROUTER ? &f->ident[i] : &f->topic[i];
     zmq_msg_init(first);
@@ -141,6 +183,7 @@ static int drain(fwd_t *f) {
 // makes waiting on ZMQ_FD afterwards safe.
 static int readable(fwd_t *f) {
     for (int s = 0; s < f->nsources; s++) {
+        if (f->source[s] == NULL) continue; // fed from Go
         int events = 0;
         size_t len = sizeof(events);
         if (zmq_getsockopt(f->source[s], ZMQ_EVENTS, &events, &len) != 0) return transient() ? 1 : -1;
@@ -181,7 +224,7 @@ long fwd_subscriptions(fwd_t *f, int timeout_ms) {
 }
 
 int fwd_recv(fwd_t *f, int timeout_ms) {
-    f->n = 0;
+    // f->n is 0 after fwd_flush, or what fwd_put stored.
     read_subscriptions(f); // once per batch: one non-blocking read when there are none
     if (drain(f) != 0) return f->n > 0 ? f->n : -1; // an error with nothing received
     // Wait with one poll(2) on the sockets' notification fds rather than
@@ -196,6 +239,11 @@ int fwd_recv(fwd_t *f, int timeout_ms) {
             pfd[s].revents = 0;
         }
         if (poll(pfd, f->nsources, timeout_ms) < 0 && errno != EINTR) return -1;
+        for (int s = 0; s < f->nsources; s++) {
+            uint64_t count;
+            if (f->source[s] == NULL && (pfd[s].revents & POLLIN))
+                (void)!read(f->fd[s], &count, sizeof(count)); // reset the eventfd
+        }
     }
     if (drain(f) < 0 && f->n == 0) return -1;
     return f->n;

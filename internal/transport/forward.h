@@ -54,8 +54,17 @@ typedef struct {
 fwd_t *fwd_new(void *pub);
 void fwd_free(fwd_t *f);
 int fwd_add_source(fwd_t *f, void *socket, int kind);
+// Add a source fed from Go (fwd_put) as kind, with an eventfd that Go
+// signals when it has messages: fwd_recv's poll wakes on it and resets it.
+int fwd_add_fed_source(fwd_t *f, int eventfd, int kind);
+// Append k messages to the batch from Go's buffers: message i is
+// topic_len[i] then body_len[i] bytes, in order, in data. Returns how many
+// were stored (fewer on ENOMEM).
+int fwd_put(fwd_t *f, int source, int k, const char *data, const size_t *topic_len,
+            const size_t *body_len, const int *frames, const size_t *size);
 void fwd_set_reason(fwd_t *f, int code, const char *text);
-// Receive up to FWD_BATCH messages, waiting at most timeout_ms for the first.
+// Receive up to FWD_BATCH messages (after those fwd_put stored), waiting at
+// most timeout_ms for the first.
 // Returns the count, or -1 with errno set (ETERM when the context closes).
 int fwd_recv(fwd_t *f, int timeout_ms);
 // Replace message i's body with a copy of data (for signing).
