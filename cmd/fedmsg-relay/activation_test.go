@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -13,16 +12,7 @@ import (
 // A socket unit that disagrees with relay.yaml stops the relay at start with
 // one error naming the inherited socket and the configured endpoints.
 func TestSocketActivationMismatchIsAStartError(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	f, err := ln.(*net.TCPListener).File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f, addr := testutil.ListeningFile(t, "tcp4", "127.0.0.1:0")
 	in := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	out := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	cfg := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf("relay_inbound: %s\nrelay_outbound: %s\n", in, out))
@@ -31,7 +21,7 @@ func TestSocketActivationMismatchIsAStartError(t *testing.T) {
 	if code := cmd.ProcessState.ExitCode(); err == nil || code != 1 {
 		t.Fatalf("exit %d (%v), want 1:\n%s", code, err, got)
 	}
-	for _, want := range []string{"socket activation", "fd 3 (fedmsg-relay-inbound, " + ln.Addr().String() + ")", in, out} {
+	for _, want := range []string{"socket activation", "fd 3 (fedmsg-relay-inbound, " + addr + ")", in, out} {
 		if !strings.Contains(string(got), want) {
 			t.Errorf("output lacks %q:\n%s", want, got)
 		}

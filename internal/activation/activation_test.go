@@ -70,28 +70,6 @@ func runChild(t *testing.T, files []*os.File, names, endpoints []string, pidOver
 	return r, string(out), err
 }
 
-func listenFile(t *testing.T, network, addr string) (*os.File, string) {
-	t.Helper()
-	ln, err := net.Listen(network, addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close() // the file is a dup that stays open and listening
-	var f *os.File
-	switch l := ln.(type) {
-	case *net.TCPListener:
-		f, err = l.File()
-	case *net.UnixListener:
-		l.SetUnlinkOnClose(false)
-		f, err = l.File()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f, ln.Addr().String()
-}
-
 func port(t *testing.T, addr string) string {
 	_, p, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -101,12 +79,12 @@ func port(t *testing.T, addr string) string {
 }
 
 func TestAdoptsAndMatches(t *testing.T) {
-	loop, loopAddr := listenFile(t, "tcp4", "127.0.0.1:0")
-	any4, any4Addr := listenFile(t, "tcp4", "0.0.0.0:0")
-	named, namedAddr := listenFile(t, "tcp4", "127.0.0.1:0")
+	loop, loopAddr := testutil.ListeningFile(t, "tcp4", "127.0.0.1:0")
+	any4, any4Addr := testutil.ListeningFile(t, "tcp4", "0.0.0.0:0")
+	named, namedAddr := testutil.ListeningFile(t, "tcp4", "127.0.0.1:0")
 	path := filepath.Join(t.TempDir(), "relay.sock")
-	ipc, _ := listenFile(t, "unix", path)
-	abstract, _ := listenFile(t, "unix", "@fedmsg-relay-activation-"+port(t, loopAddr))
+	ipc, _ := testutil.ListeningFile(t, "unix", path)
+	abstract, _ := testutil.ListeningFile(t, "unix", "@fedmsg-relay-activation-"+port(t, loopAddr))
 
 	endpoints := []string{
 		"tcp://127.0.0.1:" + port(t, loopAddr),
@@ -131,7 +109,7 @@ func TestAdoptsAndMatches(t *testing.T) {
 }
 
 func TestWildcardMatchesIPv6Any(t *testing.T) {
-	any6, addr := listenFile(t, "tcp6", "[::]:0")
+	any6, addr := testutil.ListeningFile(t, "tcp6", "[::]:0")
 	ep := "tcp://*:" + port(t, addr)
 	r, out, err := runChild(t, []*os.File{any6}, nil, []string{ep}, "")
 	if err != nil {
@@ -143,7 +121,7 @@ func TestWildcardMatchesIPv6Any(t *testing.T) {
 }
 
 func TestMismatchNamesBothSides(t *testing.T) {
-	ln, addr := listenFile(t, "tcp4", "127.0.0.1:0")
+	ln, addr := testutil.ListeningFile(t, "tcp4", "127.0.0.1:0")
 	other := testutil.FreePort(t)
 	cases := []struct {
 		name      string
@@ -189,7 +167,7 @@ func TestNotAListeningSocket(t *testing.T) {
 }
 
 func TestOtherProcessesSockets(t *testing.T) {
-	ln, addr := listenFile(t, "tcp4", "127.0.0.1:0")
+	ln, addr := testutil.ListeningFile(t, "tcp4", "127.0.0.1:0")
 	// LISTEN_PID names another process: nothing is adopted, the relay binds.
 	r, out, err := runChild(t, []*os.File{ln}, nil, []string{"tcp://127.0.0.1:" + port(t, addr)}, "1")
 	if err != nil || r.Listeners != 0 || len(r.Matched) != 0 {

@@ -1,10 +1,12 @@
 package testutil
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"testing"
 )
 
 // Activated returns a command that receives files as systemd passes
@@ -20,4 +22,29 @@ func Activated(files []*os.File, names []string, name string, args ...string) *e
 		"LISTEN_FDS="+strconv.Itoa(len(files)),
 		"LISTEN_FDNAMES="+strings.Join(names, ":"))
 	return cmd
+}
+
+// ListeningFile opens a listening socket on network and addr, as a socket
+// unit does, and returns it as a file to pass on, with its address. The
+// file is closed when the test ends.
+func ListeningFile(t testing.TB, network, addr string) (*os.File, string) {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // the file is a dup that stays open and listening
+	var f *os.File
+	switch l := ln.(type) {
+	case *net.TCPListener:
+		f, err = l.File()
+	case *net.UnixListener:
+		l.SetUnlinkOnClose(false)
+		f, err = l.File()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f, ln.Addr().String()
 }

@@ -170,18 +170,6 @@ func startListener(t testing.TB, outbound string) *listener {
 	return l
 }
 
-// waitFor polls cond until it holds or timeout passes.
-func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // stop sends SIGTERM and waits for the generation to exit.
 func stop(t testing.TB, p *testutil.Process) time.Duration {
 	start := time.Now()
@@ -220,7 +208,7 @@ func Run(t testing.TB, target Target, sc Scenario) *Result {
 		return len(seen) == sc.Producers
 	}
 	for i, l := range ls {
-		waitFor(t, 30*time.Second, fmt.Sprintf("%s: listener %d hears every producer", target.Name(), i), func() bool { return heardAll(l) })
+		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%s: listener %d hears every producer", target.Name(), i), func() bool { return heardAll(l) })
 	}
 
 	var terms []time.Time
@@ -244,7 +232,7 @@ func Run(t testing.TB, target Target, sc Scenario) *Result {
 			if i == res.Gone {
 				continue
 			}
-			waitFor(t, 30*time.Second, fmt.Sprintf("%s restart %d: listener %d hears the new generation", target.Name(), k, i), func() bool {
+			testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%s restart %d: listener %d hears the new generation", target.Name(), k, i), func() bool {
 				for _, a := range l.snapshot() {
 					if a.at.After(started) {
 						if first.IsZero() || a.at.Before(first) {
