@@ -80,6 +80,9 @@ type Relay struct {
 	running  atomic.Bool
 
 	finalSubscriptions atomic.Int64 // at the end of Run
+	// stopBy is when the drain must end; Close lingers only until then, so
+	// stopping takes drain_timeout in all, not twice that.
+	stopBy time.Time
 }
 
 // New binds every socket of opts. The relay serves nothing until Run.
@@ -171,6 +174,7 @@ const shuttingDown = int(wire.NumReasons)
 // drain stops the inbound side and forwards whatever libzmq had queued, for
 // at most DrainTimeout.
 func (r *Relay) drain() error {
+	r.stopBy = time.Now().Add(r.opts.DrainTimeout)
 	if len(r.opts.Inherited) > 0 {
 		return r.handOver()
 	}
@@ -178,7 +182,7 @@ func (r *Relay) drain() error {
 	if err := r.sockets.StopInbound(); err != nil {
 		r.log.Error("draining: some inbound endpoints still accept producers", "error", err)
 	}
-	return r.forwardUntil(time.Now().Add(r.opts.DrainTimeout), 0, 0)
+	return r.forwardUntil(r.stopBy, 0, 0)
 }
 
 // handOver is the drain when the listening sockets outlive the relay:
@@ -189,7 +193,7 @@ func (r *Relay) handOver() error {
 	if err := r.sockets.HandOver(); err != nil {
 		r.log.Error("draining: some confirm endpoints still accept clients", "error", err)
 	}
-	deadline := time.Now().Add(r.opts.DrainTimeout)
+	deadline := r.stopBy
 	total := 0
 	for time.Now().Before(deadline) && r.sockets.ProducersLeft() > 0 {
 		n, err := r.forwardBatch(10 * time.Millisecond)
@@ -348,11 +352,22 @@ func cryptoOne(c *Crypto, m transport.Message) (signed []byte, r wire.Reason, er
 	return signed, wire.OK, nil
 }
 
-// Close releases the sockets, letting queued output linger up to the drain
-// timeout. Call it after Run returned and the injector's users stopped.
+// closeGrace is the least Close lingers after a drain.
+const closeGrace = 100 * time.Millisecond
+
+// Close releases the sockets, letting queued output linger for what is left
+// of the drain timeout (all of it if Run did not drain). Call it after Run
+// returned and the injector's users stopped.
 func (r *Relay) Close() {
 	if r.inject != nil {
 		r.inject.close()
+	}
+	if !r.stopBy.IsZero() {
+		// A moment even past the deadline, so that the shutting_down replies
+		// abandon just sent still leave.
+		if err := r.sockets.SetLinger(max(time.Until(r.stopBy), closeGrace)); err != nil {
+			r.log.Warn("set linger for the rest of drain_timeout", "error", err)
+		}
 	}
 	r.sockets.Close()
 }

@@ -374,8 +374,15 @@ func (s *Sockets) NewInjector() (*zmq.Socket, error) {
 	return push, nil
 }
 
-// Context returns the libzmq context, for sockets outside the hot path.
-func (s *Sockets) Context() *zmq.Context { return s.ctx }
+// SetLinger changes how long Close waits for queued output, so a relay that
+// spent part of its drain_timeout draining waits only for the rest.
+func (s *Sockets) SetLinger(d time.Duration) error {
+	var errs []error
+	for sock := range s.bound {
+		errs = append(errs, sock.SetLinger(d))
+	}
+	return errors.Join(errs...)
+}
 
 // Close closes every socket (the PUB socket lingers for Options.Linger to
 // deliver what is queued) and terminates the context.

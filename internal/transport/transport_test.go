@@ -132,7 +132,7 @@ func connect(t *testing.T, s *Sockets, o Options) peers {
 
 func newSocket(t *testing.T, s *Sockets, typ zmq.Type) *zmq.Socket {
 	t.Helper()
-	sock, err := s.Context().NewSocket(typ)
+	sock, err := s.ctx.NewSocket(typ)
 	if err != nil {
 		t.Fatal(err)
 	}
