@@ -1,13 +1,13 @@
 package signing
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"testing"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
 
 // systemPython is Debian's interpreter, which has python3-cryptography and
@@ -34,29 +34,7 @@ func requirePython(t testing.TB) {
 func runReference(t testing.TB, requests []string, args ...string) []string {
 	t.Helper()
 	requirePython(t)
-	var stdin bytes.Buffer
-	for _, r := range requests {
-		stdin.WriteString(r)
-		stdin.WriteByte('\n')
-	}
-	cmd := exec.Command(systemPython, append([]string{"testdata/fedmsg_x509.py"}, args...)...)
-	cmd.Stdin = &stdin
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("python %v: %v\n%s", args, err, stderr.String())
-	}
-	var answers []string
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(nil, 64<<20)
-	for sc.Scan() {
-		answers = append(answers, sc.Text())
-	}
-	if len(answers) != len(requests) {
-		t.Fatalf("python %v: %d answers for %d requests\n%s", args, len(answers), len(requests), stderr.String())
-	}
-	return answers
+	return testutil.RunLines(t, exec.Command(systemPython, append([]string{"testdata/fedmsg_x509.py"}, args...)...), requests)
 }
 
 // b64Lines encodes each body as one base64 line for the reference script.
