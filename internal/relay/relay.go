@@ -187,15 +187,14 @@ func (r *Relay) drain() error {
 
 // handOver is the drain when the listening sockets outlive the relay:
 // producers close their connections themselves after their last message,
-// so nothing in flight is cut off, and reconnect to the next relay.
+// and confirming clients after their reply, so nothing in flight is cut
+// off; they reconnect to the next relay.
 func (r *Relay) handOver() error {
 	r.log.Info("draining: handing producers over to the next relay, publishing what they sent", "drain_timeout", r.opts.DrainTimeout)
-	if err := r.sockets.HandOver(); err != nil {
-		r.log.Error("draining: some confirm endpoints still accept clients", "error", err)
-	}
-	deadline := r.stopBy
+	r.sockets.HandOver()
+	deadline := time.Now().Add(r.opts.DrainTimeout)
 	total := 0
-	for time.Now().Before(deadline) && r.sockets.ProducersLeft() > 0 {
+	for time.Now().Before(deadline) && r.sockets.PeersLeft() > 0 {
 		n, err := r.forwardBatch(10 * time.Millisecond)
 		if err != nil {
 			return err
@@ -205,11 +204,11 @@ func (r *Relay) handOver() error {
 	if err := r.sockets.FinishHandOver(); err != nil {
 		r.log.Error("draining: some inbound endpoints still accept producers", "error", err)
 	}
-	return r.forwardUntil(deadline, total, r.sockets.ProducersLeft())
+	return r.forwardUntil(deadline, total, r.sockets.PeersLeft())
 }
 
 // forwardUntil publishes what is queued until nothing is left or the
-// deadline passes; published and connected (producers cut off by the
+// deadline passes; published and connected (peers cut off by the
 // deadline) are what came before, for the log.
 func (r *Relay) forwardUntil(deadline time.Time, published, connected int) error {
 	for time.Now().Before(deadline) {
@@ -218,7 +217,7 @@ func (r *Relay) forwardUntil(deadline time.Time, published, connected int) error
 			return err
 		}
 		if n == 0 {
-			r.log.Info("drained", "messages", published, "producers_cut_off", connected)
+			r.log.Info("drained", "messages", published, "peers_cut_off", connected)
 			return nil
 		}
 		published += n

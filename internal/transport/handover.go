@@ -12,44 +12,47 @@ import (
 	zmq "github.com/pebbe/zmq4"
 )
 
-// HandOver is the drain's first step when the listening sockets outlive
-// this relay (socket activation). Closing the producers' connections would
-// lose what is in flight on them; instead each is half-closed (our sending
-// direction only): the producer's libzmq sees the end of the stream, closes
-// the connection itself after what it already sent, which is still read
-// here, and keeps the rest queued for its next connection, to the next
-// relay. Confirm endpoints are unbound at once, as StopInbound does (a
-// confirming client resends). Call ProducersLeft until it is 0, then
-// FinishHandOver.
-func (s *Sockets) HandOver() error {
-	var errs []error
-	if s.confirm != nil {
-		errs = append(errs, s.unbindAll(s.confirm))
-	}
-	s.ProducersLeft()
-	return errors.Join(errs...)
-}
+// HandOver is the drain when the listening sockets outlive this relay
+// (socket activation). Closing the producers' connections would lose what is
+// in flight on them; instead each is half-closed (our sending direction
+// only): the producer's libzmq sees the end of the stream, closes the
+// connection itself after what it already sent, which is still read here,
+// and keeps the rest queued for its next connection, to the next relay.
+// Confirming clients are served to the end: each closes its connection once
+// it has its reply. Forward until PeersLeft is 0, then call FinishHandOver.
+func (s *Sockets) HandOver() { s.PeersLeft() }
 
-// ProducersLeft half-closes the producers' connections, including those
-// accepted since HandOver, and returns how many are still open.
-func (s *Sockets) ProducersLeft() int {
-	fds := s.producerConns()
+// PeersLeft half-closes the producers' connections, including those accepted
+// since HandOver, and returns how many producers and confirming clients are
+// still connected.
+func (s *Sockets) PeersLeft() int {
+	fds := s.accepted(s.sub)
 	for _, fd := range fds {
 		_ = syscall.Shutdown(fd, syscall.SHUT_WR) // a second time, or on a closing connection: nothing to do
 	}
-	return len(fds)
+	n := len(fds)
+	if s.confirm != nil {
+		n += len(s.accepted(s.confirm))
+	}
+	return n
 }
 
-// FinishHandOver stops accepting producers: they wait in the kernel's queue
-// of the inherited socket for the next relay.
-func (s *Sockets) FinishHandOver() error { return s.unbindAll(s.sub) }
+// FinishHandOver stops accepting producers and confirming clients: they wait
+// in the kernel's queue of the inherited sockets for the next relay.
+func (s *Sockets) FinishHandOver() error {
+	err := s.unbindAll(s.sub)
+	if s.confirm != nil {
+		err = errors.Join(err, s.unbindAll(s.confirm))
+	}
+	return err
+}
 
-// producerConns finds the connections the SUB socket accepted: this
-// process's stream sockets, other than listeners, whose local address is one
-// the SUB socket listens on. libzmq does not expose them, and its monitor
-// events miss those accepted before monitoring starts (right at start, when
-// the kernel's queue of an inherited socket is taken).
-func (s *Sockets) producerConns() []int {
+// accepted finds the connections sock accepted: this process's stream
+// sockets, other than listeners, whose local address is one sock listens on.
+// libzmq does not expose them, and its monitor events miss those accepted
+// before monitoring starts (right at start, when the kernel's queue of an
+// inherited socket is taken).
+func (s *Sockets) accepted(sock *zmq.Socket) []int {
 	entries, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		return nil
@@ -66,7 +69,7 @@ func (s *Sockets) producerConns() []int {
 		if listening, err := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN); err != nil || listening != 0 {
 			continue
 		}
-		if sa, err := syscall.Getsockname(fd); err == nil && servedBy(sa, s.bound[s.sub]) {
+		if sa, err := syscall.Getsockname(fd); err == nil && servedBy(sa, s.bound[sock]) {
 			fds = append(fds, fd)
 		}
 	}

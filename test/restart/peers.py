@@ -6,7 +6,8 @@ Run with Debian's /usr/bin/python3 (python3-zmq). Modes:
                      and send [topic, {"producer": ID, "seq": n}] every MS
                      milliseconds until stdin closes; then print "sent N".
   listen EP          SUB-connect EP (subscribe "", reconnect 100..1000 ms) and
-                     print "PRODUCER SEQ" per message until SIGTERM or stdin closes.
+                     print "PRODUCER SEQ" per message ("log TEXT" for
+                     fedmsg-logger's) until SIGTERM or stdin closes.
   proxy IN OUT       libzmq's zmq_proxy: SUB bound on IN, PUB bound on OUT.
 """
 
@@ -75,7 +76,10 @@ def listen(ep):
             except zmq.Again:
                 break
             msg = json.loads(body)["msg"]
-            out.write("%s %d\n" % (msg["producer"], msg["seq"]))
+            if "producer" in msg:
+                out.write("%s %d\n" % (msg["producer"], msg["seq"]))
+            else:  # fedmsg-logger --confirm, from the harness
+                out.write("log %s\n" % msg.get("log", ""))
         out.flush()
 
 

@@ -36,6 +36,9 @@ type Scenario struct {
 	// GoneForGood kills one listener while the target is down for the last
 	// restart: it was subscribed before and never comes back.
 	GoneForGood bool
+	// Confirmed runs fedmsg-logger --confirm one message after the other
+	// throughout, on targets with a confirm endpoint.
+	Confirmed bool
 }
 
 // FedmsgScenario is the issue's: 2 producers every 5 ms, 3 listeners, 5 restarts.
@@ -48,6 +51,7 @@ type Target interface {
 	Name() string
 	Inbound() string
 	Outbound() string
+	Confirm() string // "" without confirmed delivery
 	// Start starts one generation; it need not wait for readiness.
 	Start(t testing.TB, gen int) *testutil.Process
 }
@@ -68,7 +72,12 @@ type Result struct {
 	Holes     []string // where messages were lost, for the report
 	Gone      int      // the listener killed for good, or -1
 	LostAfter []int    // per listener: lost outside any restart
-	Logs      []string // each generation's output
+	// fedmsg-logger --confirm runs: how many exited 0, the failures'
+	// output, and confirmed messages some listener never received.
+	Confirmed       int
+	ConfirmFailures []string
+	ConfirmedLost   []string
+	Logs            []string // each generation's output
 }
 
 // TotalLost sums every loss.
@@ -93,6 +102,9 @@ func (r *Result) Report(name string) string {
 			name, i+1, rs.Lost, rs.Gap.Round(time.Millisecond), rs.Stopping.Round(time.Millisecond))
 	}
 	fmt.Fprintf(&b, "%-14s sent %v, received %v per listener, lost elsewhere %v, disorder %d", name, r.Sent, r.Received, r.LostAfter, len(r.Disorder))
+	if r.Confirmed+len(r.ConfirmFailures) > 0 {
+		fmt.Fprintf(&b, "; fedmsg-logger --confirm: %d ok, %d failed, %d confirmed but not received", r.Confirmed, len(r.ConfirmFailures), len(r.ConfirmedLost))
+	}
 	for i, h := range r.Holes {
 		if i == 10 {
 			fmt.Fprintf(&b, "\n  ... %d more holes", len(r.Holes)-i)
@@ -110,11 +122,11 @@ type arrival struct {
 }
 
 type listener struct {
-	cmd    *exec.Cmd
-	stdin  io.WriteCloser
-	mu     sync.Mutex
-	got    []arrival
-	killed time.Time
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	mu    sync.Mutex
+	got   []arrival
+	logs  map[string]bool // fedmsg-logger messages received
 }
 
 func (l *listener) snapshot() []arrival {
@@ -154,9 +166,15 @@ func startPeer(t testing.TB, args ...string) (*exec.Cmd, io.WriteCloser, *bufio.
 
 func startListener(t testing.TB, outbound string) *listener {
 	cmd, stdin, lines := startPeer(t, "listen", outbound)
-	l := &listener{cmd: cmd, stdin: stdin}
+	l := &listener{cmd: cmd, stdin: stdin, logs: map[string]bool{}}
 	go func() {
 		for lines.Scan() {
+			if text, ok := strings.CutPrefix(lines.Text(), "log "); ok {
+				l.mu.Lock()
+				l.logs[text] = true
+				l.mu.Unlock()
+				continue
+			}
 			var a arrival
 			if _, err := fmt.Sscan(lines.Text(), &a.producer, &a.seq); err != nil {
 				continue
@@ -211,6 +229,10 @@ func Run(t testing.TB, target Target, sc Scenario) *Result {
 		testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%s: listener %d hears every producer", target.Name(), i), func() bool { return heardAll(l) })
 	}
 
+	confirmed := func() {}
+	if sc.Confirmed && target.Confirm() != "" {
+		confirmed = confirmLoop(t, target, res)
+	}
 	var terms []time.Time
 	for k := 1; k <= sc.Restarts; k++ {
 		time.Sleep(sc.Settle) // steady traffic between restarts: pacing, not a check
@@ -220,9 +242,7 @@ func Run(t testing.TB, target Target, sc Scenario) *Result {
 		res.Logs = append(res.Logs, gen.Output())
 		if sc.GoneForGood && k == sc.Restarts {
 			res.Gone = len(ls) - 1
-			gone := ls[res.Gone]
-			_ = gone.cmd.Process.Kill()
-			gone.killed = time.Now()
+			_ = ls[res.Gone].cmd.Process.Kill()
 		}
 		started := time.Now()
 		gen = target.Start(t, k+1)
@@ -248,6 +268,7 @@ func Run(t testing.TB, target Target, sc Scenario) *Result {
 		res.Restarts = append(res.Restarts, rs)
 	}
 	time.Sleep(sc.Settle)
+	confirmed()
 	for i, p := range ps {
 		p.stdin.Close()
 		var n int
@@ -281,7 +302,43 @@ func Run(t testing.TB, target Target, sc Scenario) *Result {
 	stop(t, gen)
 	res.Logs = append(res.Logs, gen.Output())
 	res.account(ls, terms)
+	for i, l := range ls {
+		for k := range res.Confirmed {
+			if text := fmt.Sprintf("confirm-%d", k); i != res.Gone && !l.logs[text] {
+				res.ConfirmedLost = append(res.ConfirmedLost, fmt.Sprintf("listener %d: %s", i, text))
+			}
+		}
+	}
 	return res
+}
+
+// confirmLoop runs fedmsg-logger --confirm, one message after the other,
+// until the returned function is called; it counts in res the runs that
+// exited 0 (their messages are confirm-0, confirm-1, ...) and keeps the
+// failures' output.
+func confirmLoop(t testing.TB, target Target, res *Result) (stop func()) {
+	logger := testutil.Binary(t, "fedmsg-logger")
+	config := t.TempDir() // an empty fedmsg.d: only the flags count
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for n := 0; ; n++ {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			cmd := exec.Command(logger, "--confirm", "--timeout", "5s", "--message", fmt.Sprintf("confirm-%d", res.Confirmed),
+				"--relay", target.Inbound(), "--relay-confirm", target.Confirm())
+			cmd.Env = append(os.Environ(), "FEDMSG_CONFIG="+config)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				res.ConfirmFailures = append(res.ConfirmFailures, fmt.Sprintf("run %d: %v: %s", n, err, out))
+				continue
+			}
+			res.Confirmed++
+		}
+	}()
+	return func() { close(quit); <-done }
 }
 
 // account finds, per listener and producer, every sequence number missing
@@ -378,6 +435,7 @@ state_directory: %s
 func (r *Relay) Name() string     { return "fedmsg-relay" }
 func (r *Relay) Inbound() string  { return r.inbound }
 func (r *Relay) Outbound() string { return r.outbound }
+func (r *Relay) Confirm() string  { return r.confirm }
 
 // Start passes dups of the held sockets as LISTEN_FDS, named as the socket
 // unit names them.
@@ -425,6 +483,7 @@ func NewProxy(t testing.TB) *Proxy {
 func (p *Proxy) Name() string     { return "zmq_proxy" }
 func (p *Proxy) Inbound() string  { return p.inbound }
 func (p *Proxy) Outbound() string { return p.outbound }
+func (p *Proxy) Confirm() string  { return "" }
 
 func (p *Proxy) Start(t testing.TB, gen int) *testutil.Process {
 	t.Helper()

@@ -6,14 +6,21 @@ import (
 	"time"
 )
 
-// Five restarts in a row with fedmsg-style peers: every listener receives
-// every message, in order per producer.
+// Five restarts in a row with fedmsg-style peers and fedmsg-logger --confirm
+// running throughout: every listener receives every message, in order per
+// producer, and every confirmed sender succeeds.
 func TestRestartLosesNothing(t *testing.T) {
 	sc := FedmsgScenario()
+	sc.Confirmed = true
 	res := Run(t, NewRelay(t, "resume_hold: 2s\n"), sc)
 	t.Log("\n" + res.Report("fedmsg-relay"))
 	if n := res.TotalLost(); n != 0 {
 		t.Errorf("lost %d messages across %d restarts; the relay's logs:\n%s", n, sc.Restarts, strings.Join(res.Logs, "\n"))
+	}
+	// Confirmed senders mid-send at a restart get their ok from the next
+	// relay within --timeout, and what was confirmed reached every listener.
+	if len(res.ConfirmFailures) > 0 || len(res.ConfirmedLost) > 0 || res.Confirmed < 10 {
+		t.Errorf("fedmsg-logger --confirm: %d ok, failures %v, confirmed but not received %v", res.Confirmed, res.ConfirmFailures, res.ConfirmedLost)
 	}
 	if len(res.Disorder) > 0 {
 		t.Errorf("out of order: %v", res.Disorder)
