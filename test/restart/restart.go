@@ -94,19 +94,24 @@ func (r *Result) TotalLost() int {
 	return n
 }
 
-// Report renders the result for logs and benchmark output.
+// Report renders the result for logs and benchmark output, compactly
+// (benchmark logs are cut after a few lines).
 func (r *Result) Report(name string) string {
-	var b strings.Builder
-	for i, rs := range r.Restarts {
-		fmt.Fprintf(&b, "%-14s restart %d: lost %v per listener, gap %v (drain %v)\n",
-			name, i+1, rs.Lost, rs.Gap.Round(time.Millisecond), rs.Stopping.Round(time.Millisecond))
+	var lost, gaps, drains []string
+	for _, rs := range r.Restarts {
+		lost = append(lost, fmt.Sprint(rs.Lost))
+		gaps = append(gaps, rs.Gap.Round(time.Millisecond).String())
+		drains = append(drains, rs.Stopping.Round(time.Millisecond).String())
 	}
-	fmt.Fprintf(&b, "%-14s sent %v, received %v per listener, lost elsewhere %v, disorder %d", name, r.Sent, r.Received, r.LostAfter, len(r.Disorder))
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: lost per restart (per listener) %s; gap SIGTERM to publishing %s; stop took %s\n",
+		name, strings.Join(lost, " "), strings.Join(gaps, " "), strings.Join(drains, " "))
+	fmt.Fprintf(&b, "%s: sent %v, received %v per listener, lost elsewhere %v, disorder %d", name, r.Sent, r.Received, r.LostAfter, len(r.Disorder))
 	if r.Confirmed+len(r.ConfirmFailures) > 0 {
 		fmt.Fprintf(&b, "; fedmsg-logger --confirm: %d ok, %d failed, %d confirmed but not received", r.Confirmed, len(r.ConfirmFailures), len(r.ConfirmedLost))
 	}
 	for i, h := range r.Holes {
-		if i == 10 {
+		if i == 3 {
 			fmt.Fprintf(&b, "\n  ... %d more holes", len(r.Holes)-i)
 			break
 		}
