@@ -93,3 +93,45 @@ func TestResumeGateOffPublishesAtOnce(t *testing.T) {
 		t.Errorf("held %vs (%v) with the gate off", held, err)
 	}
 }
+
+// A listener flooding the outbound socket with subscriptions (the same
+// one, endlessly) neither starves forwarding nor piles up in memory: the
+// relay reads them once per batch and libzmq's queues stay bounded.
+func TestSubscriptionFloodStarvesNothing(t *testing.T) {
+	tr := startRelay(t, nil)
+	flood := newSocket(t, zmq.XSUB)
+	must(t, flood.SetSndhwm(1000)) // its own queue stays small: RSS shows the relay's
+	must(t, flood.Connect(tr.outbound))
+	done, sent := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-done:
+				sent <- n
+				return
+			default:
+			}
+			if _, err := flood.SendBytes([]byte("\x01org.fedoraproject.flood"), zmq.DONTWAIT); err == nil {
+				n++
+			}
+		}
+	}()
+	rssBefore := rssKiB(t)
+	start, relayed := time.Now(), 0
+	for time.Since(start) < 2*time.Second {
+		assertRelays(t, tr) // fails the test if forwarding starves
+		relayed++
+	}
+	took := time.Since(start)
+	close(done)
+	n := <-sent
+	grown := rssKiB(t) - rssBefore
+	t.Logf("%d subscriptions sent while %d messages went through in %v; RSS grew %d KiB", n, relayed, took, grown)
+	if n < 100000 {
+		t.Fatalf("only %d subscriptions sent: not a flood", n)
+	}
+	if grown > 64*1024 {
+		t.Errorf("RSS grew %d KiB under the flood", grown)
+	}
+}
