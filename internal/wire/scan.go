@@ -3,6 +3,8 @@ package wire
 import (
 	"encoding/json"
 	"unicode/utf8"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/pyjson"
 )
 
 // scanObject checks that body is one JSON object, as Python's json.loads
@@ -248,10 +250,13 @@ func scanLiteral(b []byte, i int) (int, bool) {
 }
 
 // scanNumber follows RFC 8259: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+// An integer may have at most pyjson.MaxIntDigits digits: Python's json.loads
+// refuses longer ones, so consumers could not read the message.
 func scanNumber(b []byte, i int) (int, bool) {
 	if i < len(b) && b[i] == '-' {
 		i++
 	}
+	intStart, isFloat := i, false
 	switch {
 	case i < len(b) && b[i] == '0':
 		i++
@@ -260,14 +265,16 @@ func scanNumber(b []byte, i int) (int, bool) {
 	default:
 		return i, false
 	}
+	intDigits := i - intStart
 	if i < len(b) && b[i] == '.' {
 		j := digits(b, i+1)
 		if j == i+1 {
 			return i, false
 		}
-		i = j
+		i, isFloat = j, true
 	}
 	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		isFloat = true
 		i++
 		if i < len(b) && (b[i] == '+' || b[i] == '-') {
 			i++
@@ -278,7 +285,7 @@ func scanNumber(b []byte, i int) (int, bool) {
 		}
 		i = j
 	}
-	return i, true
+	return i, isFloat || intDigits <= pyjson.MaxIntDigits
 }
 
 func digits(b []byte, i int) int {
