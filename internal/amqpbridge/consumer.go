@@ -12,8 +12,10 @@ import (
 const consumerTag = "fedmsg-relay-amqp-bridge"
 
 // consumeSession injects each delivery of the configured queue into the bus
-// and acknowledges it once inject succeeded. An inject error ends the session:
-// the broker redelivers the unacknowledged messages on the next one.
+// and acknowledges it once inject returned nil (the relay published it). A
+// delivery the relay refused is rejected without requeue (to the queue's
+// dead-letter exchange, if it has one); another inject error ends the
+// session, and the broker redelivers the unacknowledged messages on the next.
 func (b *Bridge) consumeSession(ctx context.Context, conn *amqp.Connection, inject func(topic, body []byte) error) (progressed bool, err error) {
 	cc := b.opts.Consume
 	ch, err := conn.Channel()
@@ -59,13 +61,33 @@ func (b *Bridge) consumeSession(ctx context.Context, conn *amqp.Connection, inje
 			}
 			continue
 		}
-		if err := inject(topic, body); err != nil {
+		err = inject(topic, body)
+		var refused refusal
+		switch {
+		case err == nil:
+			if err := d.Ack(false); err != nil {
+				return progressed, fmt.Errorf("ack delivery: %w", err)
+			}
+			b.metrics.injected.Inc()
+			progressed = true
+		case errors.As(err, &refused):
+			// Never requeued: it would be refused again. A dead-letter exchange
+			// on the queue keeps it.
+			b.log.Debug("the relay refused a consumed message", "routing_key", d.RoutingKey, "message_id", d.MessageId, "reason", refused.RefusedReason())
+			b.metrics.refused(refused.RefusedReason()).Inc()
+			if err := d.Nack(false, false); err != nil {
+				return progressed, fmt.Errorf("reject delivery: %w", err)
+			}
+		default:
+			// Not published (the relay is stopping): the broker redelivers it.
 			return progressed, fmt.Errorf("inject into bus: %w", err)
 		}
-		if err := d.Ack(false); err != nil {
-			return progressed, fmt.Errorf("ack delivery: %w", err)
-		}
-		b.metrics.injected.Inc()
-		progressed = true
 	}
+}
+
+// refusal is an inject error for a message the relay refused for good
+// (relay.RefusedError, which this package does not import).
+type refusal interface {
+	error
+	RefusedReason() string
 }

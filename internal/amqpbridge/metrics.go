@@ -3,6 +3,7 @@ package amqpbridge
 import (
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/spool"
+	"github.com/fedora-infra/fedmsg-relay/internal/wire"
 )
 
 // Reasons a message is dropped, the `reason` label of
@@ -24,6 +25,7 @@ type bridgeMetrics struct {
 	published, confirmed, nacked, duplicates, spooled, consumed, injected *metrics.Counter
 	reconnects, dropped                                                   map[string]*metrics.Counter
 	connected, blocked                                                    map[string]*metrics.Gauge
+	reg                                                                   *metrics.Registry
 }
 
 func newBridgeMetrics(reg *metrics.Registry) *bridgeMetrics {
@@ -40,6 +42,7 @@ func newBridgeMetrics(reg *metrics.Registry) *bridgeMetrics {
 		connected:  map[string]*metrics.Gauge{},
 		blocked:    map[string]*metrics.Gauge{},
 		dropped:    map[string]*metrics.Counter{},
+		reg:        reg,
 	}
 	for _, dir := range []string{directionPublish, directionConsume} {
 		m.reconnects[dir] = reg.Counter(p+"reconnects_total", "Broker connection attempts after a failure.", "direction", dir)
@@ -49,7 +52,17 @@ func newBridgeMetrics(reg *metrics.Registry) *bridgeMetrics {
 	for _, r := range dropReasons {
 		m.dropped[r] = reg.Counter(p+"dropped_total", "Messages not bridged, by reason.", "reason", r)
 	}
+	for _, r := range wire.Reasons() {
+		m.refused(r.String()) // every reason's series exists from the start
+	}
 	return m
+}
+
+// refused is the counter of consumed messages the relay refused for reason
+// (one of its drop reasons); the registry returns a known reason's counter.
+func (m *bridgeMetrics) refused(reason string) *metrics.Counter {
+	return m.reg.Counter("fedmsg_relay_amqp_consume_refused_total",
+		"Consumed messages the relay refused (rejected to the queue's dead-letter exchange), by the relay's drop reason.", "reason", reason)
 }
 
 // watchSpool exports the spool's size and backlog.

@@ -59,10 +59,6 @@ type AMQPConsume struct {
 	BindingKeys []string `yaml:"binding_keys"`
 	// Prefetch is the number of unacknowledged deliveries the broker sends ahead.
 	Prefetch int `yaml:"prefetch"`
-	// ValidateSignatures applies validate_signatures to consumed messages
-	// too; off by default, as they come from an authenticated broker and
-	// the bridge's envelopes are unsigned.
-	ValidateSignatures bool `yaml:"validate_signatures"`
 }
 
 // SpoolSyncPolicies are the values of amqp.spool_sync.
@@ -198,5 +194,23 @@ func (c *Config) validateAMQPConsume() []Problem {
 			probs = append(probs, c.problem("amqp.consume.binding_keys", "entry %d is empty", i))
 		}
 	}
+	if prefixes := c.AllowedTopicPrefixes(); len(prefixes) > 0 && len(cc.BindingKeys) > 0 &&
+		!slices.ContainsFunc(cc.BindingKeys, func(key string) bool { return mayPass(key, prefixes) }) {
+		probs = append(probs, c.problem("amqp.consume.binding_keys", "%s: no topic they bind can pass topic_prefix/topic_allowlist %s; the relay would refuse every consumed message",
+			strings.Join(cc.BindingKeys, ", "), strings.Join(prefixes, ", ")))
+	}
 	return probs
+}
+
+// mayPass reports whether a routing key matched by an AMQP binding key (with
+// its * and # wildcards) can pass one of the relay's dotted topic prefixes:
+// the relay publishes a consumed message under its routing key.
+func mayPass(bindingKey string, prefixes []string) bool {
+	literal, wild := bindingKey, false
+	if i := strings.IndexAny(bindingKey, "*#"); i >= 0 {
+		literal, wild = bindingKey[:i], true
+	}
+	return slices.ContainsFunc(prefixes, func(p string) bool {
+		return literal == p || strings.HasPrefix(literal, p+".") || wild && strings.HasPrefix(p+".", literal)
+	})
 }

@@ -207,6 +207,8 @@ func TestAMQPProblems(t *testing.T) {
 		{"sync interval", head + "  spool_sync_interval: 0s\n", 4, "amqp.spool_sync_interval", "must be positive"},
 		{"keys without queue", head + "  consume:\n    binding_keys: [a.#]\n", 4, "amqp.consume.queue", "required"},
 		{"prefetch zero", head + "  consume: {queue: q, prefetch: 0}\n", 4, "amqp.consume.prefetch", "0: must be 1..65535"},
+		{"bindings the topic filter refuses", "topic_allowlist: [org.fedoraproject.prod]\n" + head + "  consume: {queue: q, binding_keys: [org.fedoraproject.stg.#, org.centos.#]}\n", 5,
+			"amqp.consume.binding_keys", "the relay would refuse every consumed message"},
 		{"section not a mapping", "amqp: [1]\n", 1, "amqp", "must be a mapping"},
 		{"consume not a mapping", head + "  consume: q\n", 4, "amqp.consume", "must be a mapping"},
 		{"twice", head + "  url: amqp://other/\n", 4, "amqp.url", "twice"},
@@ -216,6 +218,29 @@ func TestAMQPProblems(t *testing.T) {
 		found, err := loadFinds(t, dir, tt.name, tt.yaml, tt.line, tt.key, tt.frag)
 		if !found || err != nil && strings.Contains(err.Error(), "secret") {
 			t.Errorf("%s: yaml %q: want line %d key %q containing %q and no password; got:\n%v", tt.name, tt.yaml, tt.line, tt.key, tt.frag, err)
+		}
+	}
+}
+
+// TestConsumeBindingsThatMayPass checks the topic filter check of
+// amqp.consume.binding_keys on wildcards: only a filter no binding key can
+// satisfy is a problem (it errs on the side of accepting).
+func TestConsumeBindingsThatMayPass(t *testing.T) {
+	prefixes := []string{"org.fedoraproject.prod"}
+	for key, want := range map[string]bool{
+		"org.fedoraproject.prod.git.receive": true,
+		"org.fedoraproject.prod.#":           true,
+		"org.fedoraproject.#":                true, // binds prod topics too
+		"#":                                  true,
+		"org.*.prod.#":                       true,
+		"org.fedoraproject.stg.#":            false,
+		"org.fedoraproject.prod":             true,
+		"org.fedoraproject.prodx":            false, // whole dotted words, as the relay matches
+		"org.fedoraproject.pro":              false,
+		"*.centos.#":                         true, // conservative: only a literal start counts
+	} {
+		if got := mayPass(key, prefixes); got != want {
+			t.Errorf("mayPass(%q, %v) = %v, want %v", key, prefixes, got, want)
 		}
 	}
 }

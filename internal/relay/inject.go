@@ -6,19 +6,38 @@ import (
 	"sync"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/wire"
 )
 
-// ErrInjectorStopped refuses messages once the relay is draining: a caller
-// that acknowledges upstream only after Send (the AMQP bridge's consumer)
-// then leaves the message with the broker.
+// ErrInjectorStopped refuses messages once the relay is draining, and ends
+// the wait of a message the relay stopped before publishing: a caller that
+// acknowledges upstream only after Send (the AMQP bridge's consumer) then
+// leaves the message with the broker.
 var ErrInjectorStopped = errors.New("relay is shutting down")
 
+// RefusedError is Send's answer for a message the relay checked and
+// refused: it will never be published.
+type RefusedError struct{ Reason string }
+
+func (e *RefusedError) Error() string { return "refused: " + e.Reason }
+
+// RefusedReason is the drop reason, for callers that count refusals
+// without importing this package.
+func (e *RefusedError) RefusedReason() string { return e.Reason }
+
 // Injector publishes messages into the bus from inside the process, as if
-// they had arrived inbound; the tap does not see them. Safe for concurrent use.
+// they had arrived inbound; the tap does not see them, and signatures are
+// checked only with Options.VerifyInjected. Safe for concurrent use.
 type Injector struct {
 	mu      sync.Mutex // one libzmq socket, several goroutines
 	push    *zmq.Socket
 	stopped bool
+
+	// waiting holds one channel per message sent and not yet decided, in
+	// the order of the inproc pipe, which keeps the order of one socket.
+	waitMu  sync.Mutex
+	waiting []chan error
 }
 
 // NewInjector returns the relay's injector; Options.Inject must be set.
@@ -38,16 +57,66 @@ func (r *Relay) NewInjector() (*Injector, error) {
 	return r.inject, nil
 }
 
-// Send queues one message for the forwarding loop. A nil error means the
-// relay has it: Run's drain publishes it even if Stop follows at once.
+// Send publishes one message and returns once the forwarding loop decided
+// on it, like a confirming client's reply: nil when it was handed to the
+// outbound socket, a *RefusedError when the relay refused it, and
+// ErrInjectorStopped when the relay stopped first.
 func (in *Injector) Send(topic, body []byte) error {
+	decided := make(chan error, 1)
 	in.mu.Lock()
-	defer in.mu.Unlock()
 	if in.stopped {
+		in.mu.Unlock()
 		return ErrInjectorStopped
 	}
+	in.waitMu.Lock()
+	in.waiting = append(in.waiting, decided)
+	in.waitMu.Unlock()
 	_, err := in.push.SendMessage(topic, body)
-	return err
+	if err != nil {
+		// Never queued: the loop will not decide on it, and no Send came after it.
+		in.waitMu.Lock()
+		in.waiting = in.waiting[:len(in.waiting)-1]
+		in.waitMu.Unlock()
+	}
+	in.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return <-decided
+}
+
+// decide answers the oldest waiting Sends, one per injected message of a
+// batch, in order: wire.OK for published.
+func (in *Injector) decide(reasons []wire.Reason) {
+	in.waitMu.Lock()
+	defer in.waitMu.Unlock()
+	for _, reason := range reasons {
+		if len(in.waiting) == 0 {
+			return
+		}
+		var err error
+		if reason != wire.OK {
+			err = &RefusedError{Reason: reason.String()}
+		}
+		in.waiting[0] <- err
+		in.waiting = in.waiting[1:]
+	}
+}
+
+// finish stops the injector and answers every waiting Send with
+// ErrInjectorStopped: the relay stopped, and what it did not publish by then
+// it never will. It does nothing on a nil Injector (none was opened).
+func (in *Injector) finish() {
+	if in == nil {
+		return
+	}
+	in.Stop()
+	in.waitMu.Lock()
+	defer in.waitMu.Unlock()
+	for _, decided := range in.waiting {
+		decided <- ErrInjectorStopped
+	}
+	in.waiting = nil
 }
 
 // Stop makes later Sends fail with ErrInjectorStopped, after waiting for a
@@ -59,6 +128,6 @@ func (in *Injector) Stop() {
 }
 
 func (in *Injector) close() {
-	in.Stop()
+	in.finish()
 	in.push.Close()
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/logging/logtest"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+	"github.com/fedora-infra/fedmsg-relay/internal/wire"
 )
 
 // tapRecorder keeps what a tap saw.
@@ -188,4 +189,99 @@ func TestDrainIsBoundedByDrainTimeout(t *testing.T) {
 		t.Errorf("not_published=0: the drain did not run out of time:\n%s", logBuf.String())
 	}
 	t.Logf("drain took %s: published %s, not published %s", took, m[1], m[2])
+}
+
+// refuseAll is a Verifier that refuses every signature.
+type refuseAll struct{}
+
+func (refuseAll) Verify(string, []byte) error { return errors.New("no valid signature") }
+
+// Send answers once the forwarding loop decided, per message: nil for a
+// published message (a subscriber gets it), a RefusedError with the relay's
+// drop reason for one it refused, ErrInjectorStopped once the relay
+// stopped. Injected messages skip signature validation, inbound ones do not.
+func TestInjectorOutcome(t *testing.T) {
+	opts := testOptions(t)
+	opts.Inject, opts.MaxMessageBytes = true, 4096
+	opts.AllowedTopicPrefixes = []string{"org.fedoraproject.test"}
+	ctx, cancel := context.WithCancel(context.Background())
+	r, err := New(opts, logtest.ForTest(t), metrics.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	r.SetCrypto(&Crypto{Verifier: refuseAll{}})
+	inj, err := r.NewInjector()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+
+	sub := newSocket(t, zmq.SUB)
+	must(t, sub.SetSubscribe(""))
+	must(t, sub.Connect(opts.Outbound[0]))
+	// The subscriber may join late (PUB/SUB): inject until it sees one.
+	must(t, sub.SetRcvtimeo(50*time.Millisecond))
+	for joined := false; !joined; {
+		if err := inj.Send([]byte(testTopic), fedmsgBody(testTopic, 0, "")); err != nil {
+			t.Fatalf("probe: %v", err)
+		}
+		_, err := sub.RecvMessageBytes(0)
+		joined = err == nil
+	}
+	must(t, sub.SetRcvtimeo(10*time.Second))
+	probe := string(fedmsgBody(testTopic, 0, ""))
+
+	const other = "org.centos.test.msg"
+	tests := []struct {
+		name        string
+		topic, body []byte
+		refused     string // "" for published
+	}{
+		{"valid, unsigned", []byte(testTopic), fedmsgBody(testTopic, 1, ""), ""},
+		{"topic filtered", []byte(other), fedmsgBody(other, 2, ""), "topic_not_allowed"},
+		{"oversize", []byte(testTopic), fedmsgBody(testTopic, 3, `, "pad": "`+strings.Repeat("x", 5000)+`"`), "oversize"},
+		{"not JSON", []byte(testTopic), []byte("{"), "body_not_json"},
+		{"valid again", []byte(testTopic), fedmsgBody(testTopic, 4, ""), ""},
+	}
+	for _, tt := range tests {
+		err := inj.Send(tt.topic, tt.body)
+		var refused *RefusedError
+		switch {
+		case tt.refused == "" && err != nil:
+			t.Errorf("%s: Send: %v, want nil", tt.name, err)
+		case tt.refused != "" && (!errors.As(err, &refused) || refused.RefusedReason() != tt.refused):
+			t.Errorf("%s: Send: %v, want refused: %s", tt.name, err, tt.refused)
+		}
+		if tt.refused == "" {
+			m, err := sub.RecvMessageBytes(0)
+			for err == nil && string(m[1]) == probe {
+				m, err = sub.RecvMessageBytes(0)
+			}
+			if err != nil || string(m[1]) != string(tt.body) {
+				t.Errorf("%s: Send returned nil, but the subscriber got %q, %v", tt.name, m, err)
+			}
+		}
+	}
+
+	// An inbound message still needs a valid signature.
+	pub := newSocket(t, zmq.PUB)
+	must(t, pub.Connect(opts.Inbound[0]))
+	deadline := time.Now().Add(30 * time.Second)
+	for r.stats.dropped[wire.Signature].Value() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("an unsigned inbound message was not refused for its signature")
+		}
+		_, _ = pub.SendMessage(testTopic, fedmsgBody(testTopic, 5, ""))
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if err := inj.Send([]byte(testTopic), fedmsgBody(testTopic, 6, "")); !errors.Is(err, ErrInjectorStopped) {
+		t.Errorf("Send after the relay stopped: %v, want ErrInjectorStopped", err)
+	}
 }

@@ -152,6 +152,8 @@ func (r *Relay) Alive(within time.Duration) bool {
 func (r *Relay) Run(ctx context.Context) error {
 	r.running.Store(true)
 	defer r.running.Store(false)
+	// What the loop (and its drain) did not decide on by its end, it never will.
+	defer r.inject.finish()
 	r.log.Info("relaying", "inbound", strings.Join(r.opts.Inbound, ","),
 		"outbound", strings.Join(r.opts.Outbound, ","),
 		"confirm", strings.Join(r.opts.Confirm, ","), "inherited_sockets", len(r.opts.Inherited))
@@ -255,6 +257,8 @@ type batchState struct {
 	signed  [transport.MaxBatch][]byte // signed bodies, until swapped in
 	// What the tap sees: accepted messages, those injected left out.
 	tapTopics, tapBodies [transport.MaxBatch][]byte
+	// The verdicts on injected messages, in order, for their Sends.
+	injected [transport.MaxBatch]wire.Reason
 }
 
 // forwardBatch is the hot path: one receive, one verdict per message, one
@@ -280,9 +284,13 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 	if crypto := r.crypto.Load(); crypto.Verifier != nil || crypto.Signer != nil {
 		r.applyCrypto(crypto, n)
 	}
-	tapped := 0
+	tapped, injected := 0, 0
 	for i := range n {
 		m := s.Message(i) // a signed body has replaced the received one
+		if m.Source == transport.FromInject {
+			r.batch.injected[injected] = reasons[i]
+			injected++
+		}
 		if reason := reasons[i]; reason != wire.OK {
 			s.SetVerdict(i, transport.Drop+int(reason))
 			b.dropped[reason]++
@@ -299,6 +307,9 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 		r.tap(r.batch.tapTopics[:tapped], r.batch.tapBodies[:tapped])
 	}
 	sent, failed := s.Flush()
+	if injected > 0 {
+		r.inject.decide(r.batch.injected[:injected])
+	}
 	b.relayed = uint64(sent)
 	b.sendErrors = uint64(failed)
 	r.stats.add(&b)
@@ -338,7 +349,9 @@ func (r *Relay) applyCrypto(c *Crypto, n int) {
 // cryptoOne verifies m's signature and signs its body, as configured; it is
 // safe to run for several messages at once.
 func cryptoOne(c *Crypto, m transport.Message) (signed []byte, r wire.Reason, err error) {
-	if c.Verifier != nil {
+	// Injected messages come from the authenticated broker, in envelopes the
+	// bridge built unsigned.
+	if c.Verifier != nil && m.Source != transport.FromInject {
 		if err := c.Verifier.Verify(string(m.Topic), m.Body); err != nil {
 			return nil, wire.Signature, err
 		}

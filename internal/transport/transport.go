@@ -308,7 +308,7 @@ type Message struct {
 func (s *Sockets) Message(i int) Message {
 	f := s.fwd
 	return Message{
-		Source: Source(f.src[i]),
+		Source: Source(f.kind[f.src[i]]),
 		Frames: int(f.frames[i]),
 		Size:   int(f.size[i]),
 		Topic:  unsafe.Slice((*byte)(f.topic_data[i]), int(f.topic_len[i])),
