@@ -108,17 +108,6 @@ func runRefresher(t *testing.T, r *CRLRefresher) {
 	t.Cleanup(func() { cancel(); <-done })
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // A CRL downloaded over https from a server trusted through TLSCA expires;
 // the refresher fetches the new one in the background, installs it (the
 // certificate it revokes is refused) and caches it.
@@ -142,7 +131,7 @@ func TestCRLRefreshedAtNextUpdate(t *testing.T) {
 	second := f.crl(t, time.Now().Add(24*time.Hour), crlProducer)
 	srv.Publish(second)
 	runRefresher(t, r)
-	waitFor(t, "the second CRL", func() bool { return r.NextUpdate().After(time.Now().Add(time.Hour)) })
+	testutil.WaitFor(t, 30*time.Second, "the second CRL", func() bool { return r.NextUpdate().After(time.Now().Add(time.Hour)) })
 	if err := f.verify(t, f.producer); !errors.Is(err, ErrRevokedCert) {
 		t.Errorf("producer after the refresh: %v, want %v", err, ErrRevokedCert)
 	}
@@ -174,7 +163,7 @@ func TestCRLStaleWhenRefreshFails(t *testing.T) {
 			}
 			srv.Publish(nil)
 			runRefresher(t, r)
-			waitFor(t, "the failure to be logged", func() bool {
+			testutil.WaitFor(t, 30*time.Second, "the failure to be logged", func() bool {
 				return strings.Contains(f.log.String(), "CRL is past its nextUpdate and cannot be refreshed")
 			})
 			if !r.Stale() || !r.NextUpdate().Equal(nextUpdate) {
@@ -261,7 +250,7 @@ func TestCRLFileReread(t *testing.T) {
 		t.Fatal(err)
 	}
 	runRefresher(t, r)
-	waitFor(t, "the new file", func() bool { return r.NextUpdate().After(time.Now().Add(time.Hour)) })
+	testutil.WaitFor(t, 30*time.Second, "the new file", func() bool { return r.NextUpdate().After(time.Now().Add(time.Hour)) })
 	if err := f.verify(t, f.producer); !errors.Is(err, ErrRevokedCert) {
 		t.Errorf("producer after the new file: %v, want %v", err, ErrRevokedCert)
 	}

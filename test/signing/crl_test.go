@@ -9,6 +9,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/signing/signingtest"
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
 
 // crlUntil is the test CA's next CRL, revoking names, valid until nextUpdate.
@@ -34,19 +35,6 @@ func startCRLRelay(t *testing.T, plain, ssldir string, site *signingtest.CRLServ
 	)
 }
 
-// waitMetric polls series until want(value), for at most a minute (a
-// refresher in back-off retries after 10 s, then 20 s).
-func (r *relay) waitMetric(t *testing.T, series string, want func(float64) bool) {
-	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for v := r.metric(t, series); !want(v); v = r.metric(t, series) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s stays at %v\n%s", series, v, r.Output())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // The CRL served over https expires and the CA publishes a new one revoking
 // a producer: the relay downloads it without a SIGHUP and refuses that
 // producer's messages from then on. (crl_stale: accept, so that a slow first
@@ -68,7 +56,10 @@ func TestCRLRefreshedWithoutSIGHUP(t *testing.T) {
 	}
 	next := time.Now().Add(24 * time.Hour).Truncate(time.Second)
 	site.Publish(crlUntil(t, next, certRevoked, certProducer))
-	r.waitMetric(t, "fedmsg_relay_crl_next_update_seconds", func(v float64) bool { return v == float64(next.Unix()) })
+	// A minute: a refresher in back-off retries after 10 s, then 20 s.
+	testutil.WaitFor(t, time.Minute, "the second CRL in use", func() bool {
+		return r.metric(t, "fedmsg_relay_crl_next_update_seconds") == float64(next.Unix())
+	})
 	if n := send(signed[1]); n != 0 {
 		t.Errorf("after the refresh: %d relayed, want 0 (certificate revoked)", n)
 	}
@@ -97,7 +88,9 @@ func TestStaleCRL(t *testing.T) {
 			site := signingtest.NewCRLServer(t, crlUntil(t, next, certRevoked))
 			r := startCRLRelay(t, plain, ssldir, site, stale)
 			site.Publish(nil)
-			r.waitMetric(t, "fedmsg_relay_crl_stale", func(v float64) bool { return v == 1 })
+			testutil.WaitFor(t, time.Minute, "fedmsg_relay_crl_stale 1", func() bool {
+				return r.metric(t, "fedmsg_relay_crl_stale") == 1
+			})
 			// A first attempt may still have found the site up, serving the
 			// expired CRL; the next one, 10 s later, meets the outage.
 			r.WaitOutput(t, "503 Service Unavailable", time.Minute)
