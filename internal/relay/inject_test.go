@@ -137,7 +137,7 @@ func TestNoInjectorUnlessConfigured(t *testing.T) {
 // On shutdown the drain publishes for at most drain_timeout, then refuses
 // the rest and logs how many messages it did not publish.
 func TestDrainIsBoundedByDrainTimeout(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf testutil.SyncBuffer
 	opts := testOptions(t)
 	opts.DrainTimeout = 300 * time.Millisecond
 	opts.InboundHWM = 1_000_000
@@ -170,17 +170,7 @@ func TestDrainIsBoundedByDrainTimeout(t *testing.T) {
 			t.Fatalf("no backlog built up; last batch %d", r.backlog.Load())
 		}
 	}
-	stopped := time.Now()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return after the drain timeout")
-	}
-	took := time.Since(stopped)
+	took := stopRun(t, cancel, done)
 	m := regexp.MustCompile(`drain_timeout passed.* published=(\d+) not_published=(\d+)`).FindStringSubmatch(logBuf.String())
 	if m == nil {
 		t.Fatalf("no drain_timeout line (drain took %s):\n%s", took, logBuf.String())

@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -391,7 +390,7 @@ func TestIPCAndIPv6Endpoints(t *testing.T) {
 // Drops are logged at most once per interval and reason, with a count of
 // those not logged, so a flood of bad input cannot flood the log.
 func TestDropLogIsRateLimited(t *testing.T) {
-	var logBuf syncBuffer
+	var logBuf testutil.SyncBuffer
 	cfg := testOptions(t)
 	cfg.DropLogInterval = time.Hour
 	r, err := New(cfg, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info}), metrics.NewRegistry())
@@ -422,21 +421,4 @@ func TestDropLogIsRateLimited(t *testing.T) {
 	if lines != 2 { // one per reason: body_not_json and frames
 		t.Fatalf("%d drop log lines for %d drops, want 2:\n%s", lines, 2*floods, logBuf.String())
 	}
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -64,16 +64,7 @@ func TestStopTakesDrainTimeoutInAll(t *testing.T) {
 		_, _ = pub.SendMessage(testTopic, body)
 	}
 	stopped := time.Now()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("Run: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Run did not return")
-	}
-	drained := time.Since(stopped)
+	drained := stopRun(t, cancel, done)
 	r.Close()
 	closed = true
 	took := time.Since(stopped)
@@ -86,4 +77,21 @@ func TestStopTakesDrainTimeoutInAll(t *testing.T) {
 	if took > drainTimeout*3/2 {
 		t.Errorf("stopping took %s, want about drain_timeout (%s)", took, drainTimeout)
 	}
+}
+
+// stopRun cancels Run, waits (at most 30 s) for it to return without error,
+// and returns how long that took.
+func stopRun(t *testing.T, cancel func(), done <-chan error) time.Duration {
+	t.Helper()
+	stopped := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	return time.Since(stopped)
 }
