@@ -40,6 +40,12 @@ type relay struct {
 // (each indented by two spaces), and returns once it relays.
 func startRelay(t testing.TB, broker *amqptest.Broker, amqpExtra ...string) *relay {
 	t.Helper()
+	return startRelayWith(t, broker, nil, amqpExtra...)
+}
+
+// startRelayWith is startRelay with top-level YAML lines of its own.
+func startRelayWith(t testing.TB, broker *amqptest.Broker, top []string, amqpExtra ...string) *relay {
+	t.Helper()
 	r := &relay{
 		exe:      testutil.Binary(t, "fedmsg-relay"),
 		inbound:  fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
@@ -53,6 +59,7 @@ relay_inbound_confirm: %s
 metrics_address: %s
 inbound_hwm: 100000
 outbound_hwm: 100000
+%s
 amqp:
   url: %s
   exchange: %s
@@ -60,7 +67,7 @@ amqp:
   reconnect_min: 50ms
   reconnect_max: 500ms
 %s
-`, r.inbound, r.outbound, r.confirm, r.metrics, broker.URL(), bridgeExchange, t.TempDir(), strings.Join(amqpExtra, "\n")))
+`, r.inbound, r.outbound, r.confirm, r.metrics, strings.Join(top, "\n"), broker.URL(), bridgeExchange, t.TempDir(), strings.Join(amqpExtra, "\n")))
 	r.start(t)
 	return r
 }
