@@ -20,7 +20,8 @@ type budget struct {
 	mu      sync.Mutex
 	used    int64
 	conns   map[*conn]struct{}
-	changed chan struct{} // closed and replaced whenever bytes are released
+	changed chan struct{} // closed and replaced when bytes are released and someone waits
+	waiting int           // reserves waiting on changed
 }
 
 func newBudget(limit, floor int64, grace time.Duration) *budget {
@@ -59,8 +60,7 @@ func (b *budget) leave(c *conn) {
 // share that finds the budget full evicts a peer over its fair part that is
 // holding an unfinished message (a stalled one would never give it back).
 func (b *budget) reserve(c *conn, n int64, partial bool) error {
-	timeout := time.NewTimer(b.grace)
-	defer timeout.Stop()
+	var timeout <-chan time.Time // set on the first wait: the fast path has no timer
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for {
@@ -76,16 +76,26 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 		if c.held+n <= share {
 			b.evictLocked(c)
 		}
+		if timeout == nil {
+			t := time.NewTimer(b.grace)
+			defer t.Stop()
+			timeout = t.C
+		}
 		changed := b.changed
+		b.waiting++
 		b.mu.Unlock()
+		var err error
 		select {
 		case <-changed:
 		case <-c.gone:
-		case <-timeout.C:
-			b.mu.Lock()
-			return errOverShare
+		case <-timeout:
+			err = errOverShare
 		}
 		b.mu.Lock()
+		b.waiting--
+		if err != nil {
+			return err
+		}
 		if c.isGone() {
 			return errClosed
 		}
@@ -123,8 +133,10 @@ func (b *budget) releaseLocked(c *conn, n int64) {
 	}
 	b.used -= n
 	c.held -= n
-	close(b.changed)
-	b.changed = make(chan struct{})
+	if b.waiting > 0 {
+		close(b.changed)
+		b.changed = make(chan struct{})
+	}
 }
 
 // Used is what the budget holds now, for metrics and tests.
