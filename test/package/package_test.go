@@ -70,40 +70,62 @@ var (
 // buildRPMs runs rpm/build-rpm.sh once for all tests that need the RPMs.
 func buildRPMs(t *testing.T) builtRPMs {
 	t.Helper()
-	host.NeedTools(t, "rpmbuild", "rpm", "go", "gcc", "git", "make", "bzip2")
-	rpmsOnce.Do(func() {
-		out := filepath.Join(workDir, "rpmbuild")
-		cmd := exec.Command(repoPath("rpm/build-rpm.sh"), "--without", "check")
-		cmd.Env = append(os.Environ(), "BUILD_DIR="+out, "GOPROXY=off", "GOFLAGS=")
-		log, err := cmd.CombinedOutput()
-		if err != nil {
-			rpmsErr = fmt.Errorf("rpm/build-rpm.sh: %w\n%s", err, tail(log, 6000))
-			return
-		}
-		find := func(pattern string) string {
-			m, _ := filepath.Glob(filepath.Join(out, pattern))
-			if len(m) != 1 {
-				rpmsErr = fmt.Errorf("want one %s, got %v; build log:\n%s", pattern, m, tail(log, 3000))
-				return ""
-			}
-			return m[0]
-		}
-		rpms = builtRPMs{
-			SRPM:    find("SRPMS/fedmsg-relay-*.src.rpm"),
-			Main:    find("RPMS/*/fedmsg-relay-[0-9]*.rpm"),
-			Unit:    find("RPMS/noarch/fedmsg-relay-unit-[0-9]*.noarch.rpm"),
-			Clients: find("RPMS/*/fedmsg-relay-clients-[0-9]*.rpm"),
-			SELinux: find("RPMS/noarch/fedmsg-relay-selinux-*.noarch.rpm"),
-		}
-		if rpmsErr == nil {
-			evr := run(nil, "rpm", "-qp", "--qf", "%{EPOCH} %{VERSION} %{RELEASE}", rpms.Main)
-			fmt.Sscan(evr, &rpms.Epoch, &rpms.Version, &rpms.Release)
-		}
-	})
+	needRPMTools(t)
+	rpmsOnce.Do(func() { rpms, rpmsErr = rpmBuild("rpmbuild") })
 	if rpmsErr != nil {
 		t.Fatal(rpmsErr)
 	}
 	return rpms
+}
+
+// rebuiltRPMs builds the same tree again as release 2: the package upgrade
+// an admin installs over buildRPMs' release 1.
+func rebuiltRPMs(t *testing.T) builtRPMs {
+	t.Helper()
+	needRPMTools(t)
+	r, err := rpmBuild("rpmbuild-release2", "--define", "autorelease 2%{?dist}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func needRPMTools(t *testing.T) {
+	host.NeedTools(t, "rpmbuild", "rpm", "go", "gcc", "git", "make", "bzip2")
+}
+
+// rpmBuild runs rpm/build-rpm.sh --without check with rpmbuild options args
+// into workDir/dir.
+func rpmBuild(dir string, args ...string) (builtRPMs, error) {
+	out := filepath.Join(workDir, dir)
+	cmd := exec.Command(repoPath("rpm/build-rpm.sh"), append([]string{"--without", "check"}, args...)...)
+	cmd.Env = append(os.Environ(), "BUILD_DIR="+out, "GOPROXY=off", "GOFLAGS=")
+	log, err := cmd.CombinedOutput()
+	if err != nil {
+		return builtRPMs{}, fmt.Errorf("rpm/build-rpm.sh: %w\n%s", err, tail(log, 6000))
+	}
+	var findErr error
+	find := func(pattern string) string {
+		m, _ := filepath.Glob(filepath.Join(out, pattern))
+		if len(m) != 1 {
+			findErr = fmt.Errorf("want one %s, got %v; build log:\n%s", pattern, m, tail(log, 3000))
+			return ""
+		}
+		return m[0]
+	}
+	r := builtRPMs{
+		SRPM:    find("SRPMS/fedmsg-relay-*.src.rpm"),
+		Main:    find("RPMS/*/fedmsg-relay-[0-9]*.rpm"),
+		Unit:    find("RPMS/noarch/fedmsg-relay-unit-[0-9]*.noarch.rpm"),
+		Clients: find("RPMS/*/fedmsg-relay-clients-[0-9]*.rpm"),
+		SELinux: find("RPMS/noarch/fedmsg-relay-selinux-*.noarch.rpm"),
+	}
+	if findErr != nil {
+		return builtRPMs{}, findErr
+	}
+	evr := run(nil, "rpm", "-qp", "--qf", "%{EPOCH} %{VERSION} %{RELEASE}", r.Main)
+	fmt.Sscan(evr, &r.Epoch, &r.Version, &r.Release)
+	return r, nil
 }
 
 // built holds the commands built by command, one build each per run.

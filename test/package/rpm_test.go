@@ -64,6 +64,7 @@ func TestRPMFileList(t *testing.T) {
 				"/usr/share/man/man5/relay.yaml.5.gz":                                 {"-rw-r--r--", "root", "root", "d", ""},
 				"/usr/lib/systemd/system/fedmsg-relay.service.d":                      {"drwxr-xr-x", "root", "root", "", ""},
 				"/usr/lib/systemd/system/fedmsg-relay.service.d/50-fedmsg-relay.conf": {"-rw-r--r--", "root", "root", "", ""},
+				"/usr/lib/systemd/system/fedmsg-relay.socket":                         {"-rw-r--r--", "root", "root", "", ""},
 				"/usr/lib/sysusers.d/fedmsg-relay.conf":                               {"-rw-r--r--", "root", "root", "", ""},
 				"/usr/lib/tmpfiles.d/fedmsg-relay.conf":                               {"-rw-r--r--", "root", "root", "", ""},
 				"/etc/fedmsg-relay":                                                   {"drwxr-xr-x", "root", "root", "", ""},
@@ -195,10 +196,11 @@ func TestRPMScriptlets(t *testing.T) {
 		want map[string][]string // scriptlet -> substrings, in order
 	}{
 		{r.Main, map[string][]string{
-			"preinstall":    {"systemd-sysusers", "u\tfedmsg\t-\t\"fedmsg relay\""},
-			"postinstall":   {"if [ $1 -eq 1 ]", "systemctl --no-reload preset fedmsg-relay.service", "systemd-tmpfiles --create /usr/lib/tmpfiles.d/fedmsg-relay.conf"},
-			"preuninstall":  {"if [ $1 -eq 0 ]", "systemctl --no-reload disable --now fedmsg-relay.service"},
-			"postuninstall": {"systemctl daemon-reload", "if [ $1 -ge 1 ]", "systemctl try-restart fedmsg-relay.service"},
+			"preinstall":   {"systemd-sysusers", "u\tfedmsg\t-\t\"fedmsg relay\""},
+			"postinstall":  {"if [ $1 -eq 1 ]", "systemctl --no-reload preset fedmsg-relay.socket fedmsg-relay.service", "systemd-tmpfiles --create /usr/lib/tmpfiles.d/fedmsg-relay.conf"},
+			"preuninstall": {"if [ $1 -eq 0 ]", "systemctl --no-reload disable --now fedmsg-relay.service fedmsg-relay.socket"},
+			// An upgrade restarts the relay, never the socket that holds its ports.
+			"postuninstall": {"systemctl daemon-reload", "if [ $1 -ge 1 ]", "systemctl try-restart fedmsg-relay.service >"},
 		}},
 		{r.SELinux, map[string][]string{
 			"preinstall": {"file_contexts.pre"},
@@ -236,8 +238,9 @@ func TestRPMScriptlets(t *testing.T) {
 			}
 		}
 		for name, body := range got {
-			// Style: sysusers, not useradd; no policy changes by hand.
-			for _, banned := range []string{"useradd", "groupadd", "semanage", "setsebool", "copytruncate"} {
+			// Style: sysusers, not useradd; no policy changes by hand; the socket
+			// is never restarted by a package transaction.
+			for _, banned := range []string{"useradd", "groupadd", "semanage", "setsebool", "copytruncate", "restart fedmsg-relay.socket"} {
 				if strings.Contains(body, banned) {
 					t.Errorf("%s: %s scriptlet uses %s", filepath.Base(tt.pkg), name, banned)
 				}

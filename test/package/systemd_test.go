@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -14,10 +15,14 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/test/host"
 )
 
-const unitName = "fedmsg-relay.service"
+const (
+	unitName   = "fedmsg-relay.service"
+	socketName = "fedmsg-relay.socket" // the service wants it (socket activation)
+)
 
 // unitVerifyRoot builds a root for `systemd-analyze verify --root`: the host's
-// units (for the targets it references), the unit under test, and executables
+// units (for the targets it references), the unit under test and its socket
+// unit, and executables
 // at the paths its Exec lines use.
 func unitVerifyRoot(t *testing.T, unit []byte) string {
 	t.Helper()
@@ -30,6 +35,7 @@ func unitVerifyRoot(t *testing.T, unit []byte) string {
 	if err := os.WriteFile(filepath.Join(unitDir, unitName), unit, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	run(t, "cp", repoPath("systemd/"+socketName), unitDir)
 	for dst, src := range map[string]string{"usr/libexec/fedmsg-relay/fedmsg-relay": command(t, "fedmsg-relay"), "bin/kill": "/bin/kill"} {
 		if err := os.MkdirAll(filepath.Join(root, filepath.Dir(dst)), 0o755); err != nil {
 			t.Fatal(err)
@@ -41,7 +47,8 @@ func unitVerifyRoot(t *testing.T, unit []byte) string {
 
 // TestUnitVerify runs systemd-analyze verify on the unit; it warns about
 // unknown or misspelt keys only on stderr, so any output fails the test. A
-// deliberately misspelt copy proves such output is caught.
+// deliberately misspelt copy proves such output is caught. (--man=no: the
+// socket unit names the man pages, which are the package's, not this root's.)
 func TestUnitVerify(t *testing.T) {
 	t.Parallel()
 	host.NeedTools(t, "systemd-analyze")
@@ -50,7 +57,7 @@ func TestUnitVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	verify := func(unit []byte) (string, error) {
-		cmd := exec.Command("systemd-analyze", "verify", "--root="+unitVerifyRoot(t, unit), unitName)
+		cmd := exec.Command("systemd-analyze", "verify", "--man=no", "--root="+unitVerifyRoot(t, unit), unitName, socketName)
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		err := cmd.Run()
@@ -133,6 +140,16 @@ func TestUnitSettings(t *testing.T) {
 	}
 	if !strings.HasPrefix(strings.Join(s["SystemCallFilter"], " "), "@system-service") {
 		t.Errorf("SystemCallFilter=%q, want @system-service first", s["SystemCallFilter"])
+	}
+	// Socket activation: started with the relay and ordered before it, but
+	// only wanted, so a masked socket leaves a relay that binds itself.
+	for _, key := range []string{"Wants", "After"} {
+		if !slices.Contains(s[key], socketName) {
+			t.Errorf("%s=%q, want %s", key, s[key], socketName)
+		}
+	}
+	if slices.Contains(s["Requires"], socketName) || slices.Contains(s["BindsTo"], socketName) {
+		t.Errorf("the relay requires %s: masking it would stop the relay from starting", socketName)
 	}
 	if len(s["WatchdogSec"]) != 1 {
 		t.Errorf("WatchdogSec=%q, want one", s["WatchdogSec"])
