@@ -53,7 +53,7 @@ type SyncPolicy int
 const (
 	// SyncInterval syncs the active segment every Options.SyncInterval.
 	SyncInterval SyncPolicy = iota
-	// SyncAlways syncs after every write, before the records are readable.
+	// SyncAlways syncs after every write, before Append returns.
 	SyncAlways
 	// SyncNever leaves write-back to the kernel, even on Close.
 	SyncNever
