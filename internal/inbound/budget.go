@@ -81,6 +81,7 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 			defer t.Stop()
 			timeout = t.C
 		}
+		c.flushNotify() // what it queued may be what frees room
 		changed := b.changed
 		b.waiting++
 		b.mu.Unlock()

@@ -32,6 +32,7 @@ type conn struct {
 	// only the reader changes, may be read by it without.
 	held, partial, queued int64
 
+	notify bool        // a message was queued that the forwarding loop was not told of
 	heard  atomic.Bool // the peer sent something since the last heartbeat
 	silent int         // heartbeat intervals without a word, on the timer's goroutine
 
@@ -57,6 +58,24 @@ func (c *conn) close(reason string) {
 		close(c.gone)
 		c.nc.Close()
 	})
+}
+
+// notifyingReader tells the forwarding loop of queued messages just before
+// the reader may wait for the peer, not for each message: one wake-up per
+// read from the socket, as libzmq's I/O thread does, instead of one per
+// message.
+type notifyingReader struct{ c *conn }
+
+func (r notifyingReader) Read(p []byte) (int, error) {
+	r.c.flushNotify()
+	return r.c.nc.Read(p)
+}
+
+func (c *conn) flushNotify() {
+	if c.notify {
+		c.notify = false
+		c.srv.opts.Notify()
+	}
 }
 
 // serve runs the connection to its end and returns why it ended.

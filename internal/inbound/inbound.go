@@ -77,7 +77,7 @@ func Reasons() []string {
 
 // connCost is what a connection costs before it holds any message: its
 // goroutine's stack, buffers and bookkeeping, counted in the budget.
-const connCost = 16 << 10
+const connCost = 20 << 10
 
 // Message is one complete message as received. Topic and Body are the first
 // two frames (nil when absent); Frames and Size count every frame.
@@ -232,12 +232,13 @@ func (s *Server) start(nc net.Conn) {
 		s.event(Event{Kind: Disconnected, Reason: refuse})
 		return
 	}
-	c.r = bufio.NewReaderSize(nc, 4096)
+	c.r = bufio.NewReaderSize(notifyingReader{c}, 8<<10)
 	c.w = bufio.NewWriterSize(nc, 256)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		reason := c.serve()
+		c.flushNotify()
 		c.close(reason)
 		b.leave(c)
 		s.forget(c)
@@ -268,12 +269,10 @@ func (s *Server) push(c *conn, m Message) {
 	c.queued += c.partial
 	c.partial = 0
 	s.pending = append(s.pending, m)
-	notify := s.armed
-	s.armed = false
-	b.mu.Unlock()
-	if notify {
-		s.opts.Notify()
+	if s.armed { // delivered before the reader next waits for the peer
+		c.notify, s.armed = true, false
 	}
+	b.mu.Unlock()
 }
 
 // Take moves up to len(dst) queued messages, and not many more than
