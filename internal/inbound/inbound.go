@@ -343,3 +343,18 @@ func (s *Server) Stop() {
 	}
 	s.wg.Wait()
 }
+
+// HalfClose shuts down the sending direction of every connection, so each
+// producer's libzmq closes it after what it already sent (still read here)
+// and keeps the rest for its next connection: the socket-activation hand
+// over. It returns how many producers are still connected.
+func (s *Server) HalfClose() int {
+	s.budget.mu.Lock()
+	defer s.budget.mu.Unlock()
+	for c := range s.connSet {
+		if hc, ok := c.nc.(interface{ CloseWrite() error }); ok {
+			_ = hc.CloseWrite() // a second time, or on a closing connection: nothing to do
+		}
+	}
+	return s.numConns
+}

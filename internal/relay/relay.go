@@ -87,8 +87,10 @@ type Relay struct {
 
 // New binds every socket of opts. The relay serves nothing until Run.
 func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) {
+	st := newStats(reg)
 	sockOpts := opts.Options
 	sockOpts.Linger = opts.DrainTimeout
+	sockOpts.InboundEvent = st.inboundEvent
 	sockets, err := transport.Open(sockOpts)
 	if err != nil {
 		return nil, err
@@ -98,7 +100,7 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) 
 		log:     log,
 		sockets: sockets,
 		policy:  newPolicy(opts),
-		stats:   newStats(reg),
+		stats:   st,
 		resume:  newResumeStats(reg),
 		drops:   newDropLogger(log, opts.DropLogInterval),
 	}

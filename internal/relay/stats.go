@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 	"github.com/fedora-infra/fedmsg-relay/internal/wire"
@@ -46,6 +47,7 @@ type stats struct {
 	accepted          map[transport.Side]*metrics.Counter
 	handshakeFailures map[transport.Side]*metrics.Counter
 	acceptFailures    map[transport.Side]*metrics.Counter
+	disconnects       map[string]*metrics.Counter // the Go inbound engine's, by reason
 }
 
 func newStats(reg *metrics.Registry) *stats {
@@ -59,6 +61,11 @@ func newStats(reg *metrics.Registry) *stats {
 		accepted:          map[transport.Side]*metrics.Counter{},
 		handshakeFailures: map[transport.Side]*metrics.Counter{},
 		acceptFailures:    map[transport.Side]*metrics.Counter{},
+		disconnects:       map[string]*metrics.Counter{},
+	}
+	for _, reason := range inbound.Reasons() {
+		s.disconnects[reason] = reg.Counter("fedmsg_relay_disconnects_total",
+			"Inbound connections ended, by reason (Go inbound engine).", "reason", reason)
 	}
 	for src := transport.Source(0); src < numSources; src++ {
 		s.received[src] = reg.Counter("fedmsg_relay_received_total", "Messages received, by inbound socket.", "source", sourceName(src))
@@ -107,6 +114,21 @@ func (s *stats) connEvent(ev transport.ConnEvent) {
 		s.acceptFailures[ev.Side].Inc()
 	case transport.HandshakeFailed:
 		s.handshakeFailures[ev.Side].Inc()
+	}
+}
+
+// inboundEvent counts the Go inbound engine's connection events as the
+// libzmq monitor's are counted, and every end by its reason.
+func (s *stats) inboundEvent(ev inbound.Event) {
+	switch ev.Kind {
+	case inbound.Accepted:
+		s.accepted[transport.SideInbound].Inc()
+		s.connections[transport.SideInbound].Add(1)
+	case inbound.HandshakeFailed:
+		s.handshakeFailures[transport.SideInbound].Inc()
+	case inbound.Disconnected:
+		s.connections[transport.SideInbound].Add(-1)
+		s.disconnects[ev.Reason].Inc()
 	}
 }
 

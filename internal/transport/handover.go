@@ -31,6 +31,9 @@ func (s *Sockets) PeersLeft() int {
 		_ = syscall.Shutdown(fd, syscall.SHUT_WR) // a second time, or on a closing connection: nothing to do
 	}
 	n := len(fds)
+	if s.goIn != nil {
+		n += s.goIn.srv.HalfClose()
+	}
 	if s.confirm != nil {
 		n += len(s.accepted(s.confirm))
 	}
@@ -40,6 +43,9 @@ func (s *Sockets) PeersLeft() int {
 // FinishHandOver stops accepting producers and confirming clients: they wait
 // in the kernel's queue of the inherited sockets for the next relay.
 func (s *Sockets) FinishHandOver() error {
+	if s.goIn != nil {
+		s.goIn.stop()
+	}
 	err := s.unbindAll(s.sub)
 	if s.confirm != nil {
 		err = errors.Join(err, s.unbindAll(s.confirm))

@@ -50,7 +50,13 @@ func (s *Sockets) Monitor(fn func(ConnEvent)) error {
 	sides := []struct {
 		sock *zmq.Socket
 		side Side
-	}{{s.pub, SideOutbound}, {s.sub, SideInbound}}
+	}{{s.pub, SideOutbound}}
+	if s.sub != nil { // the Go engine reports its own (Options.InboundEvent)
+		sides = append(sides, struct {
+			sock *zmq.Socket
+			side Side
+		}{s.sub, SideInbound})
+	}
 	if s.confirm != nil {
 		sides = append(sides, struct {
 			sock *zmq.Socket

@@ -34,6 +34,8 @@ import (
 	"unsafe"
 
 	zmq "github.com/pebbe/zmq4"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
 )
 
 // Options configure the sockets. Zero durations leave libzmq's defaults.
@@ -46,7 +48,16 @@ type Options struct {
 	// (activation.Match): libzmq adopts it (ZMQ_USE_FD) instead of binding.
 	Inherited map[string]int
 
-	MaxMessageBytes   int64 // per frame, enforced by libzmq before allocating
+	// InboundEngine terminates inbound ZMTP in Go (EngineGo, bounded by
+	// InboundBufferBytes and MaxInboundConnections) or in a libzmq SUB
+	// socket (EngineLibzmq, bounded per connection by InboundHWM).
+	InboundEngine         string
+	InboundBufferBytes    int64
+	MaxInboundConnections int
+	// InboundEvent reports the Go engine's connection events.
+	InboundEvent func(inbound.Event)
+
+	MaxMessageBytes   int64 // per frame with libzmq, per message with the Go engine, enforced before allocating
 	InboundHWM        int
 	OutboundHWM       int // per subscriber
 	HandshakeTimeout  time.Duration
@@ -91,6 +102,7 @@ type Sockets struct {
 	confirm   *zmq.Socket              // ROUTER, nil without relay_inbound_confirm
 	bound     map[*zmq.Socket][]string // as libzmq resolved them (ZMQ_LAST_ENDPOINT)
 	inherited map[string]int           // endpoint -> systemd's listening socket
+	goIn      *goInbound               // the Go engine's listener, nil with libzmq's
 	fwd       *C.fwd_t
 	monitor   []*monitorSocket
 	closed    atomic.Bool
@@ -129,17 +141,13 @@ func Open(o Options) (_ *Sockets, err error) {
 		return nil, errors.New("allocate forwarder")
 	}
 
-	sub, err := s.socket(zmq.SUB, o, o.Inbound)
-	if err != nil {
+	if o.InboundEngine == EngineGo {
+		if err = s.openGoInbound(o); err != nil {
+			return nil, err
+		}
+	} else if err = s.openSUB(o); err != nil {
 		return nil, err
 	}
-	if err = sub.SetSubscribe(""); err != nil {
-		return nil, fmt.Errorf("subscribe: %w", err)
-	}
-	if err = s.addSource(sub, C.FWD_SUB, o.Inbound); err != nil {
-		return nil, err
-	}
-	s.sub = sub
 	if len(o.Confirm) > 0 {
 		router, err := s.socket(zmq.ROUTER, o, o.Confirm)
 		if err != nil {
@@ -160,6 +168,22 @@ func Open(o Options) (_ *Sockets, err error) {
 		}
 	}
 	return s, nil
+}
+
+// openSUB binds the inbound endpoints on a libzmq SUB socket.
+func (s *Sockets) openSUB(o Options) error {
+	sub, err := s.socket(zmq.SUB, o, o.Inbound)
+	if err != nil {
+		return err
+	}
+	if err = sub.SetSubscribe(""); err != nil {
+		return fmt.Errorf("subscribe: %w", err)
+	}
+	if err = s.addSource(sub, C.FWD_SUB, o.Inbound); err != nil {
+		return err
+	}
+	s.sub = sub
+	return nil
 }
 
 // socket creates a socket with the options common to every relay socket.
@@ -281,7 +305,13 @@ var ErrClosed = errors.New("sockets closed")
 // Recv receives a batch of messages, waiting at most timeout for the first,
 // and returns how many arrived. They stay valid until Flush.
 func (s *Sockets) Recv(timeout time.Duration) (int, error) {
+	if s.goIn != nil && s.goIn.take(s.fwd) > 0 {
+		timeout = 0 // add what libzmq's sockets have, without waiting
+	}
 	n, err := C.fwd_recv(s.fwd, C.int(timeout.Milliseconds()))
+	if n == 0 && s.goIn != nil { // woken by the Go listener
+		n = C.int(s.goIn.take(s.fwd))
+	}
 	if n < 0 {
 		if errors.Is(err, syscall.Errno(C.ETERM)) || s.closed.Load() {
 			return 0, ErrClosed
@@ -352,6 +382,9 @@ func (s *Sockets) Flush() (sent int, failed int) {
 // already queued can still be received. It unbinds every endpoint it can
 // and reports those it could not, which keep accepting producers.
 func (s *Sockets) StopInbound() error {
+	if s.goIn != nil {
+		s.goIn.stop()
+	}
 	var errs []error
 	for _, sock := range s.inbound {
 		errs = append(errs, s.unbindAll(sock))
@@ -395,6 +428,9 @@ func (s *Sockets) Close() {
 	}
 	for sock := range s.bound {
 		sock.Close()
+	}
+	if s.goIn != nil {
+		s.goIn.close()
 	}
 	if s.fwd != nil {
 		C.fwd_free(s.fwd)
