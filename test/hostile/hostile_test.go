@@ -1,0 +1,216 @@
+// Package hostile attacks a running fedmsg-relay (the Go inbound engine,
+// default budget) from every side at once and checks that its memory stays
+// bounded while a well-behaved producer and listener lose nothing.
+package hostile
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
+)
+
+// rssBound is the growth over the idle figure the relay must stay under
+// with the default inbound_buffer_bytes (16 MiB).
+const rssBound = 64 << 20
+
+func rss(t *testing.T, pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// peer dials ep and does a ZMTP handshake as socketType (never reading the
+// relay's side: the kernel buffers it).
+func peer(ep, socketType string, extra ...[]byte) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(ep, "tcp://"), 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.Write(zmtp.Greeting)
+	ready := zmtp.ReadyCommand(socketType)
+	b.Write([]byte{zmtp.FlagCommand, byte(len(ready))})
+	b.Write(ready)
+	for _, e := range extra {
+		b.Write(e)
+	}
+	c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write(b.Bytes()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func longFrame(flags byte, n int) []byte {
+	return append([]byte{flags | zmtp.FlagLong}, binary.BigEndian.AppendUint64(nil, uint64(n))...)
+}
+
+// Endless multipart from raw TCP peers, many connections each holding an
+// unfinished message at its share, a flood of handshakes and a subscriber
+// that never reads, all at once: the relay's RSS grows by less than 64 MiB
+// over its idle figure, and a pyzmq producer's messages all reach a pyzmq
+// listener.
+func TestHostilePeersBoundedMemory(t *testing.T) {
+	testutil.Python(t) // the producer and listener are pyzmq
+	in := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	out := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	cfg := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`
+relay_inbound: %s
+relay_outbound: %s
+inbound_engine: go
+handshake_timeout: 2s
+log_level: warn
+`, in, out))
+	relay := testutil.Start(t, testutil.Binary(t, "fedmsg-relay"), "--config", cfg)
+	pid := relay.Cmd.Process.Pid
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", strings.TrimPrefix(out, "tcp://")); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("relay does not listen")
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // settle the start-up allocations
+	idle := rss(t, pid)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var open sync.Map // the attackers' connections, closed at the end
+	track := func(c net.Conn) net.Conn {
+		open.Store(c, nil)
+		select {
+		case <-stop: // the end came while it connected
+			c.Close()
+		default:
+		}
+		return c
+	}
+	attack := func(n int, f func()) {
+		for range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					f()
+				}
+			}()
+		}
+	}
+	var cutOff, stalled atomic.Int64
+	frame := append(longFrame(zmtp.FlagMore, 60<<10), bytes.Repeat([]byte("m"), 60<<10)...)
+	attack(20, func() { // endless multipart: cut off at max_message_bytes
+		c, err := peer(in, "PUB")
+		if err != nil {
+			return
+		}
+		defer track(c).Close()
+		for {
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Write(frame); err != nil {
+				cutOff.Add(1)
+				return
+			}
+		}
+	})
+	attack(60, func() { // an unfinished 1 MiB message, then silence
+		c, err := peer(in, "PUB", []byte{zmtp.FlagMore, 1, 't'}, longFrame(0, 1000<<10))
+		if err != nil {
+			return
+		}
+		defer track(c).Close()
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		c.Write(bytes.Repeat([]byte("s"), 900<<10))
+		stalled.Add(1)
+		for { // until evicted, timed out or the test ends
+			if _, err := c.Read(make([]byte, 1<<16)); err != nil {
+				return
+			}
+		}
+	})
+	attack(4, func() { // handshake flood: garbage, silence, half a greeting
+		c, err := net.Dial("tcp", strings.TrimPrefix(in, "tcp://"))
+		if err != nil {
+			return
+		}
+		c.Write([]byte("GET / HTTP/1.0\r\n\r\n"))
+		c.Close()
+	})
+	sub, err := peer(out, "SUB", []byte{0, 1, 1}) // subscribes to everything, never reads
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+
+	peak := idle
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+				peak = max(peak, rss(t, pid))
+			}
+		}
+	}()
+	time.Sleep(2 * time.Second) // let the attack reach its steady state
+
+	const n = 2000
+	msgs := make([][][]byte, n)
+	for i := range msgs {
+		topic := "org.fedoraproject.test.hostile"
+		msgs[i] = [][]byte{[]byte(topic), []byte(fmt.Sprintf(`{"topic": %q, "msg": {"i": %d}}`, topic, i))}
+	}
+	got := testutil.RunScenario(t, testutil.Scenario{
+		Inbound: in, Outbound: out, Subscribers: 1, Producers: [][][][]byte{msgs}, Idle: 20, Expect: n,
+	})[0]
+	close(stop)
+	open.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
+	wg.Wait()
+	<-sampled
+	if len(got) != n {
+		t.Errorf("listener got %d of %d messages", len(got), n)
+	}
+	for i, m := range got {
+		if !bytes.Equal(m[1], msgs[i][1]) {
+			t.Fatalf("message %d = %q, want %q", i, m[1], msgs[i][1])
+		}
+	}
+	t.Logf("RSS idle %.1f MiB, peak %.1f MiB (+%.1f MiB); %d endless senders cut off, %d stalled messages started",
+		float64(idle)/(1<<20), float64(peak)/(1<<20), float64(peak-idle)/(1<<20), cutOff.Load(), stalled.Load())
+	if peak-idle > rssBound {
+		t.Errorf("RSS grew by %.1f MiB, bound %d MiB", float64(peak-idle)/(1<<20), rssBound>>20)
+	}
+	if cutOff.Load() == 0 {
+		t.Error("no endless sender was cut off")
+	}
+}
