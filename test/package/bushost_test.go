@@ -16,13 +16,15 @@ import (
 // TestOnBusHost installs the packages through dnf on one booted host, as on
 // Fedora's bus host, and runs three stories on it in order (one boot for all):
 // co-installation with Python fedmsg, the one-host round trip with the
-// packaged relay.yaml, and the nagios/NRPE check on the monitoring socket.
+// packaged relay.yaml, restarts and an upgrade that lose nothing (socket
+// activation), and the nagios/NRPE check on the monitoring socket.
 // The host has a network of its own, so the relay binds its real ports.
 func TestOnBusHost(t *testing.T) {
 	t.Parallel()
 	host.NeedTools(t, "rpmbuild", "createrepo_c")
 	h := host.Boot(t, "pkg-bus", host.WithPrivateNetwork())
 	r := buildRPMs(t)
+	rebuilt := rebuildRPMs(t)
 	if err := h.UseRepo(host.LocalRepo(t, append([]string{r.Main, r.Unit, r.Clients}, standInRPMs(t)...))); err != nil {
 		t.Fatal(err)
 	}
@@ -33,6 +35,7 @@ func TestOnBusHost(t *testing.T) {
 		{"coinstall-with-python-fedmsg", coinstallWithPythonFedmsg},
 		{"coinstall-with-python-fedmsg-1.x", coinstallWithPythonFedmsg1},
 		{"roundtrip-after-install", roundtripAfterInstall},
+		{"restarts-lose-nothing", func(t *testing.T, h *host.Host, _ builtRPMs) { restartsLoseNothing(t, h, rebuilt(t)) }},
 		{"nrpe-check", nrpeCheck},
 	} {
 		if !t.Run(step.name, func(t *testing.T) { step.run(t, h, r) }) {
@@ -184,8 +187,17 @@ monitoring_interval: 1s
 	if err := h.WriteFile("/etc/fedmsg-relay/relay.yaml", []byte(config), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The SOP's port change: the socket unit's ports follow relay.yaml's
+	// (tcp://*:PORT is ListenStream=PORT), and the relay and its socket are
+	// restarted together, since the new ports need new sockets.
+	sockets := "[Socket]\nListenStream=\nListenStream=9941\nListenStream=3998\nListenStream=3999\nListenStream=9942\n"
+	if err := h.WriteFile("/etc/systemd/system/fedmsg-relay.socket.d/ports.conf", []byte(sockets), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	h.MustExec("/usr/libexec/fedmsg-relay/fedmsg-relay", "--check-config")
-	h.MustExec("systemctl", "restart", "fedmsg-relay")
+	h.MustExec("systemctl", "daemon-reload")
+	h.MustExec("systemctl", "stop", "fedmsg-relay.service", "fedmsg-relay.socket")
+	h.MustExec("systemctl", "start", "fedmsg-relay")
 	tailed(t, h, []string{"fedmsg-tail", "--relay-outbound", "tcp://127.0.0.1:3999"},
 		"fedmsg-logger", "--confirm", "--relay-confirm", "tcp://127.0.0.1:9942", "--message", "confirmed on the bus host")
 

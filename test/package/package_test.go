@@ -78,16 +78,27 @@ func buildRPMs(t *testing.T) builtRPMs {
 	return rpms
 }
 
-// rebuiltRPMs builds the same tree again as release 2: the package upgrade
-// an admin installs over buildRPMs' release 1.
-func rebuiltRPMs(t *testing.T) builtRPMs {
-	t.Helper()
-	needRPMTools(t)
-	r, err := rpmBuild("rpmbuild-release2", "--define", "autorelease 2%{?dist}")
-	if err != nil {
-		t.Fatal(err)
+// rebuildRPMs starts building the same tree again as release 2, the
+// package upgrade an admin installs over buildRPMs' release 1, in the
+// background (it overlaps a host's first steps); the returned function waits
+// for it, and so does t's cleanup.
+func rebuildRPMs(t *testing.T) func(*testing.T) builtRPMs {
+	done := make(chan struct{})
+	t.Cleanup(func() { <-done })
+	var r builtRPMs
+	var err error
+	go func() {
+		defer close(done)
+		r, err = rpmBuild("rpmbuild-release2", "--define", "autorelease 2%{?dist}")
+	}()
+	return func(t *testing.T) builtRPMs {
+		t.Helper()
+		<-done
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
 	}
-	return r
 }
 
 func needRPMTools(t *testing.T) {

@@ -39,6 +39,9 @@ type Scenario struct {
 	// Confirmed runs fedmsg-logger --confirm one message after the other
 	// throughout, on targets with a confirm endpoint.
 	Confirmed bool
+	// Wrap prefixes each peer's command line, e.g. nsenter into the network
+	// of a booted host whose relay the peers reach on its loopback.
+	Wrap []string
 }
 
 // FedmsgScenario is the issue's: 2 producers every 5 ms, 3 listeners, 5 restarts.
@@ -56,11 +59,18 @@ type Target interface {
 	Start(t testing.TB, gen int) *testutil.Process
 }
 
+// Restarter is a Target restarted as a whole (systemctl restart, a package
+// upgrade) instead of Run stopping one generation and starting the next: its
+// Start is called once, for the first generation, and may return nil.
+type Restarter interface {
+	Restart(t testing.TB, k int) // the k-th restart, returning once it is done
+}
+
 // Restart is what one restart cost.
 type Restart struct {
 	Lost     []int         // per listener, messages of all producers
 	Gap      time.Duration // SIGTERM to the first message the next generation published
-	Stopping time.Duration // SIGTERM to the old generation's exit (the drain)
+	Stopping time.Duration // SIGTERM to the old generation's exit (the drain); a Restarter's whole restart
 }
 
 // Result of a scenario.
@@ -145,10 +155,11 @@ func peerScript() string {
 	return filepath.Join(filepath.Dir(file), "peers.py")
 }
 
-// startPeer starts peers.py and returns it once it printed "ready".
-func startPeer(t testing.TB, args ...string) (*exec.Cmd, io.WriteCloser, *bufio.Scanner) {
+// startPeer starts peers.py (through wrap) and returns it once it printed "ready".
+func startPeer(t testing.TB, wrap []string, args ...string) (*exec.Cmd, io.WriteCloser, *bufio.Scanner) {
 	t.Helper()
-	cmd := exec.Command(testutil.Python(t), append([]string{peerScript()}, args...)...)
+	argv := append(append(append([]string(nil), wrap...), testutil.Python(t), peerScript()), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -169,8 +180,8 @@ func startPeer(t testing.TB, args ...string) (*exec.Cmd, io.WriteCloser, *bufio.
 	return cmd, stdin, lines
 }
 
-func startListener(t testing.TB, outbound string) *listener {
-	cmd, stdin, lines := startPeer(t, "listen", outbound)
+func startListener(t testing.TB, wrap []string, outbound string) *listener {
+	cmd, stdin, lines := startPeer(t, wrap, "listen", outbound)
 	l := &listener{cmd: cmd, stdin: stdin, logs: map[string]bool{}}
 	go func() {
 		for lines.Scan() {
@@ -210,7 +221,7 @@ func Run(t testing.TB, target Target, sc Scenario) *Result {
 	gen := target.Start(t, 1)
 	var ls []*listener
 	for range sc.Listeners {
-		ls = append(ls, startListener(t, target.Outbound()))
+		ls = append(ls, startListener(t, sc.Wrap, target.Outbound()))
 	}
 	type producer struct {
 		stdin io.WriteCloser
@@ -218,7 +229,7 @@ func Run(t testing.TB, target Target, sc Scenario) *Result {
 	}
 	var ps []producer
 	for i := range sc.Producers {
-		_, stdin, lines := startPeer(t, "produce", target.Inbound(), strconv.Itoa(i), fmt.Sprint(sc.Interval.Seconds()*1000))
+		_, stdin, lines := startPeer(t, sc.Wrap, "produce", target.Inbound(), strconv.Itoa(i), fmt.Sprint(sc.Interval.Seconds()*1000))
 		ps = append(ps, producer{stdin, lines})
 	}
 	// Every path is live once each listener heard from each producer; what
@@ -238,19 +249,27 @@ func Run(t testing.TB, target Target, sc Scenario) *Result {
 	if sc.Confirmed && target.Confirm() != "" {
 		confirmed = confirmLoop(t, target, res)
 	}
+	restarter, _ := target.(Restarter)
 	var terms []time.Time
 	for k := 1; k <= sc.Restarts; k++ {
 		time.Sleep(sc.Settle) // steady traffic between restarts: pacing, not a check
 		terms = append(terms, time.Now())
 		var rs Restart
-		rs.Stopping = stop(t, gen)
-		res.Logs = append(res.Logs, gen.Output())
+		if restarter != nil {
+			restarter.Restart(t, k)
+			rs.Stopping = time.Since(terms[k-1])
+		} else {
+			rs.Stopping = stop(t, gen)
+			res.Logs = append(res.Logs, gen.Output())
+		}
 		if sc.GoneForGood && k == sc.Restarts {
 			res.Gone = len(ls) - 1
 			_ = ls[res.Gone].cmd.Process.Kill()
 		}
 		started := time.Now()
-		gen = target.Start(t, k+1)
+		if restarter == nil {
+			gen = target.Start(t, k+1)
+		}
 		// Forwarding again: every live listener got a message from the new generation.
 		first := time.Time{}
 		for i, l := range ls {
@@ -304,8 +323,10 @@ func Run(t testing.TB, target Target, sc Scenario) *Result {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	stop(t, gen)
-	res.Logs = append(res.Logs, gen.Output())
+	if restarter == nil {
+		stop(t, gen)
+		res.Logs = append(res.Logs, gen.Output())
+	}
 	res.account(ls, terms)
 	for i, l := range ls {
 		for k := range res.Confirmed {
