@@ -56,6 +56,9 @@ log_level: warn
 // relayTarget is the relay as packaged: validation on, nothing else.
 var relayTarget = configuredRelay(nil)
 
+// goInboundTarget is the relay with inbound ZMTP terminated in Go.
+var goInboundTarget = configuredRelay(func(*testing.B) string { return "inbound_engine: go" })
+
 func proxyTarget(b *testing.B, inbound, outbound string) *testutil.Process {
 	p := testutil.Start(b, testutil.Python(b), testutil.PeerScript(), "proxy", inbound, outbound, "1000000")
 	p.WaitOutput(b, "ready", 10*time.Second)
@@ -148,14 +151,18 @@ func median(xs []float64) float64 {
 // through the relay (validation on) and through zmq.proxy, alternating,
 // median of three rounds each. Target relay/proxy >= 0.7.
 func BenchmarkThroughputVsZMQProxy(b *testing.B) {
-	m := compare(b, []target{{name: "zmq_proxy", start: proxyTarget}, {name: "fedmsg-relay", start: relayTarget}})
-	proxy, relay := m[0], m[1]
+	m := compare(b, []target{{name: "zmq_proxy", start: proxyTarget}, {name: "fedmsg-relay", start: relayTarget},
+		{name: "relay-go-in", start: goInboundTarget}})
+	proxy, relay, goIn := m[0], m[1], m[2]
+	b.ReportMetric(goIn.rate/proxy.rate, "relay-go-inbound/proxy")
 	b.ReportMetric(proxy.rate, "proxy-msg/s")
 	b.ReportMetric(relay.rate, "relay-msg/s")
 	b.ReportMetric(relay.rate/proxy.rate, "relay/proxy")
 	b.ReportMetric(proxy.cpuPerMsg/relay.cpuPerMsg, "cpu-efficiency-relay/proxy")
 	fmt.Fprintf(os.Stderr, "median: zmq_proxy %.0f msg/s, fedmsg-relay %.0f msg/s, throughput ratio %.2f (target >= 0.70)\n", proxy.rate, relay.rate, relay.rate/proxy.rate)
 	fmt.Fprintf(os.Stderr, "median CPU per message: zmq_proxy %.2f us, fedmsg-relay %.2f us, efficiency ratio %.2f\n", proxy.cpuPerMsg*1e6, relay.cpuPerMsg*1e6, proxy.cpuPerMsg/relay.cpuPerMsg)
+	fmt.Fprintf(os.Stderr, "inbound_engine go: %.0f msg/s, throughput ratio %.2f, %.2f us CPU/msg, efficiency ratio %.2f\n",
+		goIn.rate, goIn.rate/proxy.rate, goIn.cpuPerMsg*1e6, proxy.cpuPerMsg/goIn.cpuPerMsg)
 }
 
 // compare pushes messages through every target, alternating, for rounds
@@ -184,53 +191,56 @@ func compare(b *testing.B, targets []target) []result {
 	return medians
 }
 
-// BenchmarkMemory: the relay's RSS idle and after each of three rounds of
+// BenchmarkMemory: the relay's RSS, with each inbound engine, idle and after each of three rounds of
 // 10,000 connect/send/close cycles from a pyzmq producer. Target <= 20 MiB
 // idle, flat after churn. The first rounds warm up a working set (the Go heap
 // up to its 4 MiB minimum goal, libzmq's allocator arena, code pages); the
 // growth in the last round is the figure for "flat".
 func BenchmarkMemory(b *testing.B) {
 	for i := 0; i < b.N; i++ {
-		inbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
-		outbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
-		proc := relayTarget(b, inbound, outbound)
-		time.Sleep(500 * time.Millisecond)
-		pid := proc.Cmd.Process.Pid
-		idle := rssKiB(b, pid)
-		fdsIdle := fds(b, pid)
-		var after [3]int
-		for round := range after {
-			if out, err := exec.Command(testutil.Python(b), testutil.PeerScript(), "churn", inbound, "10000").CombinedOutput(); err != nil {
-				b.Fatalf("churn: %v\n%s", err, out)
-			}
-			time.Sleep(time.Second) // let libzmq finish closing connections
-			after[round] = rssKiB(b, pid)
+		for _, engine := range []struct {
+			name  string
+			start func(b *testing.B, inbound, outbound string) *testutil.Process
+		}{{"libzmq", relayTarget}, {"go", goInboundTarget}} {
+			memoryOf(b, engine.name, engine.start)
 		}
-		fdsAfter := fds(b, pid)
-		_ = proc.Cmd.Process.Kill()
-		_ = proc.Cmd.Wait()
-		mib := func(kib int) float64 { return float64(kib) / 1024 }
-		b.ReportMetric(mib(idle), "idle-MiB")
-		b.ReportMetric(mib(after[len(after)-1]), "churned-MiB")
-		b.ReportMetric(mib(after[len(after)-1]-after[len(after)-2]), "last-round-growth-MiB")
-		fmt.Fprintf(os.Stderr, "relay RSS idle %.1f MiB; after each round of 10000 connect/send/close cycles %.1f, %.1f, %.1f MiB (last round %+.1f MiB); fds %d -> %d\n",
-			mib(idle), mib(after[0]), mib(after[1]), mib(after[2]), mib(after[2]-after[1]), fdsIdle, fdsAfter)
 	}
 }
 
+// memoryOf measures one inbound engine for BenchmarkMemory.
+func memoryOf(b *testing.B, engine string, start func(b *testing.B, inbound, outbound string) *testutil.Process) {
+	inbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
+	outbound := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
+	proc := start(b, inbound, outbound)
+	time.Sleep(500 * time.Millisecond)
+	pid := proc.Cmd.Process.Pid
+	idle := rssKiB(b, pid)
+	fdsIdle := fds(b, pid)
+	var after [3]int
+	for round := range after {
+		if out, err := exec.Command(testutil.Python(b), testutil.PeerScript(), "churn", inbound, "10000").CombinedOutput(); err != nil {
+			b.Fatalf("churn: %v\n%s", err, out)
+		}
+		time.Sleep(time.Second) // let libzmq finish closing connections
+		after[round] = rssKiB(b, pid)
+	}
+	fdsAfter := fds(b, pid)
+	_ = proc.Cmd.Process.Kill()
+	_ = proc.Cmd.Wait()
+	mib := func(kib int) float64 { return float64(kib) / 1024 }
+	b.ReportMetric(mib(idle), engine+"-idle-MiB")
+	b.ReportMetric(mib(after[len(after)-1]), engine+"-churned-MiB")
+	b.ReportMetric(mib(after[len(after)-1]-after[len(after)-2]), engine+"-last-round-growth-MiB")
+	fmt.Fprintf(os.Stderr, "inbound_engine %s: relay RSS idle %.1f MiB; after each round of 10000 connect/send/close cycles %.1f, %.1f, %.1f MiB (last round %+.1f MiB); fds %d -> %d\n",
+		engine, mib(idle), mib(after[0]), mib(after[1]), mib(after[2]), mib(after[2]-after[1]), fdsIdle, fdsAfter)
+}
+
 func rssKiB(b *testing.B, pid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kib, err := testutil.RSSKiB(pid)
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
-			return kb
-		}
-	}
-	b.Fatal("no VmRSS")
-	return 0
+	return kib
 }
 
 func fds(b *testing.B, pid int) int {

@@ -62,3 +62,17 @@ func GroupCPUSeconds(pgid int) (float64, error) {
 	}
 	return total, nil
 }
+
+// RSSKiB is a process's resident set size (VmRSS) in KiB.
+func RSSKiB(pid int) (int, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for process %d", pid)
+}
