@@ -108,7 +108,7 @@ func Default() *Config {
 		RelayOutbound:         Endpoints{"tcp://127.0.0.1:4001"},
 		TopicMismatch:         TopicMismatchDrop,
 		MaxMessageBytes:       1 << 20,
-		InboundEngine:         InboundEngineLibzmq,
+		InboundEngine:         InboundEngineGo,
 		InboundBufferBytes:    16 << 20,
 		MaxInboundConnections: 1000,
 		InboundHWM:            10000,

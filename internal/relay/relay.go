@@ -158,7 +158,8 @@ func (r *Relay) Run(ctx context.Context) error {
 	defer r.inject.finish()
 	r.log.Info("relaying", "inbound", strings.Join(r.opts.Inbound, ","),
 		"outbound", strings.Join(r.opts.Outbound, ","),
-		"confirm", strings.Join(r.opts.Confirm, ","), "inherited_sockets", len(r.opts.Inherited))
+		"confirm", strings.Join(r.opts.Confirm, ","), "inherited_sockets", len(r.opts.Inherited),
+		"inbound_engine", r.opts.InboundEngine)
 	r.holdForListeners(ctx)
 	for ctx.Err() == nil {
 		r.lastLoop.Store(time.Now().UnixNano())
