@@ -9,6 +9,7 @@ import (
 	"net"
 	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,5 +310,52 @@ func TestHeartbeat(t *testing.T) {
 	time.Sleep(time.Second) // ten intervals: the answering peer is still there
 	if n := s.Connections(); n != 1 {
 		t.Errorf("%d connections, want the answering peer's", n)
+	}
+}
+
+// A listening socket systemd passed (socket activation) is adopted for its
+// endpoint, and an ipc:// endpoint is a Unix socket: producers reach both.
+func TestInheritedAndIPCEndpoints(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	defer f.Close()
+	fd, err := syscall.Dup(int(f.Fd())) // the listener takes ownership, as of systemd's
+	if err != nil {
+		t.Fatal(err)
+	}
+	inherited := "tcp://" + l.Addr().String()
+	ipc := "ipc://" + t.TempDir() + "/inbound.sock"
+	s, _, _ := listen(t, func(o *Options) {
+		o.Endpoints = []string{inherited, ipc}
+		o.Inherited = map[string]int{inherited: fd}
+	})
+	c := rawPeer(t, inherited)
+	c.Write(append([]byte{zmtp.FlagMore, 1}, 'a'))
+	c.Write(append([]byte{0, 1}, '1'))
+	u, err := net.Dial("unix", ipc[len("ipc://"):])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	ready := zmtp.ReadyCommand("PUB")
+	u.Write(append(append(append([]byte{}, zmtp.Greeting...), zmtp.FlagCommand, byte(len(ready))), ready...))
+	u.Write([]byte{zmtp.FlagMore, 1, 'b', 0, 1, '2'})
+	got := collect(t, s, 2, 10*time.Second)
+	if len(got) != 2 {
+		t.Fatalf("got %d messages, want one from each endpoint", len(got))
+	}
+	seen := map[string]string{}
+	for _, m := range got {
+		seen[string(m.Topic)] = string(m.Body)
+	}
+	if seen["a"] != "1" || seen["b"] != "2" {
+		t.Errorf("got %v", seen)
 	}
 }
