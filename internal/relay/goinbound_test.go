@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 )
@@ -12,12 +14,13 @@ import (
 // The Go inbound engine through the whole relay: pyzmq producers' good
 // messages arrive byte for byte, bad ones are dropped with the reasons the
 // libzmq engine gives, and a message over max_message_bytes cuts its sender
-// off, counted by reason.
+// off, counted and logged by reason.
 func TestGoInboundEngine(t *testing.T) {
-	tr := startRelay(t, func(o *Options) {
-		o.InboundEngine, o.InboundBufferBytes, o.MaxInboundConnections = transport.EngineGo, 16<<20, 100
-		o.MaxMessageBytes = 4096
-	})
+	opts := testOptions(t)
+	opts.InboundEngine, opts.InboundBufferBytes, opts.MaxInboundConnections = transport.EngineGo, 16<<20, 100
+	opts.MaxMessageBytes = 4096
+	var logBuf testutil.SyncBuffer
+	tr := runRelay(t, opts, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info}), nil)
 	good := func(i int) [][]byte { return [][]byte{[]byte(testTopic), fedmsgBody(testTopic, i, "")} }
 	bad := [][][]byte{
 		{[]byte(testTopic), fedmsgBody(testTopic, 0, ""), []byte("third")},
@@ -50,6 +53,9 @@ func TestGoInboundEngine(t *testing.T) {
 		`fedmsg_relay_connections{side="inbound"}`:           "0",
 	} {
 		tr.waitMetric(t, series, want)
+	}
+	if log := logBuf.String(); !strings.Contains(log, "inbound producer disconnected: reason=oversize") {
+		t.Errorf("no log line for the oversize sender's disconnect:\n%s", log)
 	}
 	assertRelays(t, tr)
 }

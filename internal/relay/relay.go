@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 	"github.com/fedora-infra/fedmsg-relay/internal/wire"
@@ -90,7 +91,11 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) 
 	st := newStats(reg)
 	sockOpts := opts.Options
 	sockOpts.Linger = opts.DrainTimeout
-	sockOpts.InboundEvent = st.inboundEvent
+	disconnects := newDisconnectLogger(log, opts.DropLogInterval)
+	sockOpts.InboundEvent = func(ev inbound.Event) {
+		st.inboundEvent(ev)
+		disconnects.note(ev)
+	}
 	sockets, err := transport.Open(sockOpts)
 	if err != nil {
 		return nil, err

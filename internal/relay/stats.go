@@ -132,33 +132,51 @@ func (s *stats) inboundEvent(ev inbound.Event) {
 	}
 }
 
-// dropLogger logs drops at most once per interval and reason, with the
-// number suppressed since: the original relay flooded its log under bad input.
-type dropLogger struct {
-	log      hclog.Logger
+// logLimit lets one log line per key through per interval and counts the
+// rest: the original relay flooded its log under bad input.
+type logLimit[K comparable] struct {
 	interval time.Duration
 	mu       sync.Mutex
-	last     map[wire.Reason]time.Time
-	skipped  map[wire.Reason]int
+	last     map[K]time.Time
+	skipped  map[K]int
+}
+
+func newLogLimit[K comparable](interval time.Duration) *logLimit[K] {
+	return &logLimit[K]{interval: interval, last: map[K]time.Time{}, skipped: map[K]int{}}
+}
+
+// allow reports whether key may be logged now and how many were not since.
+func (l *logLimit[K]) allow(key K) (bool, int) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.last[key]) < l.interval {
+		l.skipped[key]++
+		return false, 0
+	}
+	skipped := l.skipped[key]
+	l.last[key], l.skipped[key] = now, 0
+	return true, skipped
+}
+
+// dropLogger logs drops at most once per interval and reason, with the
+// number suppressed since.
+type dropLogger struct {
+	log   hclog.Logger
+	limit *logLimit[wire.Reason]
 }
 
 func newDropLogger(log hclog.Logger, interval time.Duration) *dropLogger {
-	return &dropLogger{log: log, interval: interval, last: map[wire.Reason]time.Time{}, skipped: map[wire.Reason]int{}}
+	return &dropLogger{log: log, limit: newLogLimit[wire.Reason](interval)}
 }
 
 // note logs one dropped message unless its reason was logged within the
 // interval; err, if any, says why verification or signing failed.
 func (d *dropLogger) note(r wire.Reason, m transport.Message, err error) {
-	now := time.Now()
-	d.mu.Lock()
-	if now.Sub(d.last[r]) < d.interval {
-		d.skipped[r]++
-		d.mu.Unlock()
+	ok, skipped := d.limit.allow(r)
+	if !ok {
 		return
 	}
-	skipped := d.skipped[r]
-	d.last[r], d.skipped[r] = now, 0
-	d.mu.Unlock()
 	args := append([]any{"reason", r.String()}, describe(m)...)
 	if err != nil {
 		args = append(args, "error", err)
@@ -167,4 +185,31 @@ func (d *dropLogger) note(r wire.Reason, m transport.Message, err error) {
 		args = append(args, "similar_drops_not_logged", skipped)
 	}
 	d.log.Warn("dropped message", args...)
+}
+
+// disconnectLogger logs the Go inbound engine's cutting off of producers,
+// at most once per interval and reason. Peers that leave on their own, and
+// the relay's own shutdown, are only counted.
+type disconnectLogger struct {
+	log   hclog.Logger
+	limit *logLimit[string]
+}
+
+func newDisconnectLogger(log hclog.Logger, interval time.Duration) *disconnectLogger {
+	return &disconnectLogger{log: log, limit: newLogLimit[string](interval)}
+}
+
+func (d *disconnectLogger) note(ev inbound.Event) {
+	if ev.Kind != inbound.Disconnected || ev.Reason == inbound.ReasonPeerClosed || ev.Reason == inbound.ReasonShutdown {
+		return
+	}
+	ok, skipped := d.limit.allow(ev.Reason)
+	if !ok {
+		return
+	}
+	args := []any{"reason", ev.Reason}
+	if skipped > 0 {
+		args = append(args, "similar_disconnects_not_logged", skipped)
+	}
+	d.log.Warn("inbound producer disconnected", args...)
 }
