@@ -158,20 +158,7 @@ func TestEndlessMultipartStaysInBudget(t *testing.T) {
 	s, ep, rec := listen(t, func(o *Options) { o.BudgetBytes = budget; o.MaxMessageBytes = 256 << 10 })
 	frame := bytes.Repeat([]byte("m"), 60<<10)
 	var wg sync.WaitGroup
-	var peak int64
-	stop, sampled := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			peak = max(peak, s.Held())
-			time.Sleep(time.Millisecond)
-		}
-	}()
+	stopSampling := testutil.SamplePeak(time.Millisecond, s.Held)
 	for range 20 {
 		c := rawPeer(t, ep)
 		wg.Add(1)
@@ -185,9 +172,7 @@ func TestEndlessMultipartStaysInBudget(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(stop)
-	<-sampled
-	if peak > budget {
+	if peak := stopSampling(); peak > budget {
 		t.Errorf("held %d bytes at peak, budget %d", peak, budget)
 	}
 	if n := rec.count(Disconnected, ReasonOversize); n != 20 {

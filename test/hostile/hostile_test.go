@@ -160,19 +160,7 @@ log_level: warn
 	}
 	defer sub.Close()
 
-	peak := idle
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-				peak = max(peak, rss(t, pid))
-			}
-		}
-	}()
+	stopSampling := testutil.SamplePeak(20*time.Millisecond, func() int64 { return rss(t, pid) })
 	time.Sleep(2 * time.Second) // let the attack reach its steady state
 
 	const n = 2000
@@ -187,7 +175,7 @@ log_level: warn
 	close(stop)
 	open.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
 	wg.Wait()
-	<-sampled
+	peak := stopSampling()
 	if len(got) != n {
 		t.Errorf("listener got %d of %d messages", len(got), n)
 	}
