@@ -54,18 +54,25 @@ func (b *budget) leave(c *conn) {
 }
 
 // reserve waits until c may hold n more bytes (of an unfinished message
-// if partial). A connection at its share is
-// simply not read (TCP pushes back); one that stays over it for the grace
-// period while the budget is full is given up. A connection within its
+// if partial). A connection at its share is simply not read (TCP pushes
+// back) for as long as the forwarding loop takes to free what it queued;
+// one whose unfinished message stays over its share for the grace period
+// while the budget is full is given up. A connection within its
 // share that finds the budget full evicts a peer over its fair part that is
 // holding an unfinished message (a stalled one would never give it back).
 func (b *budget) reserve(c *conn, n int64, partial bool) error {
-	var timeout <-chan time.Time // set on the first wait: the fast path has no timer
+	var timer *time.Timer // only while over its share with the budget full
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for {
 		share := b.share()
-		if c.held+n <= share && b.used+n <= b.limit {
+		over, full := c.held+n > share, b.used+n > b.limit
+		if !over && !full {
 			b.used += n
 			c.held += n
 			if partial {
@@ -73,13 +80,26 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 			}
 			return nil
 		}
-		if c.held+n <= share {
+		if !over {
 			b.evictLocked(c)
 		}
-		if timeout == nil {
-			t := time.NewTimer(b.grace)
-			defer t.Stop()
-			timeout = t.C
+		// Waiting for the forwarding loop to take what the connection queued
+		// is backpressure, however long; an unfinished message over the
+		// share with the budget full is not. A new connection (its fixed
+		// cost, not partial) is refused rather than kept waiting: it holds a
+		// socket and a goroutine meanwhile.
+		stuck := c.held-c.queued+n > share
+		timed := stuck && full || !partial
+		switch {
+		case timed && timer == nil:
+			timer = time.NewTimer(b.grace)
+		case !timed && timer != nil:
+			timer.Stop()
+			timer = nil
+		}
+		var timeout <-chan time.Time // nil: wait for room as long as it takes
+		if timer != nil {
+			timeout = timer.C
 		}
 		c.flushNotify() // what it queued may be what frees room
 		changed := b.changed

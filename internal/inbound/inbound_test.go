@@ -355,3 +355,43 @@ func TestInheritedAndIPCEndpoints(t *testing.T) {
 		t.Errorf("got %v", seen)
 	}
 }
+
+// A producer faster than the forwarding loop (or one held while a restarted
+// relay waits for its listeners) is pushed back, not cut off: it is not read
+// while the budget is full, for longer than the grace period, and every
+// message arrives once the loop takes them.
+func TestBackpressureIsNotADisconnect(t *testing.T) {
+	const budget, n = 1 << 20, 300
+	s, ep, rec := listen(t, func(o *Options) {
+		o.BudgetBytes, o.MaxMessageBytes, o.HandshakeTimeout = budget, 64<<10, 300*time.Millisecond
+	})
+	c := rawPeer(t, ep)
+	sent := make(chan error, 1)
+	go func() {
+		var b bytes.Buffer
+		for i := range n {
+			body := fmt.Sprintf("%d %s", i, bytes.Repeat([]byte("p"), 10<<10))
+			b.Write(append([]byte{zmtp.FlagMore, 1}, 't'))
+			b.Write(append(frameHeader(0, len(body)), body...))
+		}
+		_, err := c.Write(b.Bytes())
+		sent <- err
+	}()
+	waitFor(t, "the budget to fill", func() bool { return s.Held() > budget-20<<10 })
+	time.Sleep(2500 * time.Millisecond) // past the grace period (1 s)
+	if ev := rec.all(); rec.count(Disconnected, "") > 0 {
+		t.Fatalf("disconnected while pushed back: %+v", ev)
+	}
+	got := collect(t, s, n, 20*time.Second)
+	if len(got) != n {
+		t.Fatalf("got %d of %d messages", len(got), n)
+	}
+	for i, m := range got {
+		if !bytes.HasPrefix(m.Body, []byte(fmt.Sprintf("%d ", i))) {
+			t.Fatalf("message %d is %.10q", i, m.Body)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+}
