@@ -82,11 +82,11 @@ func (f *fixture) migrate(t *testing.T) {
 		t.Errorf("the last message sent (%d) did not reach the listener through the new relay", last)
 	}
 
-	if state, _ := from.Exec("systemctl", "is-active", "fedmsg-relay.service"); strings.TrimSpace(state) != "inactive" {
-		t.Errorf("old relay %s is %q, want inactive", from.Name, strings.TrimSpace(state))
-	}
-	if enabled, _ := from.Exec("systemctl", "is-enabled", "fedmsg-relay.service"); strings.TrimSpace(enabled) != "disabled" {
-		t.Errorf("old relay %s is %q, want disabled", from.Name, strings.TrimSpace(enabled))
+	// The socket unit too: while it listened, a connection would start the old relay again.
+	for _, unit := range []string{"fedmsg-relay.service", "fedmsg-relay.socket"} {
+		if state := unitState(from, unit); state != "disabled/inactive" {
+			t.Errorf("old relay %s: %s is %s, want disabled/inactive", from.Name, unit, state)
+		}
 	}
 	if _, user := relayProcess(t, to); user != "fedmsg" {
 		t.Errorf("new relay runs as %q, want fedmsg", user)

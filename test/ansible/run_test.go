@@ -293,6 +293,7 @@ func TestRealHosts(t *testing.T) {
 		if enabled := strings.TrimSpace(relay.MustExec("systemctl", "is-enabled", "fedmsg-relay.service")); enabled != "enabled" {
 			t.Errorf("fedmsg-relay is %s, want enabled", enabled)
 		}
+		f.checkSocketActivated(t, relay, f.ports)
 	})
 	if t.Failed() {
 		return
@@ -349,6 +350,11 @@ func TestRealHosts(t *testing.T) {
 			t.Errorf("changed tasks %v, want the relay.yaml template and the restart", changed)
 		}
 	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("socket activation", func(t *testing.T) { f.socketActivation(t, relay) })
 	if t.Failed() {
 		return
 	}
