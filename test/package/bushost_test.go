@@ -184,18 +184,10 @@ metrics_address: 127.0.0.1:9943
 monitoring_endpoint: ipc://` + socket + `
 monitoring_interval: 1s
 `
-	if err := h.WriteFile("/etc/fedmsg-relay/relay.yaml", []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	// The SOP's port change: the socket unit's ports follow relay.yaml's
-	// (tcp://*:PORT is ListenStream=PORT), and the relay and its socket are
-	// restarted together, since the new ports need new sockets.
-	sockets := "[Socket]\nListenStream=\nListenStream=9941\nListenStream=3998\nListenStream=3999\nListenStream=9942\n"
-	if err := h.WriteFile("/etc/systemd/system/fedmsg-relay.socket.d/ports.conf", []byte(sockets), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// The SOP's port change: the relay and its socket are restarted
+	// together, since the new ports need new sockets.
+	writeRelayConfig(t, h, config, "9941", "3998", "3999", "9942")
 	h.MustExec("/usr/libexec/fedmsg-relay/fedmsg-relay", "--check-config")
-	h.MustExec("systemctl", "daemon-reload")
 	h.MustExec("systemctl", "stop", "fedmsg-relay.service", "fedmsg-relay.socket")
 	h.MustExec("systemctl", "start", "fedmsg-relay")
 	tailed(t, h, []string{"fedmsg-tail", "--relay-outbound", "tcp://127.0.0.1:3999"},
@@ -222,6 +214,26 @@ monitoring_interval: 1s
 	if out, err := check("nobody", "cp", "fedmsg-relay", "RelayConsumer"); err == nil || !strings.Contains(out, "UNKNOWN") {
 		t.Errorf("as nobody (not in group fedmsg): %v, want UNKNOWN\n%s", err, out)
 	}
+}
+
+// writeRelayConfig installs relay.yaml and, as the Ansible role does, a
+// drop-in giving fedmsg-relay.socket the same ports (ListenStream= values:
+// tcp://*:PORT is PORT), and reloads systemd.
+func writeRelayConfig(t *testing.T, h *host.Host, config string, listen ...string) {
+	t.Helper()
+	sockets := "[Socket]\nListenStream=\n"
+	for _, l := range listen {
+		sockets += "ListenStream=" + l + "\n"
+	}
+	for path, data := range map[string]string{
+		"/etc/fedmsg-relay/relay.yaml":                         config,
+		"/etc/systemd/system/fedmsg-relay.socket.d/ports.conf": sockets,
+	} {
+		if err := h.WriteFile(path, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.MustExec("systemctl", "daemon-reload")
 }
 
 // tailed starts fedmsg-tail (tail, plus --count 1) inside the host and runs

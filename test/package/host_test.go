@@ -53,9 +53,7 @@ metrics_address: 127.0.0.1:%d
 monitoring_endpoint: ipc:///run/fedmsg/monitoring-fedmsg-relay.socket
 drain_timeout: 5s
 `, inbound, outbound, logFile, ports[2])
-	if err := h.WriteFile("/etc/fedmsg-relay/relay.yaml", []byte(config), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeRelayConfig(t, h, config, fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1]))
 
 	// Type=notify: start returns once the relay said READY=1.
 	if _, err := h.Exec("systemctl", "start", "fedmsg-relay"); err != nil {
@@ -122,13 +120,15 @@ drain_timeout: 5s
 	if out := h.MustExec("rpm", "-e", "--nodeps", "--force-debian", "fedmsg-relay", "fedmsg-relay-unit"); strings.Contains(out, "error") {
 		t.Errorf("rpm -e:\n%s", out)
 	}
-	if out, _ := h.Exec("systemctl", "is-active", "fedmsg-relay"); strings.TrimSpace(out) == "active" {
-		t.Errorf("fedmsg-relay still active after rpm -e")
+	for _, unit := range []string{"fedmsg-relay.service", "fedmsg-relay.socket"} {
+		if out, _ := h.Exec("systemctl", "is-active", unit); strings.TrimSpace(out) == "active" {
+			t.Errorf("%s still active after rpm -e", unit)
+		}
 	}
 	if out, err := h.Exec("pgrep", "-u", "fedmsg"); err == nil {
 		t.Errorf("processes of user fedmsg left after rpm -e: %s", out)
 	}
-	for _, gone := range []string{"/usr/libexec/fedmsg-relay/fedmsg-relay", "/usr/lib/systemd/system/fedmsg-relay.service", "/etc/logrotate.d/00-fedmsg-relay"} {
+	for _, gone := range []string{"/usr/libexec/fedmsg-relay/fedmsg-relay", "/usr/lib/systemd/system/fedmsg-relay.service", "/usr/lib/systemd/system/fedmsg-relay.socket", "/etc/logrotate.d/00-fedmsg-relay"} {
 		if _, err := os.Lstat(h.Path(gone)); !os.IsNotExist(err) {
 			t.Errorf("%s still there after rpm -e (%v)", gone, err)
 		}
