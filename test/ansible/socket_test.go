@@ -60,8 +60,8 @@ func (f *fixture) checkSocketActivated(t *testing.T, relay *testHost, ports rela
 // socketActivation drives the role's socket unit on the converged relay
 // host: a changed port restarts the socket unit and then the relay (once),
 // on the new port; fedmsg_relay_socket_activation=false masks and stops the
-// socket and the relay binds its ports itself; turning it on again restores
-// the socket. Messages go through after each step.
+// socket and the relay binds its ports itself (a second such run changes
+// nothing); turning it on again restores the socket. Messages go through after each step.
 func (f *fixture) socketActivation(t *testing.T, relay *testHost) {
 	f.checkSocketActivated(t, relay, f.ports)
 
@@ -89,6 +89,9 @@ func (f *fixture) socketActivation(t *testing.T, relay *testHost) {
 		t.Errorf("socket activation off: port %d held by systemd %v, by the relay %v; want the relay alone", f.ports.inbound, systemd, relayHolds)
 	}
 	f.sendThroughRelay(t, f.plain)
+	if changed := f.play(t, "site.yml", "-e", `{"fedmsg_relay_socket_activation": false}`).changedTasks(); len(changed) > 0 {
+		t.Errorf("socket activation off, second run changed: %v", changed)
+	}
 
 	f.play(t, "site.yml")
 	f.checkSocketActivated(t, relay, f.ports)
