@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge/amqptest"
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
 
 // The package's tests share one real RabbitMQ node (amqptest). It also
@@ -71,5 +72,5 @@ func (b *testBroker) freeze(t testing.TB, stop bool) { b.Freeze(t, stop) }
 
 var (
 	deadURL = amqptest.DeadURL
-	waitFor = amqptest.WaitFor
+	waitFor = testutil.WaitFor
 )

@@ -46,7 +46,7 @@ func TestFedoraMessagingFormat(t *testing.T) {
 		t.Fatalf("the ZeroMQ subscriber got %d of %d messages", len(received[0]), n)
 	}
 	var deliveries []amqp091.Delivery
-	amqptest.WaitFor(t, 30*time.Second, fmt.Sprintf("%d messages on the broker", n), func() bool {
+	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%d messages on the broker", n), func() bool {
 		deliveries = withoutProbes(got.Snapshot())
 		return len(deliveries) >= n
 	})
@@ -62,7 +62,7 @@ func TestFedoraMessagingFormat(t *testing.T) {
 	}
 	// A consumer can get a persistent message before the broker confirms it
 	// (after its disk write): the confirms may still be on their way.
-	amqptest.WaitFor(t, 30*time.Second, fmt.Sprintf("%d confirms", n), func() bool {
+	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%d confirms", n), func() bool {
 		return r.metric(t, "fedmsg_relay_amqp_confirmed_total") >= n
 	})
 }
@@ -192,7 +192,7 @@ func TestConsumeIntoBus(t *testing.T) {
 	if err := producer.send([]message{sentinel}, time.Now().Add(10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	amqptest.WaitFor(t, 15*time.Second, "the sentinel on the bridge exchange", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "the sentinel on the bridge exchange", func() bool {
 		for _, d := range bridged.Snapshot() {
 			if d.MessageId == sentinel.msgID {
 				return true

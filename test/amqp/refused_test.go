@@ -12,6 +12,7 @@ import (
 
 	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge/amqptest"
 	"github.com/fedora-infra/fedmsg-relay/internal/signing/signingtest"
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
 
 // TestConsumeRefusedDeadLettered consumes, through the relay binary, one
@@ -101,7 +102,7 @@ func TestConsumeRefusedDeadLettered(t *testing.T) {
 			published = append(published, frames[0])
 		}
 	}
-	amqptest.WaitFor(t, 15*time.Second, "three dead-lettered messages", func() bool { return len(deadLettered.Snapshot()) >= 3 })
+	testutil.WaitFor(t, 15*time.Second, "three dead-lettered messages", func() bool { return len(deadLettered.Snapshot()) >= 3 })
 	var dead []string
 	for _, d := range deadLettered.Snapshot() {
 		dead = append(dead, d.MessageId)
@@ -111,7 +112,7 @@ func TestConsumeRefusedDeadLettered(t *testing.T) {
 		t.Errorf("dead-lettered %v, want %v", dead, want)
 	}
 	// Nothing is left in the queue, delivered and not acknowledged or waiting.
-	amqptest.WaitFor(t, 15*time.Second, "the consumed queue to be empty", func() bool {
+	testutil.WaitFor(t, 15*time.Second, "the consumed queue to be empty", func() bool {
 		var n int
 		amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
 			q, err := ch.QueueDeclarePassive(queue, false, false, false, false, amqp091.Table{"x-dead-letter-exchange": dlx})

@@ -10,6 +10,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge/amqptest"
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
 
 // TestConsumeShutdown stops the relay with SIGTERM while it consumes a
@@ -77,7 +78,7 @@ func TestConsumeShutdown(t *testing.T) {
 		return nil
 	})
 	// Stop the relay while it consumes.
-	amqptest.WaitFor(t, 30*time.Second, "the relay to inject a few thousand messages", func() bool {
+	testutil.WaitFor(t, 30*time.Second, "the relay to inject a few thousand messages", func() bool {
 		return r.metric(t, "fedmsg_relay_amqp_injected_total") >= total/10
 	})
 	if err := r.Cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/test/host"
 )
 
@@ -102,7 +103,7 @@ drain_timeout: 5s
 	// Reload (what logrotate's postrotate runs) after moving the log away.
 	h.MustExec("mv", logFile, logFile+".1")
 	h.MustExec("systemctl", "reload", "fedmsg-relay")
-	waitFor(t, 10*time.Second, "the relay to reopen "+logFile, func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the relay to reopen "+logFile, func() bool {
 		return strings.Contains(readOptional(h.Path(logFile)), "reloaded")
 	})
 	if strings.Contains(readOptional(h.Path(logFile+".1")), "reloaded") {

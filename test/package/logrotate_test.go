@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/test/host"
 )
 
@@ -128,7 +129,7 @@ drop_log_interval: 0s
 		t.Fatal(err)
 	}
 	relay := startProc(t, bin, "--config", configPath)
-	waitFor(t, 10*time.Second, "relay to log that it is relaying", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "relay to log that it is relaying", func() bool {
 		return strings.Contains(readOptional(logPath), "relaying")
 	})
 
@@ -161,13 +162,13 @@ drop_log_interval: 0s
 	for i := 1; i <= rotations; i++ {
 		// Rotate only once the current file has fresh lines, then wait until
 		// the relay, after the postrotate SIGHUP, writes to the new file.
-		waitFor(t, 20*time.Second, fmt.Sprintf("drop lines before rotation %d", i), func() bool {
+		testutil.WaitFor(t, 20*time.Second, fmt.Sprintf("drop lines before rotation %d", i), func() bool {
 			return len(seq.FindAllString(readOptional(logPath), -1)) >= 50
 		})
 		if out, err := exec.Command("logrotate", "-f", "-s", filepath.Join(dir, "state"), rotateConfPath).CombinedOutput(); err != nil {
 			t.Fatalf("logrotate -f (rotation %d): %v\n%s", i, err, out)
 		}
-		waitFor(t, 10*time.Second, fmt.Sprintf("the relay to write to the new log after rotation %d", i), func() bool {
+		testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("the relay to write to the new log after rotation %d", i), func() bool {
 			cur := readOptional(logPath)
 			return strings.Contains(cur, "reloaded") && seq.MatchString(cur)
 		})
@@ -302,16 +303,4 @@ func readLog(t *testing.T, path string) []string {
 func readOptional(path string) string {
 	b, _ := os.ReadFile(path)
 	return string(b)
-}
-
-// waitFor polls cond every 20 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

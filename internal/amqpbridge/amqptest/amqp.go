@@ -162,15 +162,3 @@ func (c *Collector) OrderInversions() int {
 	}
 	return inversions
 }
-
-// WaitFor polls cond until it holds or timeout passes.
-func WaitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
