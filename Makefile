@@ -2,7 +2,9 @@
 # The toolchain scripts/install-deps installs, else the one on PATH.
 GO        ?= $(firstword $(wildcard /usr/local/go/bin/go) go)
 BIN       := bin
-VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.1.0)
+# The version number lives in the spec alone; a build from a checkout adds
+# the commit.
+VERSION   ?= $(shell sed -n 's/^Version:[[:space:]]*//p' fedmsg-relay.spec)$(shell git describe --always --dirty 2>/dev/null | sed 's/^/+git/')
 LDFLAGS   := -X github.com/fedora-infra/fedmsg-relay/internal/version.Version=$(VERSION)
 # Fuzz budgets are counts, not durations: with a duration Go's fuzz
 # coordinator can report its own deadline as a failure (golang/go#75804).

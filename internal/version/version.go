@@ -1,5 +1,7 @@
 // Package version holds the build version, set at link time by the Makefile and the spec.
 package version
 
-// Version is overridden with -ldflags "-X .../internal/version.Version=...".
-var Version = "0.1.0-dev"
+// Version is set with -ldflags "-X .../internal/version.Version=..." from
+// the spec's Version: (the one place the number is written); "dev" marks a
+// plain `go build`.
+var Version = "dev"
