@@ -215,6 +215,20 @@ func (b *Bridge) runSession(ctx context.Context, direction string, log hclog.Log
 	return true, progressed, err
 }
 
+// guardSetup bounds a session's set-up calls (channel open, confirm mode,
+// declarations), which wait for the broker's answer with no deadline of
+// their own: a broker that stops answering between the connection and the
+// channel would otherwise hold the session until the heartbeat gives up.
+// Past confirm_timeout the connection is closed, which fails the waiting
+// call; the returned func ends the guard once the set-up is done.
+func (b *Bridge) guardSetup(conn *amqp.Connection) (done func()) {
+	t := time.AfterFunc(b.opts.ConfirmTimeout, func() {
+		b.log.Warn("broker did not answer the session set-up; reconnecting", "within", b.opts.ConfirmTimeout)
+		conn.CloseDeadline(time.Now().Add(closeTimeout))
+	})
+	return func() { t.Stop() }
+}
+
 func (b *Bridge) dial(direction string) (*amqp.Connection, error) {
 	props := amqp.NewConnectionProperties()
 	props.SetClientConnectionName("fedmsg-relay amqp bridge (" + direction + ")")

@@ -18,6 +18,8 @@ const consumerTag = "fedmsg-relay-amqp-bridge"
 // session, and the broker redelivers the unacknowledged messages on the next.
 func (b *Bridge) consumeSession(ctx context.Context, conn *amqp.Connection, inject func(topic, body []byte) error) (progressed bool, err error) {
 	cc := b.opts.Consume
+	setupDone := b.guardSetup(conn)
+	defer setupDone()
 	ch, err := conn.Channel()
 	if err != nil {
 		return false, fmt.Errorf("open channel: %w", err)
@@ -39,6 +41,7 @@ func (b *Bridge) consumeSession(ctx context.Context, conn *amqp.Connection, inje
 	if err != nil {
 		return false, fmt.Errorf("consume queue %q: %w", cc.Queue, err)
 	}
+	setupDone()
 	b.log.Info("consuming", "queue", cc.Queue, "exchange", cc.Exchange, "binding_keys", cc.BindingKeys)
 	for {
 		var d amqp.Delivery

@@ -26,6 +26,8 @@ type inflight struct {
 // or channel error ends the session; the next one resends from the oldest
 // unconfirmed record, in order.
 func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (progressed bool, err error) {
+	setupDone := b.guardSetup(conn)
+	defer setupDone()
 	ch, err := conn.Channel()
 	if err != nil {
 		return false, fmt.Errorf("open channel: %w", err)
@@ -38,6 +40,7 @@ func (b *Bridge) publishSession(ctx context.Context, conn *amqp.Connection) (pro
 			return false, fmt.Errorf("declare exchange %q: %w", b.opts.Exchange, err)
 		}
 	}
+	setupDone()
 	window := b.opts.ConfirmWindow
 	// Buffered for the whole window: the library's reader never waits on us.
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, window))
