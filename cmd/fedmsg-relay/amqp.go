@@ -8,6 +8,7 @@ import (
 
 	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge"
 	"github.com/fedora-infra/fedmsg-relay/internal/config"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/relay"
 )
@@ -19,8 +20,8 @@ import (
 // it before the relay drains, so every acknowledged message is in the relay's
 // queue when it does. stop ends the bridge and flushes the spool: call it
 // before the relay closes.
-func startBridge(cfg *config.AMQP, r *relay.Relay, log hclog.Logger, reg *metrics.Registry) (stopInject, stop func(), err error) {
-	bridge, err := amqpbridge.New(bridgeOptions(cfg), log, reg)
+func startBridge(cfg *config.AMQP, budget *membudget.Budget, r *relay.Relay, log hclog.Logger, reg *metrics.Registry) (stopInject, stop func(), err error) {
+	bridge, err := amqpbridge.New(bridgeOptions(cfg, budget), log, reg)
 	if err != nil {
 		return nil, nil, fmt.Errorf("amqp bridge: %w", err)
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/fedora-infra/fedmsg-relay/internal/config"
 	"github.com/fedora-infra/fedmsg-relay/internal/logging"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/relay"
 	"github.com/fedora-infra/fedmsg-relay/internal/sdnotify"
@@ -112,6 +113,7 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	}
 	opts.Inherited = inherited
 	opts.Resume = resumeOptions(cfg, log)
+	opts.Budget = membudget.New(cfg.InboundBufferBytes)
 	r, err := relay.New(opts, log.Named(logging.NameRelay), reg)
 	if err != nil {
 		return err
@@ -125,7 +127,7 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	stopInject := func() {}
 	if cfg.AMQP.Enabled() {
 		var stopBridge func()
-		stopInject, stopBridge, err = startBridge(&cfg.AMQP, r, log.Named(logging.NameAMQP), reg)
+		stopInject, stopBridge, err = startBridge(&cfg.AMQP, opts.Budget, r, log.Named(logging.NameAMQP), reg)
 		if err != nil {
 			return err
 		}

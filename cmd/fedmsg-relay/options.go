@@ -5,6 +5,7 @@ import (
 
 	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge"
 	"github.com/fedora-infra/fedmsg-relay/internal/config"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/relay"
 	"github.com/fedora-infra/fedmsg-relay/internal/spool"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
@@ -47,7 +48,7 @@ var spoolSync = map[string]spool.SyncPolicy{
 }
 
 // bridgeOptions maps the validated `amqp:` section to the bridge's options.
-func bridgeOptions(a *config.AMQP) amqpbridge.Options {
+func bridgeOptions(a *config.AMQP, budget *membudget.Budget) amqpbridge.Options {
 	return amqpbridge.Options{
 		URL:               a.URL,
 		Exchange:          a.Exchange,
@@ -64,6 +65,7 @@ func bridgeOptions(a *config.AMQP) amqpbridge.Options {
 		SpoolMaxBytes:     a.SpoolMaxBytes,
 		SpoolSync:         spoolSync[a.SpoolSync],
 		SpoolSyncInterval: a.SpoolSyncInterval,
+		Budget:            budget,
 		Consume: amqpbridge.ConsumeOptions{
 			Queue:        a.Consume.Queue,
 			DeclareQueue: a.Consume.DeclareQueue,

@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/spool"
 )
 
@@ -36,6 +37,9 @@ type Options struct {
 	// SpoolSync is when the spool forces its writes to the disk.
 	SpoolSync         spool.SyncPolicy
 	SpoolSyncInterval time.Duration
+	// Budget is the relay's one byte budget; the hand-off to the spool is
+	// charged to it. Nil: the hand-off has only its own bound.
+	Budget *membudget.Budget
 
 	Consume ConsumeOptions
 }

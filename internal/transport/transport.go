@@ -36,6 +36,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 )
 
 // Options configure the sockets. Zero durations leave libzmq's defaults.
@@ -51,8 +52,11 @@ type Options struct {
 	// InboundEngine terminates inbound ZMTP in Go (EngineGo, bounded by
 	// InboundBufferBytes and MaxInboundConnections) or in a libzmq SUB
 	// socket (EngineLibzmq, bounded per connection by InboundHWM).
-	InboundEngine         string
-	InboundBufferBytes    int64
+	InboundEngine      string
+	InboundBufferBytes int64
+	// Budget is the relay's one byte budget, shared with the bridge; nil
+	// makes one of InboundBufferBytes.
+	Budget                *membudget.Budget
 	MaxInboundConnections int
 	// InboundEvent reports the Go engine's connection events.
 	InboundEvent func(inbound.Event)
@@ -115,6 +119,9 @@ func Open(o Options) (_ *Sockets, err error) {
 		return nil, fmt.Errorf("zmq context: %w", err)
 	}
 	s := &Sockets{ctx: ctx, bound: map[*zmq.Socket][]string{}}
+	if o.Budget == nil {
+		o.Budget = membudget.New(o.InboundBufferBytes)
+	}
 	defer func() {
 		if err != nil {
 			s.Close()
