@@ -131,3 +131,31 @@ func TestGoEngineConfirmHostileClients(t *testing.T) {
 		t.Errorf("no log line for the oversize confirm clients' disconnect:\n%s", log)
 	}
 }
+
+// BenchmarkConfirmRoundTrip: fedmsg-logger --confirm's client sending one
+// message and waiting for its "ok", lock-step, through either engine's
+// confirm endpoint, in the same run for a ratio:
+// go test -run '^$' -bench ConfirmRoundTrip ./internal/relay
+func BenchmarkConfirmRoundTrip(b *testing.B) {
+	for _, engine := range []string{transport.EngineLibzmq, transport.EngineGo} {
+		b.Run(engine, func(b *testing.B) {
+			confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
+			opts := testOptions(b)
+			opts.InboundEngine, opts.InboundBufferBytes, opts.MaxInboundConnections = engine, 16<<20, 100
+			opts.Confirm = []string{confirm}
+			runRelay(b, opts, hclog.NewNullLogger(), nil)
+			conn, err := client.DialConfirmer([]string{confirm}, 5*time.Second, hclog.NewNullLogger())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			body := fedmsgBody(testTopic, 0, `, "pad": "`+strings.Repeat("x", 900)+`"`)
+			b.ResetTimer()
+			for range b.N {
+				if err := conn.Send(testTopic, body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

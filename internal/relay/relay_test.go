@@ -35,7 +35,7 @@ type testRelay struct {
 }
 
 // testOptions are the configuration's defaults on free loopback ports.
-func testOptions(t *testing.T) Options {
+func testOptions(t testing.TB) Options {
 	return Options{
 		Options: transport.Options{
 			Inbound:           []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
@@ -63,7 +63,7 @@ func startRelay(t *testing.T, mutate func(*Options)) *testRelay {
 
 // runRelay creates a relay, lets setup register what must precede Run (a
 // tap), and runs it until the test ends.
-func runRelay(t *testing.T, opts Options, log hclog.Logger, setup func(*Relay)) *testRelay {
+func runRelay(t testing.TB, opts Options, log hclog.Logger, setup func(*Relay)) *testRelay {
 	t.Helper()
 	reg := metrics.NewRegistry()
 	r, err := New(opts, log, reg)
