@@ -97,7 +97,7 @@ type Message struct {
 	held        int64 // budget bytes, released by Release
 }
 
-// Server accepts producers on every endpoint until Stop.
+// Server accepts producers and confirming clients on every endpoint until Stop.
 type Server struct {
 	opts      Options
 	listeners []listener

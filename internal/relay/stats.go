@@ -200,8 +200,9 @@ func (d *dropLogger) note(r wire.Reason, m transport.Message, err error) {
 }
 
 // disconnectLogger logs the Go inbound engine's cutting off of producers
-// and confirming clients, at most once per interval, reason and side. Peers that leave on their own, and
-// the relay's own shutdown, are only counted.
+// and confirming clients, at most once per interval, reason and side.
+// Peers that leave on their own, and the relay's own shutdown, are only
+// counted.
 type disconnectLogger struct {
 	log   hclog.Logger
 	limit *logLimit[disconnectKey]

@@ -103,7 +103,7 @@ type Sockets struct {
 	pub       *zmq.Socket
 	inbound   []*zmq.Socket // SUB, ROUTER and PULL if any, in fwd source order
 	sub       *zmq.Socket
-	confirm   *zmq.Socket              // ROUTER, nil without relay_inbound_confirm
+	confirm   *zmq.Socket              // ROUTER, nil without relay_inbound_confirm or with the Go engine
 	bound     map[*zmq.Socket][]string // as libzmq resolved them (ZMQ_LAST_ENDPOINT)
 	inherited map[string]int           // endpoint -> systemd's listening socket
 	goIn      *goInbound               // the Go engine's listener, nil with libzmq's
