@@ -68,7 +68,11 @@ func (m *Message) ReplyTo() (ReplyTo, bool) {
 func (s *Server) Reply(to ReplyTo, text []byte) {
 	c := to.c
 	if c.isGone() {
-		s.event(Event{Kind: ReplyDropped, Reason: ReasonPeerClosed, Confirm: true})
+		reason := ReasonPeerClosed // or shut down: either way nobody to answer
+		if r := c.reason.Load(); r != nil && *r == ReasonStalled {
+			reason = ReasonStalled // its writer gave up on it
+		}
+		s.event(Event{Kind: ReplyDropped, Reason: reason, Confirm: true})
 		return
 	}
 	select {
