@@ -128,8 +128,8 @@ func TestStrictCrashKeepsOnlyWhatWasSynced(t *testing.T) {
 	if len(got) != len(want) || got["synced"] != want["synced"] || got["named-only"] != "" || got["cursor"] != want["cursor"] {
 		t.Errorf("after the crash: %q, want %q", got, want)
 	}
-	if syncs != 7 {
-		t.Errorf("%d fsyncs reached the file system, want 7 (5 files, 2 directories)", syncs)
+	if syncs != 6 {
+		t.Errorf("%d fsyncs reached the file system, want 6 (4 files, 2 directories)", syncs)
 	}
 }
 
