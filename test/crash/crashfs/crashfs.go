@@ -131,7 +131,7 @@ func (c *FS) mount() error {
 
 // Unmount unmounts the file system, leaving backing as it is live.
 func (c *FS) Unmount() error {
-	c.release()
+	c.Release()
 	return c.server.Unmount()
 }
 
@@ -168,11 +168,10 @@ func (c *FS) FreezeAfter(after func(Sync) bool) <-chan struct{} {
 
 // Crash is the host's crash and reboot: it freezes durability, unmounts,
 // replaces backing with the durable state (plus what mode keeps of the rest)
-// and mounts it again. Stop the processes using the mount first (SIGKILL:
-// their fsyncs may be blocked).
+// and mounts it again. Stop the processes using the mount first: SIGKILL,
+// Release, wait.
 func (c *FS) Crash(mode Mode, rng *rand.Rand) error {
-	c.Freeze()
-	c.release()
+	c.Release()
 	if err := c.server.Unmount(); err != nil {
 		return fmt.Errorf("crashfs: unmount: %w", err)
 	}
@@ -196,8 +195,10 @@ func (c *FS) Crash(mode Mode, rng *rand.Rand) error {
 	return c.mount()
 }
 
-// release fails the fsyncs blocked on a frozen host.
-func (c *FS) release() {
+// Release freezes the host if it is not yet, and fails the changes and
+// fsyncs blocked on it. A killed process cannot exit while one of its
+// threads waits in a FUSE request: SIGKILL it, then Release.
+func (c *FS) Release() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.freezeLocked()

@@ -1,0 +1,193 @@
+package crash
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/amqpbridge/amqptest"
+	"github.com/fedora-infra/fedmsg-relay/internal/spool"
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+	"github.com/fedora-infra/fedmsg-relay/test/crash/crashfs"
+)
+
+func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed)) }
+
+// crashPoint is when the host dies.
+type crashPoint int
+
+const (
+	// midWrite: after a second of traffic, wherever the writer is.
+	midWrite crashPoint = iota
+	// afterSegmentSync: right after a segment's fsync made it durable.
+	afterSegmentSync
+	// afterDirSync: right after a directory fsync (a segment created or
+	// removed, the cursor replaced).
+	afterDirSync
+)
+
+func (p crashPoint) String() string {
+	return [...]string{"mid-write", "after-segment-fsync", "after-directory-fsync"}[p]
+}
+
+// intervalSlack is what, beyond spool_sync_interval, a message may wait
+// between the writer's write and its next fsync's completion: the fsync
+// itself through FUSE and the scheduling of the writer.
+const intervalSlack = 100 * time.Millisecond
+
+func TestHostCrash(t *testing.T) {
+	broker := amqptest.Require(t)
+	for i, sc := range []struct {
+		sync     string
+		point    crashPoint
+		mode     crashfs.Mode
+		brokerUp bool // the relay publishes before the crash too: cursor saves, segment removals
+	}{
+		{"always", midWrite, crashfs.Strict, false},
+		{"always", afterSegmentSync, crashfs.Strict, false},
+		{"always", afterDirSync, crashfs.WriteBack, true},
+		{"interval", midWrite, crashfs.Strict, false},
+		{"interval", afterSegmentSync, crashfs.Strict, false},
+		{"never", midWrite, crashfs.WriteBack, false},
+	} {
+		up := "broker-down"
+		if sc.brokerUp {
+			up = "broker-up"
+		}
+		name := fmt.Sprintf("%s/%s/%s/%s", sc.sync, sc.point, sc.mode, up)
+		t.Run(name, func(t *testing.T) {
+			h := newHost(t)
+			queue := bridgeQueue(t, broker)
+			url := unreachableURL(t)
+			if sc.brokerUp {
+				url = broker.URL()
+			}
+			relay := h.startRelay(t, url, sc.sync)
+			prod := h.startProducers(t, 4)
+			time.Sleep(time.Second)
+			frozeAt := freezeAt(t, h.fs, sc.point)
+			crashHost(t, h, relay, sc.mode, uint64(i))
+			prod.halt()
+			oks := prod.confirmed()
+			if len(oks) == 0 {
+				t.Fatalf("no message confirmed before the crash (%d fedmsg-logger runs failed)", prod.fail)
+			}
+
+			relay = h.startRelay(t, broker.URL(), sc.sync)
+			after := h.sendConfirmed(t, "after", 20)
+			drain(t, h.metrics, queue)
+			got := delivered(t, queue)
+
+			var lost []confirmed
+			for _, c := range oks {
+				if got[c.id] == 0 {
+					lost = append(lost, c)
+				}
+			}
+			for _, id := range after {
+				if got[id] == 0 {
+					t.Errorf("%s, confirmed after the restart, never reached RabbitMQ: the relay stopped publishing", id)
+				}
+			}
+			duplicates, pub := 0, 0
+			for id, n := range got {
+				duplicates += n - 1
+				if strings.HasPrefix(id, "p-") {
+					pub++
+				}
+			}
+			corrupt := testutil.Metric(t, h.metrics, `fedmsg_relay_amqp_dropped_total{reason="corrupt"}`)
+			window := lossWindow(frozeAt, lost)
+			t.Logf("%s: %d confirmed before the crash, %d lost (oldest confirmed %v before the crash), %d duplicates, %d unconfirmed PUB messages delivered, %d records counted corrupt, %d fsyncs",
+				name, len(oks), len(lost), window, duplicates, pub, int(corrupt), h.fs.Syncs())
+
+			switch sc.sync {
+			case "always":
+				if len(lost) > 0 {
+					t.Errorf("spool_sync: always lost %d of %d confirmed messages, e.g. %s", len(lost), len(oks), lost[0].id)
+				}
+			case "interval":
+				if bound := spool.DefaultSyncInterval + intervalSlack; window > bound {
+					t.Errorf("spool_sync: interval lost a message confirmed %v before the crash, more than the interval and slack (%v)", window, bound)
+				}
+			case "never":
+				if cpu := idleCPU(t, relay); cpu > 0.2 {
+					t.Errorf("the recovered relay used %.2fs of CPU in an idle second: it spins", cpu)
+				}
+			}
+			if relay.Cmd.ProcessState != nil {
+				t.Errorf("the relay exited after recovering: %v", relay.Cmd.ProcessState)
+			}
+		})
+	}
+}
+
+// freezeAt makes the host die at point and returns when it did.
+func freezeAt(t *testing.T, c *crashfs.FS, point crashPoint) time.Time {
+	t.Helper()
+	var after func(crashfs.Sync) bool
+	switch point {
+	case midWrite:
+		c.Freeze()
+		return time.Now()
+	case afterSegmentSync:
+		after = func(s crashfs.Sync) bool { return !s.Dir && strings.HasSuffix(s.Path, ".seg") }
+	case afterDirSync:
+		after = func(s crashfs.Sync) bool { return s.Dir }
+	}
+	select {
+	case <-c.FreezeAfter(after):
+		return time.Now()
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no fsync for the crash point %s within 5s", point)
+		return time.Time{}
+	}
+}
+
+// lossWindow is how long before the crash the oldest lost message was
+// confirmed (0 for none lost). Confirmations are timed when fedmsg-logger
+// exited, after the relay answered: the window is never overstated.
+func lossWindow(frozeAt time.Time, lost []confirmed) time.Duration {
+	if len(lost) == 0 {
+		return 0
+	}
+	oldest := slices.MinFunc(lost, func(a, b confirmed) int { return a.at.Compare(b.at) })
+	return max(frozeAt.Sub(oldest.at), 0)
+}
+
+// sendConfirmed sends n messages with fedmsg-logger --confirm, each of
+// which must be confirmed, and returns their ids.
+func (h *host) sendConfirmed(t *testing.T, prefix string, n int) []string {
+	t.Helper()
+	logger := testutil.Binary(t, "fedmsg-logger")
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("%s-%d", prefix, i)
+		out, err := exec.Command(logger, "--confirm", "--json-input", "--message", `{"n":"`+id+`"}`,
+			"--relay-confirm", h.confirm, "--timeout", "5s", "--config-dir", h.configDir).CombinedOutput()
+		if err != nil {
+			t.Fatalf("fedmsg-logger --confirm after the restart: %v\n%s", err, out)
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// idleCPU is the CPU time the relay used in a second without traffic.
+func idleCPU(t *testing.T, relay *testutil.Process) float64 {
+	t.Helper()
+	before, err := testutil.CPUSeconds(relay.Cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	after, err := testutil.CPUSeconds(relay.Cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return after - before
+}
