@@ -21,8 +21,10 @@ func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed)) 
 type crashPoint int
 
 const (
-	// midWrite: after a second of traffic, wherever the writer is.
-	midWrite crashPoint = iota
+	// anyMoment: after a second of traffic, wherever the writer is.
+	anyMoment crashPoint = iota
+	// afterSegmentWrite: right after a write to a segment, before its fsync.
+	afterSegmentWrite
 	// afterSegmentSync: right after a segment's fsync made it durable.
 	afterSegmentSync
 	// afterDirSync: right after a directory fsync (a segment created or
@@ -31,7 +33,7 @@ const (
 )
 
 func (p crashPoint) String() string {
-	return [...]string{"mid-write", "after-segment-fsync", "after-directory-fsync"}[p]
+	return [...]string{"any-moment", "mid-write", "after-segment-fsync", "after-directory-fsync"}[p]
 }
 
 // intervalSlack is what, beyond spool_sync_interval, a message may wait
@@ -46,21 +48,37 @@ func TestHostCrash(t *testing.T) {
 		point    crashPoint
 		mode     crashfs.Mode
 		brokerUp bool // the relay publishes before the crash too: cursor saves, segment removals
+		// syncDelay is how long each fsync takes before the crash (a slow disk).
+		syncDelay time.Duration
+		knownBug  string
 	}{
-		{"always", midWrite, crashfs.Strict, false},
-		{"always", afterSegmentSync, crashfs.Strict, false},
-		{"always", afterDirSync, crashfs.WriteBack, true},
-		{"interval", midWrite, crashfs.Strict, false},
-		{"interval", afterSegmentSync, crashfs.Strict, false},
-		{"never", midWrite, crashfs.WriteBack, false},
+		{"always", anyMoment, crashfs.Strict, false, 0, ""},
+		{"always", afterSegmentWrite, crashfs.Strict, false, 0, ""},
+		{"always", afterSegmentWrite, crashfs.WriteBack, false, 0, ""},
+		{"always", afterSegmentSync, crashfs.Strict, false, 0, ""},
+		{"always", afterDirSync, crashfs.WriteBack, true, 0, ""},
+		{"interval", anyMoment, crashfs.Strict, false, 0, ""},
+		{"interval", afterSegmentWrite, crashfs.Strict, false, 0, ""},
+		{"interval", afterSegmentSync, crashfs.Strict, false, 0, ""},
+		{"never", anyMoment, crashfs.WriteBack, false, 0, ""},
+		{"never", afterSegmentWrite, crashfs.WriteBack, true, 0, ""},
+		{"always", anyMoment, crashfs.Strict, false, 700 * time.Millisecond,
+			"known bug: under spool_sync: always, Append stops waiting for the writer after writeWait (500ms), so an fsync slower than that lets the relay answer ok for messages not yet durable"},
 	} {
 		up := "broker-down"
 		if sc.brokerUp {
 			up = "broker-up"
 		}
 		name := fmt.Sprintf("%s/%s/%s/%s", sc.sync, sc.point, sc.mode, up)
+		if sc.syncDelay > 0 {
+			name += fmt.Sprintf("/fsync-%v", sc.syncDelay)
+		}
 		t.Run(name, func(t *testing.T) {
+			if sc.knownBug != "" {
+				t.Skip(sc.knownBug)
+			}
 			h := newHost(t)
+			h.fs.SetSyncDelay(sc.syncDelay)
 			queue := bridgeQueue(t, broker)
 			url := unreachableURL(t)
 			if sc.brokerUp {
@@ -129,15 +147,20 @@ func TestHostCrash(t *testing.T) {
 // freezeAt makes the host die at point and returns when it did.
 func freezeAt(t *testing.T, c *crashfs.FS, point crashPoint) time.Time {
 	t.Helper()
-	var after func(crashfs.Sync) bool
+	segment := func(kind crashfs.OpKind) func(crashfs.Op) bool {
+		return func(op crashfs.Op) bool { return op.Kind == kind && strings.HasSuffix(op.Path, ".seg") }
+	}
+	var after func(crashfs.Op) bool
 	switch point {
-	case midWrite:
+	case anyMoment:
 		c.Freeze()
 		return time.Now()
+	case afterSegmentWrite:
+		after = segment(crashfs.Write)
 	case afterSegmentSync:
-		after = func(s crashfs.Sync) bool { return !s.Dir && strings.HasSuffix(s.Path, ".seg") }
+		after = segment(crashfs.FileSync)
 	case afterDirSync:
-		after = func(s crashfs.Sync) bool { return s.Dir }
+		after = func(op crashfs.Op) bool { return op.Kind == crashfs.DirSync }
 	}
 	select {
 	case <-c.FreezeAfter(after):

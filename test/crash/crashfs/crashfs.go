@@ -58,11 +58,20 @@ func (m Mode) String() string {
 	return "strict"
 }
 
-// Sync describes one fsync that reached the file system.
-type Sync struct {
+// Op is a write or an fsync that reached the file system.
+type Op struct {
+	Kind OpKind
 	Path string // relative to the mount point
-	Dir  bool
 }
+
+// OpKind is what an Op did.
+type OpKind int
+
+const (
+	Write OpKind = iota
+	FileSync
+	DirSync
+)
 
 // FS is a mounted crash file system.
 type FS struct {
@@ -78,9 +87,11 @@ type FS struct {
 	// and no caller learns of a sync that did not happen.
 	frozen bool
 	thaw   chan struct{}
-	freeze func(Sync) bool // arms FreezeAfter; nil when not armed
-	frozeC chan struct{}   // closed when frozen
+	freeze func(Op) bool // arms FreezeAfter; nil when not armed
+	frozeC chan struct{} // closed when frozen
 	syncs  int
+	// syncDelay makes every fsync take at least this long: a slow disk.
+	syncDelay time.Duration
 }
 
 // Mount mounts a crash file system of backing at mountpoint; everything
@@ -103,7 +114,7 @@ func (c *FS) mount() error {
 		return fmt.Errorf("crashfs: %w", err)
 	}
 	c.mu.Lock()
-	c.root, c.rootIno, c.live, c.frozen, c.freeze = root, st.Ino, live, false, nil
+	c.root, c.rootIno, c.live, c.frozen, c.freeze, c.syncDelay = root, st.Ino, live, false, nil, 0
 	c.thaw, c.frozeC = make(chan struct{}), make(chan struct{})
 	c.mu.Unlock()
 
@@ -142,6 +153,14 @@ func (c *FS) Syncs() int {
 	return c.syncs
 }
 
+// SetSyncDelay makes every later fsync take at least d, as on a slow or
+// overloaded disk, until the next Crash.
+func (c *FS) SetSyncDelay(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.syncDelay = d
+}
+
 // Freeze stops durability now: the host dies at this instant.
 func (c *FS) Freeze() {
 	c.mu.Lock()
@@ -156,10 +175,10 @@ func (c *FS) freezeLocked() {
 	}
 }
 
-// FreezeAfter makes the host die right after the first fsync for which
-// after returns true has made its data durable (before the caller learns of
-// it). The returned channel is closed then.
-func (c *FS) FreezeAfter(after func(Sync) bool) <-chan struct{} {
+// FreezeAfter makes the host die right after the first write or fsync for
+// which after returns true reached the disk (before the caller learns of it).
+// The returned channel is closed then.
+func (c *FS) FreezeAfter(after func(Op) bool) <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.freeze = after
@@ -269,6 +288,10 @@ func (c *FS) dead() syscall.Errno {
 // sync makes the live state of the file or directory at rel durable, unless
 // the host is frozen, in which case it waits for the crash.
 func (c *FS) sync(rel string, ino uint64, dir bool) syscall.Errno {
+	c.mu.Lock()
+	delay := c.syncDelay
+	c.mu.Unlock()
+	time.Sleep(delay)
 	if errno := c.dead(); errno != 0 {
 		return errno
 	}
@@ -290,10 +313,19 @@ func (c *FS) sync(rel string, ino uint64, dir bool) syscall.Errno {
 		return fs.ToErrno(err)
 	}
 	c.syncs++
-	if c.freeze != nil && c.freeze(Sync{Path: rel, Dir: dir}) {
+	kind := FileSync
+	if dir {
+		kind = DirSync
+	}
+	c.afterLocked(Op{Kind: kind, Path: rel})
+	return 0
+}
+
+// afterLocked freezes the host if FreezeAfter is armed for op.
+func (c *FS) afterLocked(op Op) {
+	if c.freeze != nil && !c.frozen && c.freeze(op) {
 		c.freezeLocked()
 	}
-	return 0
 }
 
 func (c *FS) syncDirLocked(path string, n *inode) error {
@@ -407,7 +439,11 @@ func (n *node) Write(ctx context.Context, f fs.FileHandle, data []byte, off int6
 		return 0, errno
 	}
 	n.touch(off)
-	return f.(fs.FileWriter).Write(ctx, data, off)
+	written, errno := f.(fs.FileWriter).Write(ctx, data, off)
+	n.c.mu.Lock()
+	n.c.afterLocked(Op{Kind: Write, Path: n.rel()})
+	n.c.mu.Unlock()
+	return written, errno
 }
 
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {

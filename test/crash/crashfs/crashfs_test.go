@@ -168,7 +168,7 @@ func TestWriteBackKeepsNamesAndPartOfTheData(t *testing.T) {
 
 func TestFrozenHostSyncsNothingMore(t *testing.T) {
 	c, mnt := mount(t)
-	frozen := c.FreezeAfter(func(s Sync) bool { return s.Path == "a" })
+	frozen := c.FreezeAfter(func(op Op) bool { return op.Kind == FileSync && op.Path == "a" })
 	write(t, filepath.Join(mnt, "a"), os.O_CREATE, "data kept, name lost", true)
 	<-frozen
 	done := make(chan error, 1)
