@@ -43,7 +43,7 @@ const intervalSlack = 100 * time.Millisecond
 
 func TestHostCrash(t *testing.T) {
 	broker := amqptest.Require(t)
-	for i, sc := range []struct {
+	for _, sc := range []struct {
 		sync     string
 		point    crashPoint
 		mode     crashfs.Mode
@@ -88,7 +88,9 @@ func TestHostCrash(t *testing.T) {
 			prod := h.startProducers(t, 4)
 			time.Sleep(time.Second)
 			frozeAt := freezeAt(t, h.fs, sc.point)
-			crashHost(t, h, relay, sc.mode, uint64(i))
+			// A fresh seed each run explores other write-backs (logged with the results).
+			seed := uint64(time.Now().UnixNano())
+			crashHost(t, h, relay, sc.mode, seed)
 			prod.halt()
 			oks := prod.confirmed()
 			if len(oks) == 0 {
@@ -120,8 +122,11 @@ func TestHostCrash(t *testing.T) {
 			}
 			corrupt := testutil.Metric(t, h.metrics, `fedmsg_relay_amqp_dropped_total{reason="corrupt"}`)
 			window := lossWindow(frozeAt, lost)
-			t.Logf("%s: %d confirmed before the crash, %d lost (oldest confirmed %v before the crash), %d duplicates, %d unconfirmed PUB messages delivered, %d records counted corrupt, %d fsyncs",
-				name, len(oks), len(lost), window, duplicates, pub, int(corrupt), h.fs.Syncs())
+			t.Logf("%s: %d confirmed before the crash, %d lost (oldest confirmed %v before the crash), %d duplicates, %d unconfirmed PUB messages delivered, %d records counted corrupt, %d fsyncs, write-back seed %d; recovery said: %s",
+				name, len(oks), len(lost), window, duplicates, pub, int(corrupt), h.fs.Syncs(), seed, recoveryLog(relay.Output()))
+			if out := relay.Output(); strings.Contains(out, "panic:") || strings.Contains(out, "fatal error:") {
+				t.Errorf("the relay crashed recovering its spool:\n%s", out)
+			}
 
 			switch sc.sync {
 			case "always":
@@ -213,4 +218,20 @@ func idleCPU(t *testing.T, relay *testutil.Process) float64 {
 		t.Fatal(err)
 	}
 	return after - before
+}
+
+// recoveryLog summarises what the relay logged about its spool at start:
+// how often each recovery message appeared.
+func recoveryLog(output string) string {
+	var parts []string
+	for _, msg := range []string{"recovered unconfirmed messages", "truncating segment after its last whole record",
+		"records lost to a damaged segment", "segment has damaged records", "cursor file is corrupt", "spool damaged"} {
+		if n := strings.Count(output, msg); n > 0 {
+			parts = append(parts, fmt.Sprintf("%q x%d", msg, n))
+		}
+	}
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, ", ")
 }
