@@ -78,7 +78,9 @@ func newHost(t *testing.T) *host {
 }
 
 // startRelay runs the relay binary with the bridge publishing to url and its
-// spool on the crash file system, and returns once it relays.
+// spool on the crash file system, and returns once it relays. The spool's
+// 128 KiB segments (1/16 of spool_max_bytes) rotate a few times a second
+// under the test's traffic, without filling the spool.
 func (h *host) startRelay(t *testing.T, url, sync string) *testutil.Process {
 	t.Helper()
 	config := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`relay_inbound: %s
@@ -91,7 +93,7 @@ amqp:
   url: %s
   exchange: %s
   spool_dir: %s
-  spool_max_bytes: 16777216
+  spool_max_bytes: 2097152
   spool_sync: %s
   reconnect_min: 50ms
   reconnect_max: 200ms

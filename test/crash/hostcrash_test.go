@@ -21,7 +21,7 @@ func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, seed)) 
 type crashPoint int
 
 const (
-	// anyMoment: after a second of traffic, wherever the writer is.
+	// anyMoment: after 800ms of traffic, wherever the writer is.
 	anyMoment crashPoint = iota
 	// afterSegmentWrite: right after a write to a segment, before its fsync.
 	afterSegmentWrite
@@ -86,7 +86,7 @@ func TestHostCrash(t *testing.T) {
 			}
 			relay := h.startRelay(t, url, sc.sync)
 			prod := h.startProducers(t, 4)
-			time.Sleep(time.Second)
+			time.Sleep(800 * time.Millisecond)
 			frozeAt := freezeAt(t, h.fs, sc.point)
 			// A fresh seed each run explores other write-backs (logged with the results).
 			seed := uint64(time.Now().UnixNano())
@@ -98,7 +98,7 @@ func TestHostCrash(t *testing.T) {
 			}
 
 			relay = h.startRelay(t, broker.URL(), sc.sync)
-			after := h.sendConfirmed(t, "after", 20)
+			after := h.sendConfirmed(t, "after", 10)
 			drain(t, h.metrics, queue)
 			got := delivered(t, queue)
 
