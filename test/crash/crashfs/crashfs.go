@@ -15,15 +15,19 @@
 //     part of them, as a kernel's write-back cut short: every name change
 //     (a journal commit just before the crash) and, per file, a random
 //     subset of dirty 4 KiB pages with the size torn at any byte, leaving
-//     holes of zeros.
+//     holes of zeros (harsher than ext4, which writes a file back mostly in
+//     order).
+//
+// Files are opened with direct I/O and the kernel caches no names or
+// attributes, so every write, truncate and fsync reaches the model.
 //
 // What it does not model: ext4 commits the whole journal on any fsync, so
 // there an fsync also makes other files' name changes durable; here it does
 // not (stricter). Hard links, symlinks, O_TMPFILE, fallocate and
-// copy_file_range are refused rather than modelled. Sector-level tearing
-// inside a page and bit rot are not modelled. A file renamed between two
-// directories of which only one was synced may come back under both names,
-// as two copies.
+// copy_file_range are refused rather than modelled, and an fsync of a file
+// already unlinked fails. Sector-level tearing inside a page and bit rot
+// are not modelled. A file renamed between two directories of which only
+// one was synced may come back under both names, as two copies.
 package crashfs
 
 import (
@@ -273,7 +277,9 @@ func (c *FS) inodeLocked(info os.FileInfo) *inode {
 }
 
 // dead blocks a change once the host is frozen (a dead host does nothing
-// more) until Crash, then fails it.
+// more) until Crash, then fails it. A change racing with Freeze may still
+// reach the backing directory, as if it came just before; only Crash(WriteBack)
+// can keep it, and only as unsynced data.
 func (c *FS) dead() syscall.Errno {
 	c.mu.Lock()
 	frozen, thaw := c.frozen, c.thaw
@@ -292,11 +298,16 @@ func (c *FS) sync(rel string, ino uint64, dir bool) syscall.Errno {
 	delay := c.syncDelay
 	c.mu.Unlock()
 	time.Sleep(delay)
-	if errno := c.dead(); errno != 0 {
-		return errno
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Checked under the lock Freeze takes: no fsync completes after it.
+	if c.frozen {
+		thaw := c.thaw
+		c.mu.Unlock()
+		<-thaw
+		c.mu.Lock()
+		return syscall.EIO
+	}
 	path := filepath.Join(c.backing, rel)
 	n := c.live[ino]
 	if n == nil {
