@@ -29,16 +29,6 @@ func TestMain(m *testing.M) {
 
 const bridgeExchange = "zmq.topic"
 
-// requireFUSE skips without root and /dev/fuse, except under CI=true.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err == nil {
-		f.Close()
-	}
-	testutil.Require(t, err == nil && os.Geteuid() == 0, fmt.Sprintf("root (euid %d) and /dev/fuse (%v)", os.Geteuid(), err))
-}
-
 // host is a crash file system holding the relay's spool, and the relay's
 // config on it.
 type host struct {
@@ -50,7 +40,8 @@ type host struct {
 
 func newHost(t *testing.T) *host {
 	t.Helper()
-	requireFUSE(t)
+	err := crashfs.Available()
+	testutil.Require(t, err == nil, fmt.Sprintf("FUSE (%v)", err))
 	backing, mnt := t.TempDir(), t.TempDir()
 	// The spool's directory exists (durably) before the relay first runs, as
 	// the package's tmpfiles.d makes it.

@@ -98,6 +98,19 @@ type FS struct {
 	syncDelay time.Duration
 }
 
+// Available says why this process cannot mount a crash file system (it
+// needs root and /dev/fuse), or nil.
+func Available() error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("mounting FUSE needs root, euid is %d", os.Geteuid())
+	}
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
 // Mount mounts a crash file system of backing at mountpoint; everything
 // already in backing is durable. The test must be root and /dev/fuse usable.
 func Mount(backing, mountpoint string) (*FS, error) {

@@ -2,32 +2,20 @@ package crashfs
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
-)
 
-// requireFUSE skips without root and /dev/fuse, except under CI=true.
-func requireFUSE(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err == nil {
-		f.Close()
-	}
-	if err == nil && os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("root and /dev/fuse are required in CI: euid %d, %v", os.Geteuid(), err)
-	}
-	t.Skipf("root and /dev/fuse needed: euid %d, %v", os.Geteuid(), err)
-}
+	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+)
 
 func mount(t *testing.T) (*FS, string) {
 	t.Helper()
-	requireFUSE(t)
+	err := Available()
+	testutil.Require(t, err == nil, fmt.Sprintf("FUSE (%v)", err))
 	backing, mnt := t.TempDir(), t.TempDir()
 	if err := os.WriteFile(filepath.Join(backing, "old"), []byte("durable"), 0o640); err != nil {
 		t.Fatal(err)
