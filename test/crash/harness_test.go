@@ -156,9 +156,7 @@ func (h *host) startProducers(t *testing.T, loggers int) *producers {
 				default:
 				}
 				id := fmt.Sprintf("c%d-%d", g, i)
-				err := exec.Command(logger, "--confirm", "--json-input", "--message", `{"n":"`+id+`"}`,
-					"--relay-confirm", h.confirm, "--timeout", "1s", "--config-dir", h.configDir,
-					"--modname", "crash", "--topic", "confirmed").Run()
+				err := h.logger(logger, id, time.Second).Run()
 				p.mu.Lock()
 				if err == nil {
 					p.oks = append(p.oks, confirmed{id, time.Now()})
@@ -171,6 +169,13 @@ func (h *host) startProducers(t *testing.T, loggers int) *producers {
 	}
 	t.Cleanup(p.halt)
 	return p
+}
+
+// logger is one fedmsg-logger --confirm run sending {"n": id}: it exits 0
+// only if the relay answered "ok".
+func (h *host) logger(exe, id string, timeout time.Duration) *exec.Cmd {
+	return exec.Command(exe, "--confirm", "--json-input", "--message", `{"n":"`+id+`"}`,
+		"--relay-confirm", h.confirm, "--timeout", timeout.String(), "--config-dir", h.configDir)
 }
 
 // halt stops every producer (idempotent).
@@ -186,7 +191,7 @@ func (p *producers) halt() {
 	p.wg.Wait()
 }
 
-func (p *producers) confirmed() []confirmed {
+func (p *producers) acknowledged() []confirmed {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]confirmed(nil), p.oks...)
