@@ -70,9 +70,10 @@ func startBridge(t testing.TB, cfg Options, inject func(topic, body []byte) erro
 	return rb
 }
 
-// publish enqueues one message, a batch of one.
+// publish enqueues one message, a batch of one from a PUB producer (not
+// waited for).
 func (rb *runningBridge) publish(topic, body []byte) {
-	rb.Enqueue([][]byte{topic}, [][]byte{body})
+	rb.Enqueue([][]byte{topic}, [][]byte{body}, false)
 }
 
 // stop cancels Run, waits for it and closes the bridge (idempotent).

@@ -10,12 +10,15 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 )
 
 // Reasons a message is dropped, reported through Events.Dropped.
 const (
 	DropFull       = "spool_full"  // oldest unconfirmed messages removed to stay under MaxBytes
 	DropBufferFull = "buffer_full" // the writer fell behind by more than pendingLimit
+	DropBudget     = "budget"      // the relay's shared byte budget had no room for the hand-off
 	DropClosed     = "closed"      // Append after Close
 	DropError      = "spool_error" // writing or reading the spool failed
 	DropTooLarge   = "too_large"   // a record over maxRecordBytes
@@ -23,7 +26,7 @@ const (
 )
 
 // DropReasons lists every reason Events.Dropped may report.
-var DropReasons = []string{DropFull, DropBufferFull, DropClosed, DropError, DropTooLarge, DropCorrupt}
+var DropReasons = []string{DropFull, DropBufferFull, DropBudget, DropClosed, DropError, DropTooLarge, DropCorrupt}
 
 const (
 	maxSegmentBytes = 16 << 20
@@ -83,6 +86,9 @@ type Options struct {
 	SyncInterval time.Duration
 	Log          hclog.Logger
 	Events       Events
+	// Budget, when set, is charged with the pending buffer's bytes from
+	// Append until the writer wrote them; nil leaves only pendingLimit.
+	Budget *membudget.Budget
 }
 
 // Spool is a bounded on-disk queue: Append is the producers' side, one
@@ -98,6 +104,7 @@ type Spool struct {
 	events       Events
 	sync         SyncPolicy
 	syncInterval time.Duration
+	budget       *membudget.Budget // nil: not charged
 
 	// Filled by Append (the relay's hot path), drained by the writer goroutine.
 	pendingMu      sync.Mutex
@@ -146,6 +153,7 @@ func Open(o Options) (*Spool, error) {
 		events:       o.Events,
 		sync:         o.Sync,
 		syncInterval: cmp.Or(o.SyncInterval, DefaultSyncInterval),
+		budget:       o.Budget,
 		wake:         make(chan struct{}, 1),
 		// Start both buffers big enough that Append rarely grows one.
 		pending:  make([]byte, 0, initialPendingBytes),

@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/logging/logtest"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 )
 
 func testSpool(t *testing.T, dir string, maxBytes int64) (*Spool, map[string]uint64) {
@@ -34,7 +35,7 @@ func testSpool(t *testing.T, dir string, maxBytes int64) (*Spool, map[string]uin
 
 // appendOne appends a batch of one and reports whether it was kept.
 func (s *Spool) appendOne(topic, body []byte, received time.Time) bool {
-	return s.Append([][]byte{topic}, [][]byte{body}, received) == 1
+	return s.Append([][]byte{topic}, [][]byte{body}, received, true) == 1
 }
 
 // waitWritten waits until the writer has written records up to seq.
@@ -397,7 +398,7 @@ func TestAppendWritten(t *testing.T) {
 		}
 		for i := range 50 {
 			body := fmt.Appendf(nil, "policy %d message %d", policy, i)
-			if s.Append([][]byte{[]byte("t")}, [][]byte{body}, time.Now()) != 1 {
+			if s.Append([][]byte{[]byte("t")}, [][]byte{body}, time.Now(), true) != 1 {
 				t.Fatalf("policy %d: message %d not kept", policy, i)
 			}
 			data, err := os.ReadFile(lastSegment(t, dir))
@@ -408,5 +409,79 @@ func TestAppendWritten(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestAppendChargesBudget checks the hand-off's use of the relay's shared
+// byte budget: with no room (another holder took it) Append drops and
+// counts, with room for part of a batch it keeps that part, once the room
+// is back it accepts again, and every byte it charged is given back once
+// the writer wrote it.
+func TestAppendChargesBudget(t *testing.T) {
+	budget := membudget.New(64 << 10)
+	var mu sync.Mutex
+	dropped := map[string]uint64{}
+	s, err := Open(Options{Dir: t.TempDir(), MaxBytes: 1 << 20, Log: logtest.ForTest(t), Budget: budget, Events: Events{
+		Appended: func(int) {},
+		Dropped: func(reason string, n uint64) {
+			mu.Lock()
+			defer mu.Unlock()
+			dropped[reason] += n
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	batch := func(n int) (topics, bodies [][]byte) {
+		for i := range n {
+			topics, bodies = append(topics, []byte("t")), append(bodies, fmt.Appendf(nil, "m%05d", i))
+		}
+		return topics, bodies
+	}
+	drops := func() uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return dropped[DropBudget]
+	}
+	waitReleased := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for budget.Used() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("budget holds %d bytes, want %d once the writer wrote everything", budget.Used(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	// Another holder (inbound producers, say) took the whole budget.
+	if !budget.Reserve(budget.Limit()) {
+		t.Fatal("reserve the whole budget")
+	}
+	topics, bodies := batch(10)
+	if kept := s.Append(topics, bodies, time.Now(), false); kept != 0 || drops() != 10 {
+		t.Fatalf("budget full: kept %d, %d dropped as %q; want 0 and 10", kept, drops(), DropBudget)
+	}
+	// Room for three records of the next batch.
+	budget.Release(3 * recordBytes)
+	if kept := s.Append(topics, bodies, time.Now(), true); kept != 3 || drops() != 17 {
+		t.Fatalf("room for 3: kept %d, %d dropped; want 3 and 17", kept, drops())
+	}
+	waitReleased(budget.Limit() - 3*recordBytes)
+	// The other holder let go: whole batches are taken again.
+	budget.Release(budget.Limit() - 3*recordBytes)
+	for range 100 {
+		if kept := s.Append(topics, bodies, time.Now(), false); kept != 10 {
+			t.Fatalf("budget free: kept %d of 10", kept)
+		}
+	}
+	waitWritten(t, s, 3+100*10)
+	waitReleased(0)
+	if got := readAll(t, s, 0); len(got) != 3+1000 {
+		t.Errorf("read %d records, want %d", len(got), 3+1000)
+	}
+	if drops() != 17 || len(dropped) != 1 {
+		t.Errorf("dropped %v, want only the 17 over budget", dropped)
 	}
 }
