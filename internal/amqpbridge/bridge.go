@@ -100,9 +100,9 @@ func (b *Bridge) Enqueue(topics, bodies [][]byte, wait bool) {
 
 // Run publishes spooled messages, and consumes the configured queue into
 // inject, until ctx is done; broker failures are retried, never returned, so
-// it returns nil. inject must publish one message into the bus; a delivery is
-// acknowledged only after inject returned nil.
-func (b *Bridge) Run(ctx context.Context, inject func(topic, body []byte) error) error {
+// it returns nil. A delivery is acknowledged only after inject's answer said
+// the relay published it.
+func (b *Bridge) Run(ctx context.Context, inject Inject) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

@@ -295,15 +295,18 @@ func TestInjectorOutcome(t *testing.T) {
 		{"not JSON", []byte(testTopic), []byte("{"), "body_not_json"},
 		{"valid again", []byte(testTopic), fedmsgBody(testTopic, 4, ""), ""},
 	}
-	for _, tt := range tests {
-		err := inj.Send(tt.topic, tt.body)
+	checkAnswer := func(how, name string, err error, want string) {
+		t.Helper()
 		var refused *RefusedError
 		switch {
-		case tt.refused == "" && err != nil:
-			t.Errorf("%s: Send: %v, want nil", tt.name, err)
-		case tt.refused != "" && (!errors.As(err, &refused) || refused.RefusedReason() != tt.refused):
-			t.Errorf("%s: Send: %v, want refused: %s", tt.name, err, tt.refused)
+		case want == "" && err != nil:
+			t.Errorf("%s: %s: %v, want nil", name, how, err)
+		case want != "" && (!errors.As(err, &refused) || refused.RefusedReason() != want):
+			t.Errorf("%s: %s: %v, want refused: %s", name, how, err, want)
 		}
+	}
+	for _, tt := range tests {
+		checkAnswer("Send", tt.name, inj.Send(tt.topic, tt.body), tt.refused)
 		if tt.refused == "" {
 			m, err := sub.RecvMessageBytes(0)
 			for err == nil && string(m[1]) == probe {
@@ -313,6 +316,15 @@ func TestInjectorOutcome(t *testing.T) {
 				t.Errorf("%s: Send returned nil, but the subscriber got %q, %v", tt.name, m, err)
 			}
 		}
+	}
+
+	// Sent all at once, the same messages get the same answers, in order.
+	answers := make([]<-chan error, len(tests))
+	for i, tt := range tests {
+		answers[i] = inj.SendAsync(tt.topic, tt.body)
+	}
+	for i, tt := range tests {
+		checkAnswer("SendAsync", tt.name, <-answers[i], tt.refused)
 	}
 
 	// An inbound message still needs a valid signature.
@@ -333,5 +345,8 @@ func TestInjectorOutcome(t *testing.T) {
 	}
 	if err := inj.Send([]byte(testTopic), fedmsgBody(testTopic, 6, "")); !errors.Is(err, ErrInjectorStopped) {
 		t.Errorf("Send after the relay stopped: %v, want ErrInjectorStopped", err)
+	}
+	if err := <-inj.SendAsync([]byte(testTopic), fedmsgBody(testTopic, 7, "")); !errors.Is(err, ErrInjectorStopped) {
+		t.Errorf("SendAsync after the relay stopped: %v, want ErrInjectorStopped", err)
 	}
 }
