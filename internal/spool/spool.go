@@ -169,17 +169,17 @@ func Open(o Options) (*Spool, error) {
 	return s, nil
 }
 
-// segmentAt returns the bounds of the oldest segment holding records at or
-// after seq.
-func (s *Spool) segmentAt(seq uint64) (first, end uint64, found bool) {
+// segmentAt returns the bounds and size in bytes of the oldest segment
+// holding records at or after seq.
+func (s *Spool) segmentAt(seq uint64) (first, end uint64, size int64, found bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, g := range s.segments {
 		if g.endSeq() > seq {
-			return g.firstSeq, g.endSeq(), true
+			return g.firstSeq, g.endSeq(), g.size, true
 		}
 	}
-	return 0, 0, false
+	return 0, 0, 0, false
 }
 
 // damaged counts n records from seq on, in the segment starting at first, as

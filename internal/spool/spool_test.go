@@ -318,8 +318,9 @@ func bodies(from, to int, except ...int) []string {
 // TestSpoolDamage damages segments around a reader's position (record 40, in
 // the segment of records 32-47) the way a bad disk or a crash does, and
 // checks that the reader returns every intact record it can still find, in
-// order, counts the others as DropCorrupt, and never stalls; then that a
-// reopened spool recovers the same records.
+// order (past a record whose length alone is damaged, too), counts the
+// others as DropCorrupt, and never stalls; then that a reopened spool
+// recovers the same records.
 func TestSpoolDamage(t *testing.T) {
 	const total, pos = 80, 40
 	tests := []struct {
@@ -330,13 +331,26 @@ func TestSpoolDamage(t *testing.T) {
 		{"payload flipped before the position", func(t *testing.T, dir string) { editSegment(t, dir, 32, flip(35, 32, 20)) },
 			bodies(pos, total)},
 		{"length flipped before the position", func(t *testing.T, dir string) { editSegment(t, dir, 32, flip(35, 32, 3)) },
-			bodies(48, total)},
+			bodies(pos, total)},
 		{"payload flipped after the position", func(t *testing.T, dir string) {
 			editSegment(t, dir, 32, flip(42, 32, 20))
 			editSegment(t, dir, 64, flip(70, 64, 9))
 		}, bodies(pos, total, 42, 70)},
 		{"length flipped after the position", func(t *testing.T, dir string) { editSegment(t, dir, 48, flip(50, 48, 3)) },
-			append(bodies(pos, 50), bodies(64, total)...)},
+			bodies(pos, total, 50)},
+		{"length flipped to another in range", func(t *testing.T, dir string) { editSegment(t, dir, 48, flip(50, 48, 0)) },
+			bodies(pos, total, 50)},
+		{"two lengths flipped in a segment", func(t *testing.T, dir string) {
+			editSegment(t, dir, 48, flip(50, 48, 3))
+			editSegment(t, dir, 48, flip(55, 48, 1))
+		}, bodies(pos, total, 50, 55)},
+		{"the last record's length flipped", func(t *testing.T, dir string) { editSegment(t, dir, 64, flip(79, 64, 3)) },
+			bodies(pos, total, 79)},
+		// The rest of the segment cannot be framed with certainty: given up.
+		{"length and payload flipped", func(t *testing.T, dir string) {
+			editSegment(t, dir, 48, flip(50, 48, 3))
+			editSegment(t, dir, 48, flip(50, 48, 20))
+		}, append(bodies(pos, 50), bodies(64, total)...)},
 		{"segment tail truncated", func(t *testing.T, dir string) {
 			editSegment(t, dir, 48, func(data []byte) []byte { return data[:5*recordBytes+7] })
 		}, append(bodies(pos, 53), bodies(64, total)...)},
