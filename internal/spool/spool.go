@@ -43,6 +43,8 @@ const (
 	// damageLogInterval bounds how often damage is logged: a damaged disk
 	// must not flood the log.
 	damageLogInterval = 10 * time.Second
+	// dropLogInterval bounds how often Append logs that it drops.
+	dropLogInterval = 10 * time.Second
 )
 
 // DefaultSyncInterval bounds what a host crash loses under SyncInterval.
@@ -116,6 +118,7 @@ type Spool struct {
 	// writerBehind is set when Append gave up waiting for the writer (a
 	// stalled disk) and cleared by the writer's next completed write.
 	writerBehind atomic.Bool
+	dropLogged   atomic.Int64 // unix nanoseconds Append last logged a drop
 
 	// Owned by the writer goroutine.
 	spare  []byte

@@ -78,10 +78,10 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time, wait bool) i
 		s.events.Dropped(DropTooLarge, tooBig)
 	}
 	if noRoom > 0 {
-		s.events.Dropped(DropBufferFull, noRoom)
+		s.handOffDropped(DropBufferFull, noRoom)
 	}
 	if noBudget > 0 {
-		s.events.Dropped(DropBudget, noBudget)
+		s.handOffDropped(DropBudget, noBudget)
 	}
 	if wake && kept > 0 {
 		select {
@@ -93,6 +93,24 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time, wait bool) i
 		s.waitWritten(written)
 	}
 	return int(kept)
+}
+
+// handOffDropped counts messages Append had no room for and logs it at
+// most once per dropLogInterval: while the room lacks, every batch drops.
+func (s *Spool) handOffDropped(reason string, n uint64) {
+	s.events.Dropped(reason, n)
+	now, last := time.Now().UnixNano(), s.dropLogged.Load()
+	if now-last >= int64(dropLogInterval) && s.dropLogged.CompareAndSwap(last, now) {
+		s.log.Warn("no room to hand messages to the spool, dropping them", "reason", reason, "messages", n,
+			"budget_used", s.budgetUsed(), "dir", s.dir)
+	}
+}
+
+func (s *Spool) budgetUsed() int64 {
+	if s.budget == nil {
+		return 0
+	}
+	return s.budget.Used()
 }
 
 // reserve charges n bytes to the budget, if there is one, and reports
