@@ -141,7 +141,6 @@ func TestInjectedMessagesBypassTheTap(t *testing.T) {
 	}
 }
 
-
 // The tap is told which batches hold a message from a confirming client
 // (who is answered "ok" once the tap returns, so the bridge waits for its
 // spool write) and which hold only PUB producers' (fire and forget).
