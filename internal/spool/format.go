@@ -198,21 +198,25 @@ func (sf *segmentFile) next(rec *Record) error {
 	if errors.Is(err, io.EOF) {
 		return err
 	}
-	if errors.Is(err, errDamaged) {
-		// Its length holds if a record (or the end) follows.
-		if after := sf.off + int64(n); after == sf.end || verifiesAt(sf.f, after, sf.end) {
-			sf.off = after
+	// Where its length says the next record starts; a record that cannot be
+	// framed at all (n is 0) has no such place.
+	byLength := sf.off + int64(n)
+	if errors.Is(err, errDamaged) && (byLength == sf.end || verifiesAt(sf.f, byLength, sf.end)) {
+		sf.off = byLength
+		return err
+	}
+	if after, ok := resync(sf.f, sf.off, sf.end); ok {
+		if err := sf.seek(after); err != nil {
 			return err
 		}
+		return fmt.Errorf("%w: its length is damaged; the records after it start at offset %d", errDamaged, after)
 	}
-	after, ok := resync(sf.f, sf.off, sf.end)
-	if !ok {
-		return err
+	if errors.Is(err, errDamaged) {
+		// Its content is damaged, and so may be the next record: its
+		// length is the only guess left.
+		sf.off = byLength
 	}
-	if err := sf.seek(after); err != nil {
-		return err
-	}
-	return fmt.Errorf("%w: its length is damaged; the records after it start at offset %d", errDamaged, after)
+	return err
 }
 
 func (sf *segmentFile) seek(off int64) error {

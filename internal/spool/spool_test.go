@@ -330,6 +330,10 @@ func TestSpoolDamage(t *testing.T) {
 	}{
 		{"payload flipped before the position", func(t *testing.T, dir string) { editSegment(t, dir, 32, flip(35, 32, 20)) },
 			bodies(pos, total)},
+		{"payloads of neighbours flipped", func(t *testing.T, dir string) {
+			editSegment(t, dir, 48, flip(50, 48, 20))
+			editSegment(t, dir, 48, flip(51, 48, 20))
+		}, bodies(pos, total, 50, 51)},
 		{"length flipped before the position", func(t *testing.T, dir string) { editSegment(t, dir, 32, flip(35, 32, 3)) },
 			bodies(pos, total)},
 		{"payload flipped after the position", func(t *testing.T, dir string) {
