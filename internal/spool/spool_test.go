@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -502,4 +503,54 @@ func TestAppendChargesBudget(t *testing.T) {
 	if drops() != 17 || len(dropped) != 1 {
 		t.Errorf("dropped %v, want only the 17 over budget", dropped)
 	}
+}
+
+// FuzzSegmentFile feeds arbitrary segment files to the framing the reader
+// and recovery share: it must never panic, always move forward, and stay
+// within the file.
+func FuzzSegmentFile(f *testing.F) {
+	dir := f.TempDir()
+	s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Log: hclog.NewNullLogger(), Events: Events{Appended: func(int) {}, Dropped: func(string, uint64) {}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for i := range 4 {
+		s.appendOne([]byte("org.fedoraproject.prod.git.receive"), fmt.Appendf(nil, `{"msg": {"n": %d}}`, i), time.Unix(1700000000, 0))
+	}
+	if err := s.Close(); err != nil {
+		f.Fatal(err)
+	}
+	seg, err := os.ReadFile(lastSegment(f, dir))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seg)
+	lengthFlipped := slices.Clone(seg)
+	lengthFlipped[len(seg)/4+3] ^= 0xff
+	f.Add(lengthFlipped)
+	f.Add(seg[:len(seg)-3])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "seg")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		file, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer file.Close()
+		sf := newSegmentFile(file, 4096)
+		sf.end = int64(len(data))
+		for {
+			before := sf.off
+			var rec Record
+			err := sf.next(&rec)
+			if err != nil && !errors.Is(err, errDamaged) {
+				return
+			}
+			if sf.off <= before || sf.off > sf.end {
+				t.Fatalf("moved from %d to %d (end %d): %v", before, sf.off, sf.end, err)
+			}
+		}
+	})
 }
