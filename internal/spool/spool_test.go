@@ -554,3 +554,20 @@ func FuzzSegmentFile(f *testing.F) {
 		}
 	})
 }
+
+// TestAppendBurstWaits appends a burst of large batches nobody waits for,
+// far more than the pending buffer holds, faster than the writer writes:
+// once the buffer is half full Append waits for the writer, so nothing is
+// dropped as long as the disk keeps up.
+func TestAppendBurstWaits(t *testing.T) {
+	s, dropped := testSpool(t, t.TempDir(), 1<<30)
+	defer s.Close()
+	body := bytes.Repeat([]byte("x"), 1<<20)
+	const batches = 64
+	for i := range batches {
+		if kept := s.Append([][]byte{[]byte("t")}, [][]byte{body}, time.Now(), false); kept != 1 {
+			t.Fatalf("batch %d of 1 MiB not kept (dropped %v)", i, dropped)
+		}
+	}
+	waitWritten(t, s, batches)
+}

@@ -15,8 +15,9 @@ import (
 // wrote them to their segment (and synced it under SyncAlways): once it
 // returns, a killed process loses none of them. It waits at most
 // writeWait, and not at all while the writer is behind, so a stalled disk
-// never stalls the caller. Without wait it returns at once: a kill before
-// the writer's next write loses what is pending (at most pendingLimit).
+// never stalls the caller. Without wait it returns at once (unless over
+// half of pendingLimit is pending): a kill before the writer's next write
+// loses what is pending.
 // What it has to drop it reports through Events.Dropped. It returns how
 // many it kept.
 func (s *Spool) Append(topics, bodies [][]byte, received time.Time, wait bool) int {
@@ -70,6 +71,9 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time, wait bool) i
 		keptBytes += int64(size)
 	}
 	s.pendingRecords += int(kept)
+	// A burst the writer has not caught up with waits anyway: the caller
+	// slows down rather than overflow the buffer.
+	wait = wait || len(s.pending) > pendingLimit/2
 	s.pendingMu.Unlock()
 	if reserved {
 		s.release(batchBytes - keptBytes)
