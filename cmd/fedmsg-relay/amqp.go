@@ -27,7 +27,7 @@ func startBridge(cfg *config.AMQP, budget *membudget.Budget, r *relay.Relay, log
 	}
 	r.SetTap(bridge.Enqueue)
 
-	var inject func(topic, body []byte) error
+	var inject amqpbridge.Inject
 	stopInject = func() {}
 	if cfg.Consuming() {
 		injector, err := r.NewInjector()
@@ -35,7 +35,7 @@ func startBridge(cfg *config.AMQP, budget *membudget.Budget, r *relay.Relay, log
 			bridge.Close()
 			return nil, nil, err
 		}
-		inject, stopInject = injector.Send, injector.Stop
+		inject, stopInject = injector.SendAsync, injector.Stop
 	}
 
 	ctx, cancel := context.WithCancel(context.Background())

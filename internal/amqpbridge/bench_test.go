@@ -124,12 +124,17 @@ func purge(b *testing.B, url, queue string) {
 
 // BenchmarkPublish measures the relay hot path's cost of the bridge (broker
 // down, so every message goes to the spool) against the floor for any bridge
-// that keeps a message: copying topic and body into fresh memory.
+// that keeps a message: copying topic and body into fresh memory. One op is
+// one batch of one message: from a PUB producer (Enqueue returns at once)
+// and from a confirming client (Enqueue waits for the spool's write). The
+// timer stops every 1024 messages while the writer catches up, as it does
+// in a relay, whose loop spends microseconds per message elsewhere: what is
+// measured is the forwarding loop's cost, not the writer's.
 func BenchmarkPublish(b *testing.B) {
 	topic := []byte("org.fedoraproject.prod.git.receive")
 	body := fedmsgBody(string(topic), "2026-0b3c9d2e-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
 		`{"commit": {"repo": "rpms/kernel", "branch": "rawhide", "rev": "0123456789abcdef0123456789abcdef01234567", "summary": "Update to 6.13"}}`)
-	var perMessage [2]time.Duration
+	var baseline time.Duration
 	b.Run("copy_baseline", func(b *testing.B) {
 		var keep [][]byte
 		for i := range b.N {
@@ -140,20 +145,31 @@ func BenchmarkPublish(b *testing.B) {
 			}
 			keep = append(keep, msg)
 		}
-		perMessage[0] = b.Elapsed() / time.Duration(b.N)
+		baseline = b.Elapsed() / time.Duration(b.N)
 	})
-	b.Run("bridge_publish", func(b *testing.B) {
-		cfg := testConfig(b, deadURL(b), "x")
-		cfg.SpoolMaxBytes = 64 << 20
-		bridge := startBridge(b, cfg, nil)
-		b.ResetTimer()
-		for range b.N {
-			bridge.publish(topic, body)
-		}
-		b.StopTimer()
-		perMessage[1] = b.Elapsed() / time.Duration(b.N)
-		if perMessage[0] > 0 {
-			b.ReportMetric(float64(perMessage[1])/float64(perMessage[0]), "x_copy_baseline")
-		}
-	})
+	for _, tc := range []struct {
+		name      string
+		confirmed bool
+	}{{"bridge_publish", false}, {"bridge_publish_confirmed", true}} {
+		b.Run(tc.name, func(b *testing.B) {
+			bridge := startBridge(b, testConfig(b, deadURL(b), "x"), nil)
+			topics, bodies := [][]byte{topic}, [][]byte{body}
+			b.ResetTimer()
+			for i := range b.N {
+				bridge.Enqueue(topics, bodies, tc.confirmed)
+				if i%1024 == 1023 {
+					b.StopTimer()
+					waitFor(b, time.Minute, "the spool writer", func() bool { return bridge.metrics.spooled.Value() > uint64(i) })
+					b.StartTimer()
+				}
+			}
+			b.StopTimer()
+			if dropped := bridge.dropped(); dropped > 0 {
+				b.Fatalf("the bridge dropped %d messages", dropped)
+			}
+			if baseline > 0 {
+				b.ReportMetric(float64(b.Elapsed()/time.Duration(b.N))/float64(baseline), "x_copy_baseline")
+			}
+		})
+	}
 }

@@ -49,7 +49,7 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Bridge, error)
 	b := &Bridge{opts: opts, log: log, tls: tlsConfig, metrics: newBridgeMetrics(reg)}
 	b.spool, err = spool.Open(spool.Options{
 		Dir: opts.SpoolDir, MaxBytes: opts.SpoolMaxBytes, Log: log.Named(logging.NameSpool),
-		Sync: opts.SpoolSync, SyncInterval: opts.SpoolSyncInterval,
+		Sync: opts.SpoolSync, SyncInterval: opts.SpoolSyncInterval, Budget: opts.Budget,
 		Events: spool.Events{
 			Appended: func(n int) { b.metrics.spooled.Add(uint64(n)) },
 			Dropped:  b.metrics.drop,
@@ -88,20 +88,21 @@ func loadTLS(cfg Options) (*tls.Config, error) {
 }
 
 // Enqueue hands a batch of relayed messages to the bridge: it copies them
-// into the spool's buffer, reading the clock once, and returns once the
-// spool's writer wrote them (spool.Append); it never waits for the broker and
-// does not parse the bodies. Messages other
-// relays' AMQP bridges injected (username "amqp-bridge") are skipped by the
-// publisher, off this path, so they do not loop.
-func (b *Bridge) Enqueue(topics, bodies [][]byte) {
-	b.spool.Append(topics, bodies, time.Now())
+// into the spool's buffer, reading the clock once, charged to the relay's
+// byte budget; with wait it returns once the spool's writer wrote them
+// (spool.Append), so that a killed relay loses nothing it answered "ok" for.
+// It never waits for the broker and does not parse the bodies. Messages
+// other relays' AMQP bridges injected (username "amqp-bridge") are skipped
+// by the publisher, off this path, so they do not loop.
+func (b *Bridge) Enqueue(topics, bodies [][]byte, wait bool) {
+	b.spool.Append(topics, bodies, time.Now(), wait)
 }
 
 // Run publishes spooled messages, and consumes the configured queue into
 // inject, until ctx is done; broker failures are retried, never returned, so
-// it returns nil. inject must publish one message into the bus; a delivery is
-// acknowledged only after inject returned nil.
-func (b *Bridge) Run(ctx context.Context, inject func(topic, body []byte) error) error {
+// it returns nil. A delivery is acknowledged only after inject's answer said
+// the relay published it.
+func (b *Bridge) Run(ctx context.Context, inject Inject) error {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

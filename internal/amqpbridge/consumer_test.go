@@ -3,7 +3,10 @@ package amqpbridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,7 +35,7 @@ func TestConsume(t *testing.T) {
 		bus <- injected{topic, body}
 		return nil
 	}
-	bridge := startBridge(t, cfg, inject)
+	bridge := startBridge(t, cfg, answeredAtOnce(inject))
 	waitFor(t, 10*time.Second, "the bridge to consume", func() bool { return consumers(b.url(), queue) == 1 })
 
 	tests := []struct {
@@ -60,19 +63,15 @@ func TestConsume(t *testing.T) {
 	}
 	withChannel(t, b.url(), func(ch *amqp.Channel) error {
 		// Not bound: must never arrive.
-		if err := ch.PublishWithContext(context.Background(), "amq.topic", "org.fedoraproject.elsewhere", false, false, amqp.Publishing{Body: []byte(`{}`)}); err != nil {
-			return err
-		}
-		for _, tt := range tests {
-			if err := ch.PublishWithContext(context.Background(), "amq.topic", tt.key, false, false, tt.pub); err != nil {
-				return err
-			}
-		}
-		return nil
+		return ch.PublishWithContext(context.Background(), "amq.topic", "org.fedoraproject.elsewhere", false, false, amqp.Publishing{Body: []byte(`{}`)})
 	})
-
 	var lastI float64
 	for _, tt := range tests {
+		// One at a time: a later delivery injected while the failed first
+		// one is redelivered would reach the bus before it.
+		withChannel(t, b.url(), func(ch *amqp.Channel) error {
+			return ch.PublishWithContext(context.Background(), "amq.topic", tt.key, false, false, tt.pub)
+		})
 		var got injected
 		select {
 		case got = <-bus:
@@ -136,4 +135,102 @@ func consumers(url, queue string) int {
 		return -1
 	}
 	return q.Consumers
+}
+
+// refusedFor is a relay refusal as Inject answers it.
+type refusedFor string
+
+func (r refusedFor) Error() string         { return "refused: " + string(r) }
+func (r refusedFor) RefusedReason() string { return string(r) }
+
+// TestConsumePipelined holds the relay's answers back: the bridge keeps
+// exactly prefetch deliveries in flight, acknowledges none before its
+// answer, rejects a refused one, and leaves one the relay did not publish
+// to the broker, which delivers it again.
+func TestConsumePipelined(t *testing.T) {
+	b := requireBroker(t)
+	queue := testName(t)
+	cfg := testConfig(t, b.url(), testName(t)+".out")
+	cfg.DeclareExchange = true
+	const prefetch, total = 4, 10
+	// A binding of its own: other tests' durable queues stay bound to amq.topic.
+	cfg.Consume = ConsumeOptions{Queue: queue, DeclareQueue: true, Exchange: "amq.topic", BindingKeys: []string{"pipelined.#"}, Prefetch: prefetch}
+	t.Cleanup(func() {
+		withChannel(t, b.url(), func(ch *amqp.Channel) error {
+			_, err := ch.QueueDelete(queue, false, false, false)
+			return err
+		})
+	})
+
+	var mu sync.Mutex
+	var answers []chan error
+	var ids []string
+	inject := func(topic, body []byte) <-chan error {
+		mu.Lock()
+		defer mu.Unlock()
+		answer := make(chan error, 1)
+		answers = append(answers, answer)
+		ids = append(ids, mustJSON(t, body)["msg_id"].(string))
+		return answer
+	}
+	injected := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(answers)
+	}
+	answer := func(i int, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		answers[i] <- err
+	}
+	bridge := startBridge(t, cfg, inject)
+	waitFor(t, 10*time.Second, "the bridge to consume", func() bool { return consumers(b.url(), queue) == 1 })
+	withChannel(t, b.url(), func(ch *amqp.Channel) error {
+		for i := range total {
+			pub := amqp.Publishing{MessageId: fmt.Sprintf("2026-pipelined-%d", i), Body: []byte(`{}`)}
+			if err := ch.PublishWithContext(context.Background(), "amq.topic", "pipelined.test", false, false, pub); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+
+	waitFor(t, 10*time.Second, "prefetch deliveries injected", func() bool { return injected() == prefetch })
+	time.Sleep(300 * time.Millisecond)
+	if n := injected(); n != prefetch {
+		t.Fatalf("%d injected with no answer yet, want prefetch (%d)", n, prefetch)
+	}
+	if n := bridge.metric(t, "fedmsg_relay_amqp_injected_total"); n != 0 {
+		t.Fatalf("%v acknowledged before the relay answered", n)
+	}
+	// Published, refused, published, not published (the relay is stopping).
+	answer(0, nil)
+	answer(1, refusedFor("oversize"))
+	answer(2, nil)
+	answer(3, errors.New("relay is shutting down"))
+	// Publish everything else, the fourth delivery's second coming included.
+	answered := prefetch
+	waitFor(t, 20*time.Second, "every published delivery acknowledged", func() bool {
+		for ; answered < injected(); answered++ {
+			answer(answered, nil)
+		}
+		return bridge.metric(t, "fedmsg_relay_amqp_injected_total") == total-1
+	})
+	mu.Lock()
+	got := slices.Clone(ids)
+	mu.Unlock()
+	if len(got) != total+1 || slices.Index(got[prefetch:], got[3]) < 0 {
+		t.Errorf("injected %v: want each of the %d once and the unpublished %s once more", got, total, got[3])
+	}
+	if n := bridge.metric(t, `fedmsg_relay_amqp_consume_refused_total{reason="oversize"}`); n != 1 {
+		t.Errorf("refused %v, want 1", n)
+	}
+	bridge.stop()
+	withChannel(t, b.url(), func(ch *amqp.Channel) error {
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		if err == nil && q.Messages != 0 {
+			t.Errorf("queue %s holds %d messages: not all settled", queue, q.Messages)
+		}
+		return err
+	})
 }

@@ -3,7 +3,9 @@
 // injects messages from a RabbitMQ queue into the ZeroMQ bus.
 //
 // The relay's hot path only calls Bridge.Enqueue, once per batch, which
-// copies the messages into an in-memory buffer and returns; a writer
+// copies the messages into an in-memory buffer (charged to the relay's byte
+// budget) and returns, after the spool's write when a confirming client
+// waits for one of them; a writer
 // goroutine appends that buffer to an on-disk spool and the publisher
 // goroutine reads the spool and publishes with pipelined publisher confirms.
 // A message leaves the spool only once the broker confirmed it, so a broker

@@ -1,7 +1,11 @@
 package amqpbridge
 
 import (
+	"encoding/binary"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -282,5 +286,66 @@ func TestBrokerBlocked(t *testing.T) {
 	t.Logf("%v of %d messages were spooled and unconfirmed while the broker blocked the bridge", waiting, total)
 	if waiting == 0 {
 		t.Errorf("nothing waited in the spool while blocked")
+	}
+}
+
+// TestSpoolDamagedLength spools messages while the broker is unreachable,
+// flips a byte of one record's length (a bad disk) and starts the bridge on
+// the spool with the broker up: every other message, those after the
+// damaged one in its segment included, is published in order, and the
+// damaged one is counted as corrupt.
+func TestSpoolDamagedLength(t *testing.T) {
+	b := requireBroker(t)
+	exchange, queue := testName(t), testName(t)
+	cfg := testConfig(t, deadURL(t), exchange)
+	down := startBridge(t, cfg, nil)
+	const total, damaged = 100, 40
+	id := func(i int) string { return fmt.Sprintf("2026-damaged-%03d", i) }
+	for i := range total {
+		down.publish([]byte("t.damaged"), fedmsgBody("t.damaged", id(i), fmt.Sprintf(`{"n": %d, "pad": %q}`, i, strings.Repeat("x", i))))
+	}
+	waitFor(t, 10*time.Second, "the spool writer", func() bool { return down.metric(t, "fedmsg_relay_amqp_spooled_total") == total })
+	down.stop()
+
+	segs, err := filepath.Glob(filepath.Join(cfg.SpoolDir, "*.seg"))
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("want one segment file, found %v (%v)", segs, err)
+	}
+	data, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	off := 0
+	for range damaged {
+		off += 8 + int(binary.LittleEndian.Uint32(data[off:]))
+	}
+	data[off+3] ^= 0xff // the length's high byte: far out of range
+	if err := os.WriteFile(segs[0], data, 0o640); err != nil {
+		t.Fatal(err)
+	}
+
+	declareQueue(t, b.url(), exchange, queue)
+	got := startCollector(t, b.url(), queue)
+	cfg.URL = b.url()
+	up := startBridge(t, cfg, nil)
+	waitFor(t, 20*time.Second, "every intact message", func() bool {
+		unique, _ := got.counts()
+		return unique >= total-1
+	})
+	var ids []string
+	for _, d := range got.snapshot() {
+		ids = append(ids, d.MessageId)
+	}
+	var want []string
+	for i := range total {
+		if i != damaged {
+			want = append(want, id(i))
+		}
+	}
+	if !slices.Equal(ids, want) {
+		t.Errorf("published %v, want every message but %s, in order", ids, id(damaged))
+	}
+	if n := up.metric(t, `fedmsg_relay_amqp_dropped_total{reason="corrupt"}`); n != 1 {
+		t.Errorf("%v counted corrupt, want 1", n)
 	}
 }

@@ -51,7 +51,7 @@ type runningBridge struct {
 }
 
 // startBridge creates a bridge and runs it; it is stopped and closed at cleanup.
-func startBridge(t testing.TB, cfg Options, inject func(topic, body []byte) error) *runningBridge {
+func startBridge(t testing.TB, cfg Options, inject Inject) *runningBridge {
 	t.Helper()
 	reg := metrics.NewRegistry()
 	b, err := New(cfg, logtest.ForTest(t), reg)
@@ -70,9 +70,19 @@ func startBridge(t testing.TB, cfg Options, inject func(topic, body []byte) erro
 	return rb
 }
 
-// publish enqueues one message, a batch of one.
+// answeredAtOnce is an Inject whose answer is fn's, ready when it returns.
+func answeredAtOnce(fn func(topic, body []byte) error) Inject {
+	return func(topic, body []byte) <-chan error {
+		answer := make(chan error, 1)
+		answer <- fn(topic, body)
+		return answer
+	}
+}
+
+// publish enqueues one message, a batch of one from a PUB producer (not
+// waited for).
 func (rb *runningBridge) publish(topic, body []byte) {
-	rb.Enqueue([][]byte{topic}, [][]byte{body})
+	rb.Enqueue([][]byte{topic}, [][]byte{body}, false)
 }
 
 // stop cancels Run, waits for it and closes the bridge (idempotent).

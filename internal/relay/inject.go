@@ -61,12 +61,18 @@ func (r *Relay) NewInjector() (*Injector, error) {
 // on it, like a confirming client's reply: nil when it was handed to the
 // outbound socket, a *RefusedError when the relay refused it, and
 // ErrInjectorStopped when the relay stopped first.
-func (in *Injector) Send(topic, body []byte) error {
+func (in *Injector) Send(topic, body []byte) error { return <-in.SendAsync(topic, body) }
+
+// SendAsync publishes one message and returns at once; the channel
+// receives Send's answer, exactly once, when the forwarding loop decided.
+// The answers of one caller's messages come in the order it sent them.
+func (in *Injector) SendAsync(topic, body []byte) <-chan error {
 	decided := make(chan error, 1)
 	in.mu.Lock()
 	if in.stopped {
 		in.mu.Unlock()
-		return ErrInjectorStopped
+		decided <- ErrInjectorStopped
+		return decided
 	}
 	in.waitMu.Lock()
 	in.waiting = append(in.waiting, decided)
@@ -77,12 +83,10 @@ func (in *Injector) Send(topic, body []byte) error {
 		in.waitMu.Lock()
 		in.waiting = in.waiting[:len(in.waiting)-1]
 		in.waitMu.Unlock()
+		decided <- err
 	}
 	in.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	return <-decided
+	return decided
 }
 
 // decide answers the oldest waiting Sends, one per injected message of a

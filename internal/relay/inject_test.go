@@ -22,21 +22,36 @@ import (
 
 // tapRecorder keeps what a tap saw.
 type tapRecorder struct {
-	mu    sync.Mutex
-	calls int
-	seen  []string // "topic body"
+	mu        sync.Mutex
+	calls     int
+	seen      []string        // "topic body"
+	confirmed map[string]bool // "topic body": its batch was flagged confirmed
 }
 
-func (rec *tapRecorder) tap(topics, bodies [][]byte) {
+func (rec *tapRecorder) tap(topics, bodies [][]byte, confirmed bool) {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if len(topics) == 0 || len(topics) != len(bodies) {
 		panic(fmt.Sprintf("tap called with %d topics and %d bodies", len(topics), len(bodies)))
 	}
+	if rec.confirmed == nil {
+		rec.confirmed = map[string]bool{}
+	}
 	rec.calls++
 	for i := range topics {
-		rec.seen = append(rec.seen, string(topics[i])+" "+string(bodies[i]))
+		m := string(topics[i]) + " " + string(bodies[i])
+		rec.seen = append(rec.seen, m)
+		rec.confirmed[m] = confirmed
 	}
+}
+
+// batchConfirmed reports whether the tap saw m, and whether in a batch
+// flagged confirmed.
+func (rec *tapRecorder) batchConfirmed(m string) (seen, confirmed bool) {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	confirmed, seen = rec.confirmed[m]
+	return seen, confirmed
 }
 
 func (rec *tapRecorder) snapshot() []string {
@@ -126,6 +141,50 @@ func TestInjectedMessagesBypassTheTap(t *testing.T) {
 	}
 }
 
+// The tap is told which batches hold a message from a confirming client
+// (who is answered "ok" once the tap returns, so the bridge waits for its
+// spool write) and which hold only PUB producers' (fire and forget).
+func TestTapKnowsConfirmedBatches(t *testing.T) {
+	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	opts := testOptions(t)
+	opts.Confirm = []string{confirm}
+	var rec tapRecorder
+	tr := runRelay(t, opts, logtest.ForTest(t), func(r *Relay) { r.SetTap(rec.tap) })
+
+	pub := newSocket(t, zmq.PUB)
+	must(t, pub.Connect(tr.inbound))
+	// PUB joins late: send until the tap saw one.
+	var fromPUB string
+	testutil.WaitFor(t, 10*time.Second, "a PUB message at the tap", func() bool {
+		body := fedmsgBody(testTopic, 1, `, "via": "pub"`)
+		if _, err := pub.SendMessage(testTopic, body); err != nil {
+			t.Fatal(err)
+		}
+		fromPUB = testTopic + " " + string(body)
+		time.Sleep(10 * time.Millisecond)
+		seen, _ := rec.batchConfirmed(fromPUB)
+		return seen
+	})
+	if _, confirmed := rec.batchConfirmed(fromPUB); confirmed {
+		t.Errorf("a batch of PUB messages only was flagged confirmed")
+	}
+
+	dealer := newSocket(t, zmq.DEALER)
+	must(t, dealer.SetRcvtimeo(10*time.Second))
+	must(t, dealer.Connect(confirm))
+	body := fedmsgBody(testTopic, 2, `, "via": "confirm"`)
+	if _, err := dealer.SendMessage(testTopic, body); err != nil {
+		t.Fatal(err)
+	}
+	if reply, err := dealer.Recv(0); err != nil || reply != "ok" {
+		t.Fatalf("reply %q, %v; want ok", reply, err)
+	}
+	// The tap ran before the reply was sent.
+	if seen, confirmed := rec.batchConfirmed(testTopic + " " + string(body)); !seen || !confirmed {
+		t.Errorf("confirmed client's message: seen by the tap %v, in a batch flagged confirmed %v; want both", seen, confirmed)
+	}
+}
+
 // A relay without Options.Inject has no injector.
 func TestNoInjectorUnlessConfigured(t *testing.T) {
 	tr := startRelay(t, nil)
@@ -147,7 +206,7 @@ func TestDrainIsBoundedByDrainTimeout(t *testing.T) {
 	}
 	defer r.Close()
 	// A slow tap (a stalled disk under the bridge) makes a backlog build up.
-	r.SetTap(func(topics, bodies [][]byte) { time.Sleep(20 * time.Millisecond) })
+	r.SetTap(func(topics, bodies [][]byte, confirmed bool) { time.Sleep(20 * time.Millisecond) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -235,15 +294,18 @@ func TestInjectorOutcome(t *testing.T) {
 		{"not JSON", []byte(testTopic), []byte("{"), "body_not_json"},
 		{"valid again", []byte(testTopic), fedmsgBody(testTopic, 4, ""), ""},
 	}
-	for _, tt := range tests {
-		err := inj.Send(tt.topic, tt.body)
+	checkAnswer := func(how, name string, err error, want string) {
+		t.Helper()
 		var refused *RefusedError
 		switch {
-		case tt.refused == "" && err != nil:
-			t.Errorf("%s: Send: %v, want nil", tt.name, err)
-		case tt.refused != "" && (!errors.As(err, &refused) || refused.RefusedReason() != tt.refused):
-			t.Errorf("%s: Send: %v, want refused: %s", tt.name, err, tt.refused)
+		case want == "" && err != nil:
+			t.Errorf("%s: %s: %v, want nil", name, how, err)
+		case want != "" && (!errors.As(err, &refused) || refused.RefusedReason() != want):
+			t.Errorf("%s: %s: %v, want refused: %s", name, how, err, want)
 		}
+	}
+	for _, tt := range tests {
+		checkAnswer("Send", tt.name, inj.Send(tt.topic, tt.body), tt.refused)
 		if tt.refused == "" {
 			m, err := sub.RecvMessageBytes(0)
 			for err == nil && string(m[1]) == probe {
@@ -253,6 +315,15 @@ func TestInjectorOutcome(t *testing.T) {
 				t.Errorf("%s: Send returned nil, but the subscriber got %q, %v", tt.name, m, err)
 			}
 		}
+	}
+
+	// Sent all at once, the same messages get the same answers, in order.
+	answers := make([]<-chan error, len(tests))
+	for i, tt := range tests {
+		answers[i] = inj.SendAsync(tt.topic, tt.body)
+	}
+	for i, tt := range tests {
+		checkAnswer("SendAsync", tt.name, <-answers[i], tt.refused)
 	}
 
 	// An inbound message still needs a valid signature.
@@ -273,5 +344,8 @@ func TestInjectorOutcome(t *testing.T) {
 	}
 	if err := inj.Send([]byte(testTopic), fedmsgBody(testTopic, 6, "")); !errors.Is(err, ErrInjectorStopped) {
 		t.Errorf("Send after the relay stopped: %v, want ErrInjectorStopped", err)
+	}
+	if err := <-inj.SendAsync([]byte(testTopic), fedmsgBody(testTopic, 7, "")); !errors.Is(err, ErrInjectorStopped) {
+		t.Errorf("SendAsync after the relay stopped: %v, want ErrInjectorStopped", err)
 	}
 }

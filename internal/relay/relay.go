@@ -138,9 +138,11 @@ func newPolicy(opts Options) wire.Policy {
 func (r *Relay) SetCrypto(c *Crypto) { r.crypto.Store(c) }
 
 // Tap sees the messages of one batch the relay publishes, as parallel
-// slices. It must not block and must copy what it keeps: the slices are
-// reused and the bytes freed once it returns.
-type Tap func(topics, bodies [][]byte)
+// slices. It must copy what it keeps: the slices are reused and the bytes
+// freed once it returns. confirmed says a confirming client will be told
+// "ok" for one of them once it returns: the tap may then wait (briefly) to
+// make them durable; otherwise it must not block.
+type Tap func(topics, bodies [][]byte, confirmed bool)
 
 // SetTap registers fn to see, once per batch, every message published except
 // those sent through the relay's Injector (the AMQP bridge's own). Call
@@ -292,7 +294,7 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 	if crypto := r.crypto.Load(); crypto.Verifier != nil || crypto.Signer != nil {
 		r.applyCrypto(crypto, n)
 	}
-	tapped, injected := 0, 0
+	tapped, injected, confirmed := 0, 0, false
 	for i := range n {
 		m := s.Message(i) // a signed body has replaced the received one
 		if m.Source == transport.FromInject {
@@ -309,10 +311,11 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 		if r.tap != nil && m.Source != transport.FromInject {
 			r.batch.tapTopics[tapped], r.batch.tapBodies[tapped] = m.Topic, m.Body
 			tapped++
+			confirmed = confirmed || m.Source == transport.FromRouter
 		}
 	}
 	if tapped > 0 {
-		r.tap(r.batch.tapTopics[:tapped], r.batch.tapBodies[:tapped])
+		r.tap(r.batch.tapTopics[:tapped], r.batch.tapBodies[:tapped], confirmed)
 	}
 	sent, failed := s.Flush()
 	if injected > 0 {

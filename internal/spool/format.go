@@ -23,6 +23,15 @@ import (
 //
 // Record:  u32 payload length | u32 CRC-32C of payload | payload
 // Payload: i64 unix seconds received | u32 topic length | topic | body
+//
+// The checksum does not cover the length. A record whose length is damaged
+// (and nothing else) is still found: its payload ends where the bytes after
+// its header match its checksum and a record that verifies (or the end of
+// the segment) starts. Two checksums agreeing by chance is not a risk worth
+// counting (2^-64), and the record is then exactly one, so the sequence
+// numbers of those after it stay right. Damage beyond the length leaves the
+// rest of the segment unframed: records have no marker to search for, and
+// not knowing how many were lost would shift the numbers the cursor holds.
 const (
 	recordHeaderBytes  = 8
 	payloadHeaderBytes = 12
@@ -118,10 +127,10 @@ func (s *Spool) reconcileSegments() {
 	}
 }
 
-// scanSegment counts the records of a segment. A record whose checksum fails
-// but whose length leads to more data stays counted (the reader skips it);
-// anything after a record that cannot be framed is cut off (a write torn by
-// a crash, or a damaged length).
+// scanSegment counts the records of a segment. A damaged record stays
+// counted (the reader skips it) when the records after it can still be
+// framed; anything after a record that cannot be framed is cut off (a write
+// torn by a crash, or damage beyond a record's length).
 func (s *Spool) scanSegment(firstSeq uint64) (g *segment, cut bool, err error) {
 	path := filepath.Join(s.dir, segmentName(firstSeq))
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -129,37 +138,145 @@ func (s *Spool) scanSegment(firstSeq uint64) (g *segment, cut bool, err error) {
 		return nil, false, fmt.Errorf("spool: open %s: %w", path, err)
 	}
 	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, false, fmt.Errorf("spool: stat %s: %w", path, err)
+	}
 	g = &segment{firstSeq: firstSeq}
-	br := bufio.NewReaderSize(f, 64<<10)
+	sf := newSegmentFile(f, 64<<10)
+	sf.end = info.Size()
 	damaged := 0
 	for {
-		n, err := readRecord(br, nil)
+		err := sf.next(nil)
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if errors.Is(err, errDamaged) {
-			if _, more := br.Peek(1); more == nil {
-				damaged++
-				g.count++
-				g.size += int64(n)
-				continue
-			}
+			damaged++
+			g.count++
+			continue
 		}
 		if err != nil {
-			s.log.Warn("truncating segment after its last whole record", "file", path, "offset", g.size, "error", err)
-			if err := f.Truncate(g.size); err != nil {
+			s.log.Warn("truncating segment after its last whole record", "file", path, "offset", sf.off, "error", err)
+			if err := f.Truncate(sf.off); err != nil {
 				return nil, false, fmt.Errorf("spool: truncate %s: %w", path, err)
 			}
 			cut = true
 			break
 		}
 		g.count++
-		g.size += int64(n)
 	}
+	g.size = sf.off
 	if damaged > 0 {
 		s.log.Warn("segment has damaged records; they will be skipped", "file", path, "records", damaged)
 	}
 	return g, cut, nil
+}
+
+// segmentFile reads a segment's records in order and knows where it is.
+type segmentFile struct {
+	f   *os.File
+	br  *bufio.Reader
+	off int64 // where the next record starts
+	end int64 // bytes of the segment holding records
+}
+
+func newSegmentFile(f *os.File, bufSize int) *segmentFile {
+	return &segmentFile{f: f, br: bufio.NewReaderSize(f, bufSize)}
+}
+
+// next reads the record at off, decoding it into a non-nil rec, and moves
+// past it. It returns io.EOF at a clean end; errDamaged when the record
+// fails its checks and was passed over (it counts as one record); another
+// error when the rest of the segment cannot be framed.
+func (sf *segmentFile) next(rec *Record) error {
+	n, err := readRecord(sf.br, rec)
+	if err == nil {
+		sf.off += int64(n)
+		return nil
+	}
+	if errors.Is(err, io.EOF) {
+		return err
+	}
+	// Where its length says the next record starts; a record that cannot be
+	// framed at all (n is 0) has no such place.
+	byLength := sf.off + int64(n)
+	if errors.Is(err, errDamaged) && (byLength == sf.end || verifiesAt(sf.f, byLength, sf.end)) {
+		sf.off = byLength
+		return err
+	}
+	if after, ok := resync(sf.f, sf.off, sf.end); ok {
+		if err := sf.seek(after); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: its length is damaged; the records after it start at offset %d", errDamaged, after)
+	}
+	if errors.Is(err, errDamaged) {
+		// Its content is damaged, and so may be the next record: its
+		// length is the only guess left.
+		sf.off = byLength
+	}
+	return err
+}
+
+func (sf *segmentFile) seek(off int64) error {
+	if _, err := sf.f.Seek(off, io.SeekStart); err != nil {
+		return fmt.Errorf("seek to %d: %w", off, err)
+	}
+	sf.br.Reset(sf.f)
+	sf.off = off
+	return nil
+}
+
+// resync finds where the record at off ends when only its length is
+// damaged: the first offset up to which the bytes after its header match
+// the checksum in it, and where a record that verifies (or the end) starts.
+// It reads with ReadAt, leaving the file's offset alone.
+func resync(f *os.File, off, end int64) (after int64, ok bool) {
+	var hdr [recordHeaderBytes]byte
+	if _, err := f.ReadAt(hdr[:], off); err != nil {
+		return 0, false
+	}
+	want := binary.LittleEndian.Uint32(hdr[4:8])
+	start := off + recordHeaderBytes
+	limit := min(end, start+maxRecordBytes)
+	buf := make([]byte, 64<<10)
+	var crc uint32
+	for pos := start; pos < limit; {
+		n, err := f.ReadAt(buf[:min(int64(len(buf)), limit-pos)], pos)
+		if n == 0 && err != nil {
+			return 0, false
+		}
+		for i := range n {
+			crc = crc32.Update(crc, crcTable, buf[i:i+1])
+			p := pos + int64(i) + 1
+			if crc == want && p-start >= payloadHeaderBytes && (p == end || verifiesAt(f, p, end)) {
+				return p, true
+			}
+		}
+		pos += int64(n)
+	}
+	return 0, false
+}
+
+// verifiesAt reports whether a whole record that passes its checks starts
+// at off and ends by end.
+func verifiesAt(f *os.File, off, end int64) bool {
+	var hdr [recordHeaderBytes]byte
+	if _, err := f.ReadAt(hdr[:], off); err != nil {
+		return false
+	}
+	length := binary.LittleEndian.Uint32(hdr[0:4])
+	if length < payloadHeaderBytes || length > maxRecordBytes || off+recordHeaderBytes+int64(length) > end {
+		return false
+	}
+	payload := make([]byte, length)
+	if _, err := f.ReadAt(payload, off+recordHeaderBytes); err != nil {
+		return false
+	}
+	topicLen := binary.LittleEndian.Uint32(payload[8:12])
+	return crc32.Checksum(payload, crcTable) == binary.LittleEndian.Uint32(hdr[4:8]) &&
+		uint64(topicLen) <= uint64(length-payloadHeaderBytes)
 }
 
 // errDamaged is a record that can be framed (its length leads to the next
@@ -210,19 +327,6 @@ func readRecord(br *bufio.Reader, rec *Record) (int, error) {
 		rec.Body = payload[payloadHeaderBytes+topicLen:]
 	}
 	return size, nil
-}
-
-// skipRecord passes over one record without checking its content, so damage
-// inside a record already confirmed does not stop a reader positioned after it.
-func skipRecord(br *bufio.Reader) error {
-	length, _, err := readHeader(br)
-	if err != nil {
-		return err
-	}
-	if _, err := br.Discard(int(length)); err != nil {
-		return fmt.Errorf("record payload: %w", err)
-	}
-	return nil
 }
 
 // Cursor file: u64 commitSeq | u64 sentEnd | u32 CRC-32C of the 16 bytes before.

@@ -1,7 +1,6 @@
 package spool
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
@@ -11,10 +10,9 @@ import (
 // Reader reads records in order, from any sequence number on.
 type Reader struct {
 	s     *Spool
-	seq   uint64 // next record to return
-	file  *os.File
-	br    *bufio.Reader
-	first uint64 // first seq of the open segment
+	seq   uint64       // next record to return
+	seg   *segmentFile // the open segment, nil if none
+	first uint64       // first seq of the open segment
 }
 
 // NewReader returns a reader positioned at sequence number 0; Seek moves it.
@@ -31,20 +29,21 @@ func (r *Reader) Pos() uint64 { return r.seq }
 
 // Close closes the open segment file, if any; the reader stays usable.
 func (r *Reader) Close() {
-	if r.file != nil {
-		r.file.Close()
-		r.file, r.br = nil, nil
+	if r.seg != nil {
+		r.seg.f.Close()
+		r.seg = nil
 	}
 }
 
 // Next returns the next written record, or ok false when there is none yet.
 // Its Topic and Body are valid until the next call. Damage never stops it: a
-// record that fails its checksum is skipped, and so is the rest of a segment
-// once a record cannot be framed (or the file cannot be opened); both are
-// counted as DropCorrupt and logged at most once per damageLogInterval.
+// record that fails its checks (its length included) is skipped, and so is
+// the rest of a segment once a record cannot be framed (or the file cannot
+// be opened); both are counted as DropCorrupt and logged at most once per
+// damageLogInterval.
 func (r *Reader) Next() (rec Record, ok bool) {
 	for {
-		first, end, found := r.s.segmentAt(r.seq)
+		first, end, size, found := r.s.segmentAt(r.seq)
 		if !found {
 			return Record{}, false
 		}
@@ -54,14 +53,15 @@ func (r *Reader) Next() (rec Record, ok bool) {
 			r.Close()
 			r.seq = first
 		}
-		if r.file == nil || r.first != first {
-			if err := r.open(first); err != nil {
+		if r.seg == nil || r.first != first {
+			if err := r.open(first, size); err != nil {
 				r.skipTo(end, first, err)
 				continue
 			}
 		}
+		r.seg.end = size // the active segment grows
 		rec.Seq = r.seq
-		_, err := readRecord(r.br, &rec)
+		err := r.seg.next(&rec)
 		switch {
 		case err == nil:
 			r.seq++
@@ -83,17 +83,19 @@ func (r *Reader) skipTo(end, first uint64, err error) {
 	r.seq = end
 }
 
-// open opens the segment starting at first and skips to r.seq.
-func (r *Reader) open(first uint64) error {
+// open opens the segment starting at first, of size bytes, and skips to
+// r.seq: records already read, damaged ones included, were counted then.
+func (r *Reader) open(first uint64, size int64) error {
 	r.Close()
 	path := filepath.Join(r.s.dir, segmentName(first))
 	f, err := os.Open(path)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", path, err)
 	}
-	r.file, r.br, r.first = f, bufio.NewReaderSize(f, 256<<10), first
+	r.seg, r.first = newSegmentFile(f, 256<<10), first
+	r.seg.end = size
 	for skip := r.seq - first; skip > 0; skip-- {
-		if err := skipRecord(r.br); err != nil {
+		if err := r.seg.next(nil); err != nil && !errors.Is(err, errDamaged) {
 			r.Close()
 			return fmt.Errorf("skip to record %d: %w", r.seq, err)
 		}

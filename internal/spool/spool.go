@@ -10,12 +10,15 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 )
 
 // Reasons a message is dropped, reported through Events.Dropped.
 const (
 	DropFull       = "spool_full"  // oldest unconfirmed messages removed to stay under MaxBytes
 	DropBufferFull = "buffer_full" // the writer fell behind by more than pendingLimit
+	DropBudget     = "budget"      // the relay's shared byte budget had no room for the hand-off
 	DropClosed     = "closed"      // Append after Close
 	DropError      = "spool_error" // writing or reading the spool failed
 	DropTooLarge   = "too_large"   // a record over maxRecordBytes
@@ -23,7 +26,7 @@ const (
 )
 
 // DropReasons lists every reason Events.Dropped may report.
-var DropReasons = []string{DropFull, DropBufferFull, DropClosed, DropError, DropTooLarge, DropCorrupt}
+var DropReasons = []string{DropFull, DropBufferFull, DropBudget, DropClosed, DropError, DropTooLarge, DropCorrupt}
 
 const (
 	maxSegmentBytes = 16 << 20
@@ -40,6 +43,8 @@ const (
 	// damageLogInterval bounds how often damage is logged: a damaged disk
 	// must not flood the log.
 	damageLogInterval = 10 * time.Second
+	// dropLogInterval bounds how often Append logs that it drops.
+	dropLogInterval = 10 * time.Second
 )
 
 // DefaultSyncInterval bounds what a host crash loses under SyncInterval.
@@ -83,6 +88,9 @@ type Options struct {
 	SyncInterval time.Duration
 	Log          hclog.Logger
 	Events       Events
+	// Budget, when set, is charged with the pending buffer's bytes from
+	// Append until the writer wrote them; nil leaves only pendingLimit.
+	Budget *membudget.Budget
 }
 
 // Spool is a bounded on-disk queue: Append is the producers' side, one
@@ -98,6 +106,7 @@ type Spool struct {
 	events       Events
 	sync         SyncPolicy
 	syncInterval time.Duration
+	budget       *membudget.Budget // nil: not charged
 
 	// Filled by Append (the relay's hot path), drained by the writer goroutine.
 	pendingMu      sync.Mutex
@@ -109,6 +118,7 @@ type Spool struct {
 	// writerBehind is set when Append gave up waiting for the writer (a
 	// stalled disk) and cleared by the writer's next completed write.
 	writerBehind atomic.Bool
+	dropLogged   atomic.Int64 // unix nanoseconds Append last logged a drop
 
 	// Owned by the writer goroutine.
 	spare  []byte
@@ -146,6 +156,7 @@ func Open(o Options) (*Spool, error) {
 		events:       o.Events,
 		sync:         o.Sync,
 		syncInterval: cmp.Or(o.SyncInterval, DefaultSyncInterval),
+		budget:       o.Budget,
 		wake:         make(chan struct{}, 1),
 		// Start both buffers big enough that Append rarely grows one.
 		pending:  make([]byte, 0, initialPendingBytes),
@@ -161,17 +172,17 @@ func Open(o Options) (*Spool, error) {
 	return s, nil
 }
 
-// segmentAt returns the bounds of the oldest segment holding records at or
-// after seq.
-func (s *Spool) segmentAt(seq uint64) (first, end uint64, found bool) {
+// segmentAt returns the bounds and size in bytes of the oldest segment
+// holding records at or after seq.
+func (s *Spool) segmentAt(seq uint64) (first, end uint64, size int64, found bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, g := range s.segments {
 		if g.endSeq() > seq {
-			return g.firstSeq, g.endSeq(), true
+			return g.firstSeq, g.endSeq(), g.size, true
 		}
 	}
-	return 0, 0, false
+	return 0, 0, 0, false
 }
 
 // damaged counts n records from seq on, in the segment starting at first, as

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/logging/logtest"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 )
 
 func testSpool(t *testing.T, dir string, maxBytes int64) (*Spool, map[string]uint64) {
@@ -34,7 +36,7 @@ func testSpool(t *testing.T, dir string, maxBytes int64) (*Spool, map[string]uin
 
 // appendOne appends a batch of one and reports whether it was kept.
 func (s *Spool) appendOne(topic, body []byte, received time.Time) bool {
-	return s.Append([][]byte{topic}, [][]byte{body}, received) == 1
+	return s.Append([][]byte{topic}, [][]byte{body}, received, true) == 1
 }
 
 // waitWritten waits until the writer has written records up to seq.
@@ -317,8 +319,9 @@ func bodies(from, to int, except ...int) []string {
 // TestSpoolDamage damages segments around a reader's position (record 40, in
 // the segment of records 32-47) the way a bad disk or a crash does, and
 // checks that the reader returns every intact record it can still find, in
-// order, counts the others as DropCorrupt, and never stalls; then that a
-// reopened spool recovers the same records.
+// order (past a record whose length alone is damaged, too), counts the
+// others as DropCorrupt, and never stalls; then that a reopened spool
+// recovers the same records.
 func TestSpoolDamage(t *testing.T) {
 	const total, pos = 80, 40
 	tests := []struct {
@@ -328,14 +331,31 @@ func TestSpoolDamage(t *testing.T) {
 	}{
 		{"payload flipped before the position", func(t *testing.T, dir string) { editSegment(t, dir, 32, flip(35, 32, 20)) },
 			bodies(pos, total)},
+		{"payloads of neighbours flipped", func(t *testing.T, dir string) {
+			editSegment(t, dir, 48, flip(50, 48, 20))
+			editSegment(t, dir, 48, flip(51, 48, 20))
+		}, bodies(pos, total, 50, 51)},
 		{"length flipped before the position", func(t *testing.T, dir string) { editSegment(t, dir, 32, flip(35, 32, 3)) },
-			bodies(48, total)},
+			bodies(pos, total)},
 		{"payload flipped after the position", func(t *testing.T, dir string) {
 			editSegment(t, dir, 32, flip(42, 32, 20))
 			editSegment(t, dir, 64, flip(70, 64, 9))
 		}, bodies(pos, total, 42, 70)},
 		{"length flipped after the position", func(t *testing.T, dir string) { editSegment(t, dir, 48, flip(50, 48, 3)) },
-			append(bodies(pos, 50), bodies(64, total)...)},
+			bodies(pos, total, 50)},
+		{"length flipped to another in range", func(t *testing.T, dir string) { editSegment(t, dir, 48, flip(50, 48, 0)) },
+			bodies(pos, total, 50)},
+		{"two lengths flipped in a segment", func(t *testing.T, dir string) {
+			editSegment(t, dir, 48, flip(50, 48, 3))
+			editSegment(t, dir, 48, flip(55, 48, 1))
+		}, bodies(pos, total, 50, 55)},
+		{"the last record's length flipped", func(t *testing.T, dir string) { editSegment(t, dir, 64, flip(79, 64, 3)) },
+			bodies(pos, total, 79)},
+		// The rest of the segment cannot be framed with certainty: given up.
+		{"length and payload flipped", func(t *testing.T, dir string) {
+			editSegment(t, dir, 48, flip(50, 48, 3))
+			editSegment(t, dir, 48, flip(50, 48, 20))
+		}, append(bodies(pos, 50), bodies(64, total)...)},
 		{"segment tail truncated", func(t *testing.T, dir string) {
 			editSegment(t, dir, 48, func(data []byte) []byte { return data[:5*recordBytes+7] })
 		}, append(bodies(pos, 53), bodies(64, total)...)},
@@ -397,7 +417,7 @@ func TestAppendWritten(t *testing.T) {
 		}
 		for i := range 50 {
 			body := fmt.Appendf(nil, "policy %d message %d", policy, i)
-			if s.Append([][]byte{[]byte("t")}, [][]byte{body}, time.Now()) != 1 {
+			if s.Append([][]byte{[]byte("t")}, [][]byte{body}, time.Now(), true) != 1 {
 				t.Fatalf("policy %d: message %d not kept", policy, i)
 			}
 			data, err := os.ReadFile(lastSegment(t, dir))
@@ -409,4 +429,145 @@ func TestAppendWritten(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// TestAppendChargesBudget checks the hand-off's use of the relay's shared
+// byte budget: with no room (another holder took it) Append drops and
+// counts, with room for part of a batch it keeps that part, once the room
+// is back it accepts again, and every byte it charged is given back once
+// the writer wrote it.
+func TestAppendChargesBudget(t *testing.T) {
+	budget := membudget.New(64 << 10)
+	var mu sync.Mutex
+	dropped := map[string]uint64{}
+	s, err := Open(Options{Dir: t.TempDir(), MaxBytes: 1 << 20, Log: logtest.ForTest(t), Budget: budget, Events: Events{
+		Appended: func(int) {},
+		Dropped: func(reason string, n uint64) {
+			mu.Lock()
+			defer mu.Unlock()
+			dropped[reason] += n
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	batch := func(n int) (topics, bodies [][]byte) {
+		for i := range n {
+			topics, bodies = append(topics, []byte("t")), append(bodies, fmt.Appendf(nil, "m%05d", i))
+		}
+		return topics, bodies
+	}
+	drops := func() uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return dropped[DropBudget]
+	}
+	waitReleased := func(want int64) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for budget.Used() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("budget holds %d bytes, want %d once the writer wrote everything", budget.Used(), want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	// Another holder (inbound producers, say) took the whole budget.
+	if !budget.Reserve(budget.Limit()) {
+		t.Fatal("reserve the whole budget")
+	}
+	topics, bodies := batch(10)
+	if kept := s.Append(topics, bodies, time.Now(), false); kept != 0 || drops() != 10 {
+		t.Fatalf("budget full: kept %d, %d dropped as %q; want 0 and 10", kept, drops(), DropBudget)
+	}
+	// Room for three records of the next batch.
+	budget.Release(3 * recordBytes)
+	if kept := s.Append(topics, bodies, time.Now(), true); kept != 3 || drops() != 17 {
+		t.Fatalf("room for 3: kept %d, %d dropped; want 3 and 17", kept, drops())
+	}
+	waitReleased(budget.Limit() - 3*recordBytes)
+	// The other holder let go: whole batches are taken again.
+	budget.Release(budget.Limit() - 3*recordBytes)
+	for range 100 {
+		if kept := s.Append(topics, bodies, time.Now(), false); kept != 10 {
+			t.Fatalf("budget free: kept %d of 10", kept)
+		}
+	}
+	waitWritten(t, s, 3+100*10)
+	waitReleased(0)
+	if got := readAll(t, s, 0); len(got) != 3+1000 {
+		t.Errorf("read %d records, want %d", len(got), 3+1000)
+	}
+	if drops() != 17 || len(dropped) != 1 {
+		t.Errorf("dropped %v, want only the 17 over budget", dropped)
+	}
+}
+
+// FuzzSegmentFile feeds arbitrary segment files to the framing the reader
+// and recovery share: it must never panic, always move forward, and stay
+// within the file.
+func FuzzSegmentFile(f *testing.F) {
+	dir := f.TempDir()
+	s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Log: hclog.NewNullLogger(), Events: Events{Appended: func(int) {}, Dropped: func(string, uint64) {}}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for i := range 4 {
+		s.appendOne([]byte("org.fedoraproject.prod.git.receive"), fmt.Appendf(nil, `{"msg": {"n": %d}}`, i), time.Unix(1700000000, 0))
+	}
+	if err := s.Close(); err != nil {
+		f.Fatal(err)
+	}
+	seg, err := os.ReadFile(lastSegment(f, dir))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(seg)
+	lengthFlipped := slices.Clone(seg)
+	lengthFlipped[len(seg)/4+3] ^= 0xff
+	f.Add(lengthFlipped)
+	f.Add(seg[:len(seg)-3])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(t.TempDir(), "seg")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		file, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer file.Close()
+		sf := newSegmentFile(file, 4096)
+		sf.end = int64(len(data))
+		for {
+			before := sf.off
+			var rec Record
+			err := sf.next(&rec)
+			if err != nil && !errors.Is(err, errDamaged) {
+				return
+			}
+			if sf.off <= before || sf.off > sf.end {
+				t.Fatalf("moved from %d to %d (end %d): %v", before, sf.off, sf.end, err)
+			}
+		}
+	})
+}
+
+// TestAppendBurstWaits appends a burst of large batches nobody waits for,
+// far more than the pending buffer holds, faster than the writer writes:
+// once the buffer is half full Append waits for the writer, so nothing is
+// dropped as long as the disk keeps up.
+func TestAppendBurstWaits(t *testing.T) {
+	s, dropped := testSpool(t, t.TempDir(), 1<<30)
+	defer s.Close()
+	body := bytes.Repeat([]byte("x"), 1<<20)
+	const batches = 64
+	for i := range batches {
+		if kept := s.Append([][]byte{[]byte("t")}, [][]byte{body}, time.Now(), false); kept != 1 {
+			t.Fatalf("batch %d of 1 MiB not kept (dropped %v)", i, dropped)
+		}
+	}
+	waitWritten(t, s, batches)
 }

@@ -10,18 +10,33 @@ import (
 )
 
 // Append copies a batch of messages into the pending buffer under one lock,
-// all stamped with received, and waits until the writer goroutine wrote
-// them to their segment (and synced it under SyncAlways): once it returns,
-// a killed process loses none of them. It waits at most writeWait, and not
-// at all while the writer is behind, so a stalled disk never stalls the
-// caller. What it has to drop it reports through Events.Dropped. It returns
-// how many it kept.
-func (s *Spool) Append(topics, bodies [][]byte, received time.Time) int {
+// all stamped with received, charging their bytes to the budget until the
+// writer goroutine wrote them. With wait it then waits until the writer
+// wrote them to their segment (and synced it under SyncAlways): once it
+// returns, a killed process loses none of them. It waits at most
+// writeWait, and not at all while the writer is behind, so a stalled disk
+// never stalls the caller. Without wait it returns at once (unless over
+// half of pendingLimit is pending): a kill before the writer's next write
+// loses what is pending.
+// What it has to drop it reports through Events.Dropped. It returns how
+// many it kept.
+func (s *Spool) Append(topics, bodies [][]byte, received time.Time, wait bool) int {
 	unix := uint64(received.Unix())
-	var kept, tooBig, noRoom uint64
+	var batchBytes int64
+	for i, topic := range topics {
+		batchBytes += int64(recordHeaderBytes + payloadHeaderBytes + len(topic) + len(bodies[i]))
+	}
+	// One reservation for the whole batch; record by record only when the
+	// budget has no room for all of it.
+	reserved := s.reserve(batchBytes)
+	var kept, tooBig, noRoom, noBudget uint64
+	var keptBytes int64
 	s.pendingMu.Lock()
 	if s.closed {
 		s.pendingMu.Unlock()
+		if reserved {
+			s.release(batchBytes)
+		}
 		s.events.Dropped(DropClosed, uint64(len(topics)))
 		return 0
 	}
@@ -41,6 +56,9 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time) int {
 		case len(s.pending)+size > pendingLimit && len(s.pending) > 0:
 			noRoom++
 			continue
+		case !reserved && !s.reserve(int64(size)):
+			noBudget++
+			continue
 		}
 		// The writer fills in the CRC, keeping the checksum work off this path.
 		s.pending = binary.LittleEndian.AppendUint32(s.pending, uint32(size-recordHeaderBytes))
@@ -50,14 +68,24 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time) int {
 		s.pending = append(s.pending, topic...)
 		s.pending = append(s.pending, body...)
 		kept++
+		keptBytes += int64(size)
 	}
 	s.pendingRecords += int(kept)
+	// A burst the writer has not caught up with waits anyway: the caller
+	// slows down rather than overflow the buffer.
+	wait = wait || len(s.pending) > pendingLimit/2
 	s.pendingMu.Unlock()
+	if reserved {
+		s.release(batchBytes - keptBytes)
+	}
 	if tooBig > 0 {
 		s.events.Dropped(DropTooLarge, tooBig)
 	}
 	if noRoom > 0 {
-		s.events.Dropped(DropBufferFull, noRoom)
+		s.handOffDropped(DropBufferFull, noRoom)
+	}
+	if noBudget > 0 {
+		s.handOffDropped(DropBudget, noBudget)
 	}
 	if wake && kept > 0 {
 		select {
@@ -65,10 +93,38 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time) int {
 		default:
 		}
 	}
-	if kept > 0 && !s.writerBehind.Load() {
+	if wait && kept > 0 && !s.writerBehind.Load() {
 		s.waitWritten(written)
 	}
 	return int(kept)
+}
+
+// handOffDropped counts messages Append had no room for and logs it at
+// most once per dropLogInterval: while the room lacks, every batch drops.
+func (s *Spool) handOffDropped(reason string, n uint64) {
+	s.events.Dropped(reason, n)
+	now, last := time.Now().UnixNano(), s.dropLogged.Load()
+	if now-last >= int64(dropLogInterval) && s.dropLogged.CompareAndSwap(last, now) {
+		s.log.Warn("no room to hand messages to the spool, dropping them", "reason", reason, "messages", n,
+			"budget_used", s.budgetUsed(), "dir", s.dir)
+	}
+}
+
+func (s *Spool) budgetUsed() int64 {
+	if s.budget == nil {
+		return 0
+	}
+	return s.budget.Used()
+}
+
+// reserve charges n bytes to the budget, if there is one, and reports
+// whether they fit.
+func (s *Spool) reserve(n int64) bool { return s.budget == nil || s.budget.Reserve(n) }
+
+func (s *Spool) release(n int64) {
+	if s.budget != nil {
+		s.budget.Release(n)
+	}
 }
 
 func (s *Spool) waitWritten(written <-chan struct{}) {
@@ -124,6 +180,8 @@ func (s *Spool) flushPending() {
 	if records == 0 {
 		return
 	}
+	// Written or dropped, the bytes are no longer held in memory.
+	defer s.release(int64(len(batch)))
 	for len(batch) > 0 {
 		n, count := s.fillSegment(batch)
 		if err := s.writeActive(batch[:n], count); err != nil {

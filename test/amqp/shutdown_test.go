@@ -111,7 +111,7 @@ func TestConsumeShutdown(t *testing.T) {
 // probeUntilLive sends probes through the relay's confirmed inbound until
 // the subscriber gets one (its subscription reached the relay), then
 // discards stray probes.
-func probeUntilLive(t *testing.T, r *relay, sub *subscriber) {
+func probeUntilLive(t testing.TB, r *relay, sub *subscriber) {
 	t.Helper()
 	producer := newConfirmedProducer(t, r.confirm)
 	probe := message{topic: probeTopic, msgID: "2026-probe", msg: `{}`}
