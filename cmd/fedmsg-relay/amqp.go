@@ -11,6 +11,7 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/relay"
+	"github.com/fedora-infra/fedmsg-relay/internal/spool"
 )
 
 // startBridge connects the relay to RabbitMQ: every batch the relay publishes
@@ -25,7 +26,12 @@ func startBridge(cfg *config.AMQP, budget *membudget.Budget, r *relay.Relay, log
 	if err != nil {
 		return nil, nil, fmt.Errorf("amqp bridge: %w", err)
 	}
-	r.SetTap(bridge.Enqueue)
+	r.SetTap(func(topics, bodies [][]byte, confirmed bool) relay.Durability {
+		if written := bridge.Enqueue(topics, bodies, confirmed); written != nil {
+			return written
+		}
+		return nil // not a nil *spool.Completion in the interface
+	}, spool.CompletionFailures)
 
 	var inject amqpbridge.Inject
 	stopInject = func() {}

@@ -125,8 +125,8 @@ func purge(b *testing.B, url, queue string) {
 // BenchmarkPublish measures the relay hot path's cost of the bridge (broker
 // down, so every message goes to the spool) against the floor for any bridge
 // that keeps a message: copying topic and body into fresh memory. One op is
-// one batch of one message: from a PUB producer (Enqueue returns at once)
-// and from a confirming client (Enqueue waits for the spool's write). The
+// one batch of one message: from a PUB producer and from a confirming
+// client (whose Completion the forwarding loop hands on without waiting). The
 // timer stops every 1024 messages while the writer catches up, as it does
 // in a relay, whose loop spends microseconds per message elsewhere: what is
 // measured is the forwarding loop's cost, not the writer's.

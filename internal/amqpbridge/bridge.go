@@ -89,13 +89,18 @@ func loadTLS(cfg Options) (*tls.Config, error) {
 
 // Enqueue hands a batch of relayed messages to the bridge: it copies them
 // into the spool's buffer, reading the clock once, charged to the relay's
-// byte budget; with wait it returns once the spool's writer wrote them
-// (spool.Append), so that a killed relay loses nothing it answered "ok" for.
-// It never waits for the broker and does not parse the bodies. Messages
-// other relays' AMQP bridges injected (username "amqp-bridge") are skipped
-// by the publisher, off this path, so they do not loop.
-func (b *Bridge) Enqueue(topics, bodies [][]byte, wait bool) {
-	b.spool.Append(topics, bodies, time.Now(), wait)
+// byte budget, and returns without waiting for the disk (spool.Append).
+// With confirm (a confirming client will be told "ok" for one of them) it
+// keeps the batch whole or not at all and returns its Completion: the relay
+// answers "ok" only once that completes without failure, so a killed relay
+// (or, under spool_sync: always, a crashed host) loses nothing it answered
+// "ok" for. Without confirm it returns nil. It never waits for the broker
+// and does not parse the bodies. Messages other relays' AMQP bridges
+// injected (username "amqp-bridge") are skipped by the publisher, off this
+// path, so they do not loop.
+func (b *Bridge) Enqueue(topics, bodies [][]byte, confirm bool) *spool.Completion {
+	_, written := b.spool.Append(topics, bodies, time.Now(), confirm)
+	return written
 }
 
 // Run publishes spooled messages, and consumes the configured queue into

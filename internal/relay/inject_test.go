@@ -28,7 +28,7 @@ type tapRecorder struct {
 	confirmed map[string]bool // "topic body": its batch was flagged confirmed
 }
 
-func (rec *tapRecorder) tap(topics, bodies [][]byte, confirmed bool) {
+func (rec *tapRecorder) tap(topics, bodies [][]byte, confirmed bool) Durability {
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
 	if len(topics) == 0 || len(topics) != len(bodies) {
@@ -43,6 +43,7 @@ func (rec *tapRecorder) tap(topics, bodies [][]byte, confirmed bool) {
 		rec.seen = append(rec.seen, m)
 		rec.confirmed[m] = confirmed
 	}
+	return nil
 }
 
 // batchConfirmed reports whether the tap saw m, and whether in a batch
@@ -68,7 +69,7 @@ func TestInjectedMessagesBypassTheTap(t *testing.T) {
 	opts := testOptions(t)
 	opts.Confirm, opts.Inject = []string{confirm}, true
 	var rec tapRecorder
-	tr := runRelay(t, opts, logtest.ForTest(t), func(r *Relay) { r.SetTap(rec.tap) })
+	tr := runRelay(t, opts, logtest.ForTest(t), func(r *Relay) { r.SetTap(rec.tap, nil) })
 	inj, err := tr.NewInjector()
 	if err != nil {
 		t.Fatal(err)
@@ -149,7 +150,7 @@ func TestTapKnowsConfirmedBatches(t *testing.T) {
 	opts := testOptions(t)
 	opts.Confirm = []string{confirm}
 	var rec tapRecorder
-	tr := runRelay(t, opts, logtest.ForTest(t), func(r *Relay) { r.SetTap(rec.tap) })
+	tr := runRelay(t, opts, logtest.ForTest(t), func(r *Relay) { r.SetTap(rec.tap, nil) })
 
 	pub := newSocket(t, zmq.PUB)
 	must(t, pub.Connect(tr.inbound))
@@ -206,7 +207,10 @@ func TestDrainIsBoundedByDrainTimeout(t *testing.T) {
 	}
 	defer r.Close()
 	// A slow tap (a stalled disk under the bridge) makes a backlog build up.
-	r.SetTap(func(topics, bodies [][]byte, confirmed bool) { time.Sleep(20 * time.Millisecond) })
+	r.SetTap(func(topics, bodies [][]byte, confirmed bool) Durability {
+		time.Sleep(20 * time.Millisecond)
+		return nil
+	}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)

@@ -73,6 +73,12 @@ type Relay struct {
 	crypto  atomic.Pointer[Crypto]
 	tap     Tap
 	inject  *Injector // nil unless NewInjector was called
+	reg     *metrics.Registry
+
+	// With a tap: the replies for what it failed to keep, and, with the Go
+	// engine's confirm endpoints, the replies that wait for durability.
+	refusals *tapRefusals
+	held     *heldReplies // nil: Flush answers confirming clients itself
 
 	batch batchState // owned by the forwarding loop
 
@@ -108,6 +114,7 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) 
 		stats:   st,
 		resume:  newResumeStats(reg),
 		drops:   newDropLogger(log, opts.DropLogInterval),
+		reg:     reg,
 	}
 	r.crypto.Store(&Crypto{})
 	for _, reason := range wire.Reasons() {
@@ -138,16 +145,28 @@ func newPolicy(opts Options) wire.Policy {
 func (r *Relay) SetCrypto(c *Crypto) { r.crypto.Store(c) }
 
 // Tap sees the messages of one batch the relay publishes, as parallel
-// slices. It must copy what it keeps: the slices are reused and the bytes
-// freed once it returns. confirmed says a confirming client will be told
-// "ok" for one of them once it returns: the tap may then wait (briefly) to
-// make them durable; otherwise it must not block.
-type Tap func(topics, bodies [][]byte, confirmed bool)
+// slices, and must not block. It must copy what it keeps: the slices are
+// reused and the bytes freed once it returns. confirmed says a confirming
+// client waits to be told "ok" for one of them: the tap then returns the
+// batch's Durability (nil otherwise), and the relay answers "ok" only once
+// it is done without failure. A batch whose Durability failed before the
+// tap returned is not kept at all: its confirming clients' messages are
+// refused and not published. One that fails later was published: its
+// clients are refused all the same (the Go engine), or (libzmq) the loop
+// waits for it before it publishes.
+type Tap func(topics, bodies [][]byte, confirmed bool) Durability
 
 // SetTap registers fn to see, once per batch, every message published except
-// those sent through the relay's Injector (the AMQP bridge's own). Call
-// before Run.
-func (r *Relay) SetTap(fn Tap) { r.tap = fn }
+// those sent through the relay's Injector (the AMQP bridge's own). failures
+// are the reasons its Durability may fail with; each becomes a reply
+// "refused:spool_<reason>" and a counter. Call before Run.
+func (r *Relay) SetTap(fn Tap, failures []string) {
+	r.tap = fn
+	r.refusals = newTapRefusals(r.sockets, r.reg, r.log, r.opts.DropLogInterval, failures, shuttingDown+1)
+	if r.opts.InboundEngine == transport.EngineGo && len(r.opts.Confirm) > 0 {
+		r.held = newHeldReplies(r.sockets, r.refusals)
+	}
+}
 
 // Alive reports whether the forwarding loop turned recently: the systemd
 // watchdog pings only while it does.
@@ -175,6 +194,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 	}
 	err := r.drain()
+	if r.held != nil {
+		if left := r.held.stop(r.stopBy); left > 0 {
+			r.log.Warn("draining: confirm replies still wait for the spool; they are not sent", "batches", left)
+		}
+	}
 	r.finalSubscriptions.Store(int64(r.sockets.Subscriptions(0)))
 	return err
 }
@@ -252,7 +276,7 @@ func (r *Relay) abandon(published int) error {
 		for i := range n {
 			s.SetVerdict(i, transport.Drop+shuttingDown)
 		}
-		s.Flush()
+		r.flush(nil)
 		left += n
 	}
 	r.log.Warn("drain_timeout passed: messages still queued were not published",
@@ -314,10 +338,13 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 			confirmed = confirmed || m.Source == transport.FromRouter
 		}
 	}
+	var durable Durability
 	if tapped > 0 {
-		r.tap(r.batch.tapTopics[:tapped], r.batch.tapBodies[:tapped], confirmed)
+		if d := r.tap(r.batch.tapTopics[:tapped], r.batch.tapBodies[:tapped], confirmed); d != nil {
+			durable = r.awaitTap(d, n, &b)
+		}
 	}
-	sent, failed := s.Flush()
+	sent, failed := r.flush(durable)
 	if injected > 0 {
 		r.inject.decide(r.batch.injected[:injected])
 	}
@@ -325,6 +352,37 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 	b.sendErrors = uint64(failed)
 	r.stats.add(&b)
 	return n, nil
+}
+
+// awaitTap returns what the batch's confirm replies must still wait for.
+// With libzmq, which answers confirming clients as it sends, it waits for
+// the tap first, however long the disk takes. A batch the tap failed to
+// keep has its confirming clients' messages refused before the send.
+func (r *Relay) awaitTap(d Durability, n int, b *batchCounts) Durability {
+	if r.held == nil {
+		<-d.Done()
+	}
+	select {
+	case <-d.Done():
+	default:
+		return d
+	}
+	if failure := d.Failed(); failure != "" {
+		r.refuseUnspooled(failure, n, b)
+	}
+	return nil
+}
+
+// flush sends the batch. With held replies, its confirm replies go out
+// once durable is done and the batches before were answered.
+func (r *Relay) flush(durable Durability) (sent, failed int) {
+	if r.held == nil {
+		return r.sockets.Flush()
+	}
+	hb := r.held.batch()
+	sent, failed, hb.replies = r.sockets.FlushHoldingReplies(hb.replies)
+	r.held.hold(hb, durable)
+	return sent, failed
 }
 
 // applyCrypto verifies and signs the batch's valid messages. RSA costs about

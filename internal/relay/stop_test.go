@@ -31,7 +31,10 @@ func TestStopTakesDrainTimeoutInAll(t *testing.T) {
 			r.Close()
 		}
 	}()
-	r.SetTap(func(topics, bodies [][]byte, confirmed bool) { time.Sleep(300 * time.Millisecond) })
+	r.SetTap(func(topics, bodies [][]byte, confirmed bool) Durability {
+		time.Sleep(300 * time.Millisecond)
+		return nil
+	}, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)

@@ -157,7 +157,11 @@ func (s *Spool) scanSegment(firstSeq uint64) (g *segment, cut bool, err error) {
 			continue
 		}
 		if err != nil {
-			s.log.Warn("truncating segment after its last whole record", "file", path, "offset", sf.off, "error", err)
+			// At least one record was torn (the rest of the file is one
+			// record's bytes as far as its framing tells).
+			s.events.Dropped(DropTorn, 1)
+			s.log.Warn("truncating segment after its last whole record", "file", path, "offset", sf.off,
+				"bytes_cut", sf.end-sf.off, "error", err)
 			if err := f.Truncate(sf.off); err != nil {
 				return nil, false, fmt.Errorf("spool: truncate %s: %w", path, err)
 			}

@@ -23,10 +23,11 @@ const (
 	DropError      = "spool_error" // writing or reading the spool failed
 	DropTooLarge   = "too_large"   // a record over maxRecordBytes
 	DropCorrupt    = "corrupt"     // a damaged record, or one a damaged record made unreachable
+	DropTorn       = "torn"        // a segment's end cut off at recovery: a write a crash interrupted
 )
 
 // DropReasons lists every reason Events.Dropped may report.
-var DropReasons = []string{DropFull, DropBufferFull, DropBudget, DropClosed, DropError, DropTooLarge, DropCorrupt}
+var DropReasons = []string{DropFull, DropBufferFull, DropBudget, DropClosed, DropError, DropTooLarge, DropCorrupt, DropTorn}
 
 const (
 	maxSegmentBytes = 16 << 20
@@ -34,9 +35,9 @@ const (
 	// writer; it only fills if the disk stalls.
 	pendingLimit        = 16 << 20
 	initialPendingBytes = 1 << 20
-	// writeWait bounds how long Append waits for the writer before it stops
-	// waiting until the writer has caught up (a stalled disk must not stall
-	// the relay).
+	// writeWait bounds how long a burst's Append waits for the writer before
+	// it stops waiting until the writer has caught up (a stalled disk must
+	// not stall the relay); a Completion has no such bound.
 	writeWait = 500 * time.Millisecond
 	// cursorSaveInterval bounds how many confirmed messages a crash re-sends.
 	cursorSaveInterval = time.Second
@@ -58,7 +59,7 @@ type SyncPolicy int
 const (
 	// SyncInterval syncs the active segment every Options.SyncInterval.
 	SyncInterval SyncPolicy = iota
-	// SyncAlways syncs after every write, before Append returns.
+	// SyncAlways syncs after every write, before Append's Completion completes.
 	SyncAlways
 	// SyncNever leaves write-back to the kernel, even on Close.
 	SyncNever
@@ -112,7 +113,7 @@ type Spool struct {
 	pendingMu      sync.Mutex
 	pending        []byte
 	pendingRecords int
-	written        chan struct{} // closed once pending is written; nil while it is empty
+	written        *Completion // completes once pending is written; nil while it is empty
 	closed         bool
 	wake           chan struct{} // cap 1: pending has data
 	// writerBehind is set when Append gave up waiting for the writer (a
@@ -124,6 +125,8 @@ type Spool struct {
 	spare  []byte
 	active *os.File // last segment, open for append
 	dirty  bool     // active has writes not yet synced
+	// syncFailed is set by a failed sync, cleared by each flushPending.
+	syncFailed bool
 
 	dirDirty atomic.Bool // segments were created or removed since the last directory sync
 

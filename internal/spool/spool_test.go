@@ -34,9 +34,12 @@ func testSpool(t *testing.T, dir string, maxBytes int64) (*Spool, map[string]uin
 	return s, dropped
 }
 
-// appendOne appends a batch of one and reports whether it was kept.
+// appendOne appends a confirmed batch of one, waits until it is durable and
+// reports whether it was kept.
 func (s *Spool) appendOne(topic, body []byte, received time.Time) bool {
-	return s.Append([][]byte{topic}, [][]byte{body}, received, true) == 1
+	kept, written := s.Append([][]byte{topic}, [][]byte{body}, received, true)
+	<-written.Done()
+	return kept == 1 && written.Failed() == ""
 }
 
 // waitWritten waits until the writer has written records up to seq.
@@ -106,18 +109,19 @@ func TestSpoolRecovery(t *testing.T) {
 		name        string
 		damage      func(t *testing.T, dir string)
 		wantFromSeq uint64 // first message resent
+		wantTorn    uint64 // records counted DropTorn at recovery
 	}{
-		{"clean", func(*testing.T, string) {}, 30},
-		{"torn header", func(t *testing.T, dir string) { appendFile(t, lastSegment(t, dir), []byte{1, 2, 3}) }, 30},
+		{"clean", func(*testing.T, string) {}, 30, 0},
+		{"torn header", func(t *testing.T, dir string) { appendFile(t, lastSegment(t, dir), []byte{1, 2, 3}) }, 30, 1},
 		{"torn payload", func(t *testing.T, dir string) {
 			appendFile(t, lastSegment(t, dir), []byte{100, 0, 0, 0, 0, 0, 0, 0, 1, 2})
-		}, 30},
-		{"bad checksum", func(t *testing.T, dir string) { appendFile(t, lastSegment(t, dir), badCRC) }, 30},
+		}, 30, 1},
+		{"bad checksum", func(t *testing.T, dir string) { appendFile(t, lastSegment(t, dir), badCRC) }, 30, 0},
 		{"corrupt cursor", func(t *testing.T, dir string) {
 			if err := os.WriteFile(filepath.Join(dir, cursorFile), []byte("garbage"), 0o640); err != nil {
 				t.Fatal(err)
 			}
-		}, 0},
+		}, 0, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -133,8 +137,11 @@ func TestSpoolRecovery(t *testing.T) {
 			}
 			tt.damage(t, dir)
 
-			s, _ = testSpool(t, dir, 1<<20)
+			s, dropped := testSpool(t, dir, 1<<20)
 			defer s.Close()
+			if dropped[DropTorn] != tt.wantTorn {
+				t.Errorf("%s: recovery counted %d torn records, want %d (%v)", tt.name, dropped[DropTorn], tt.wantTorn, dropped)
+			}
 			commit, sentEnd := s.Cursor()
 			got := readAll(t, s, commit)
 			var want []string
@@ -404,9 +411,10 @@ func TestSpoolDamage(t *testing.T) {
 	}
 }
 
-// TestAppendWritten checks that a batch is in its segment file when Append
-// returns: the relay answers "ok" after Append, and a killed process (whose
-// page cache outlives it) must still have every record it answered for.
+// TestAppendWritten checks that a confirmed batch is in its segment file
+// when its Completion completes: the relay answers "ok" then, and a killed
+// process (whose page cache outlives it) must still have every record it
+// answered for.
 func TestAppendWritten(t *testing.T) {
 	for _, policy := range []SyncPolicy{SyncAlways, SyncInterval, SyncNever} {
 		dir := t.TempDir()
@@ -417,12 +425,12 @@ func TestAppendWritten(t *testing.T) {
 		}
 		for i := range 50 {
 			body := fmt.Appendf(nil, "policy %d message %d", policy, i)
-			if s.Append([][]byte{[]byte("t")}, [][]byte{body}, time.Now(), true) != 1 {
+			if !s.appendOne([]byte("t"), body, time.Now()) {
 				t.Fatalf("policy %d: message %d not kept", policy, i)
 			}
 			data, err := os.ReadFile(lastSegment(t, dir))
 			if err != nil || !bytes.HasSuffix(data, body) {
-				t.Fatalf("policy %d: message %d not in the segment file when Append returned (%v)", policy, i, err)
+				t.Fatalf("policy %d: message %d not in the segment file when its Completion completed (%v)", policy, i, err)
 			}
 		}
 		if err := s.Close(); err != nil {
@@ -479,19 +487,23 @@ func TestAppendChargesBudget(t *testing.T) {
 		t.Fatal("reserve the whole budget")
 	}
 	topics, bodies := batch(10)
-	if kept := s.Append(topics, bodies, time.Now(), false); kept != 0 || drops() != 10 {
+	if kept, _ := s.Append(topics, bodies, time.Now(), false); kept != 0 || drops() != 10 {
 		t.Fatalf("budget full: kept %d, %d dropped as %q; want 0 and 10", kept, drops(), DropBudget)
 	}
 	// Room for three records of the next batch.
 	budget.Release(3 * recordBytes)
-	if kept := s.Append(topics, bodies, time.Now(), true); kept != 3 || drops() != 17 {
+	if kept, _ := s.Append(topics, bodies, time.Now(), false); kept != 3 || drops() != 17 {
 		t.Fatalf("room for 3: kept %d, %d dropped; want 3 and 17", kept, drops())
+	}
+	// A confirmed batch is kept whole or not at all.
+	if kept, written := s.Append(topics, bodies, time.Now(), true); kept != 0 || drops() != 27 || written.Failed() != DropBudget {
+		t.Fatalf("room for 0 of a confirmed batch: kept %d, %d dropped, failed %q; want 0, 27, %q", kept, drops(), written.Failed(), DropBudget)
 	}
 	waitReleased(budget.Limit() - 3*recordBytes)
 	// The other holder let go: whole batches are taken again.
 	budget.Release(budget.Limit() - 3*recordBytes)
 	for range 100 {
-		if kept := s.Append(topics, bodies, time.Now(), false); kept != 10 {
+		if kept, _ := s.Append(topics, bodies, time.Now(), false); kept != 10 {
 			t.Fatalf("budget free: kept %d of 10", kept)
 		}
 	}
@@ -500,8 +512,8 @@ func TestAppendChargesBudget(t *testing.T) {
 	if got := readAll(t, s, 0); len(got) != 3+1000 {
 		t.Errorf("read %d records, want %d", len(got), 3+1000)
 	}
-	if drops() != 17 || len(dropped) != 1 {
-		t.Errorf("dropped %v, want only the 17 over budget", dropped)
+	if drops() != 27 || len(dropped) != 1 {
+		t.Errorf("dropped %v, want only the 27 over budget", dropped)
 	}
 }
 
@@ -565,9 +577,65 @@ func TestAppendBurstWaits(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 1<<20)
 	const batches = 64
 	for i := range batches {
-		if kept := s.Append([][]byte{[]byte("t")}, [][]byte{body}, time.Now(), false); kept != 1 {
+		if kept, _ := s.Append([][]byte{[]byte("t")}, [][]byte{body}, time.Now(), false); kept != 1 {
 			t.Fatalf("batch %d of 1 MiB not kept (dropped %v)", i, dropped)
 		}
 	}
 	waitWritten(t, s, batches)
+}
+
+// TestCompletionWaitsForStalledWriter stalls the writer (as a hung disk
+// would, by holding the lock it needs to write) and checks that Append
+// still returns at once, that a confirmed batch's Completion completes only
+// once the batch is in its segment file, however long that takes, and that
+// batches appended meanwhile complete too, in order.
+func TestCompletionWaitsForStalledWriter(t *testing.T) {
+	for _, policy := range []SyncPolicy{SyncAlways, SyncInterval, SyncNever} {
+		dir := t.TempDir()
+		s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Sync: policy, Log: logtest.ForTest(t),
+			Events: Events{Appended: func(int) {}, Dropped: func(string, uint64) {}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.mu.Lock() // the writer's next write waits for it
+		var written []*Completion
+		start := time.Now()
+		for i := range 5 {
+			_, c := s.Append([][]byte{[]byte("t"), []byte("t")}, [][]byte{fmt.Appendf(nil, "pub %d", i), fmt.Appendf(nil, "confirmed %d", i)}, time.Now(), true)
+			written = append(written, c)
+			if kept, c := s.Append([][]byte{[]byte("t")}, [][]byte{fmt.Appendf(nil, "unconfirmed %d", i)}, time.Now(), false); kept != 1 || c != nil {
+				t.Fatalf("policy %d: an unconfirmed batch: kept %d, Completion %v; want 1 and none", policy, kept, c)
+			}
+		}
+		if took := time.Since(start); took > 100*time.Millisecond {
+			t.Errorf("policy %d: 10 Appends took %v with the writer stalled: Append waited for it", policy, took)
+		}
+		// Longer than the bounded wait Append used to stop at.
+		time.Sleep(writeWait + 200*time.Millisecond)
+		for i, c := range written {
+			select {
+			case <-c.Done():
+				t.Fatalf("policy %d: batch %d completed while the writer could not write it (failed %q)", policy, i, c.Failed())
+			default:
+			}
+		}
+		s.mu.Unlock()
+		for i, c := range written {
+			select {
+			case <-c.Done():
+			case <-time.After(10 * time.Second):
+				t.Fatalf("policy %d: batch %d never completed once the writer could write", policy, i)
+			}
+			if c.Failed() != "" {
+				t.Errorf("policy %d: batch %d failed: %s", policy, i, c.Failed())
+			}
+			data, err := os.ReadFile(lastSegment(t, dir))
+			if want := fmt.Appendf(nil, "confirmed %d", i); err != nil || !bytes.Contains(data, want) {
+				t.Errorf("policy %d: batch %d completed but %q is not in the segment file (%v)", policy, i, want, err)
+			}
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

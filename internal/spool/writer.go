@@ -9,26 +9,70 @@ import (
 	"time"
 )
 
+// Completion tells when the records of one Append are as durable as the
+// spool's SyncPolicy promises: written to their segment (the page cache,
+// which survives a killed process), and under SyncAlways also synced with
+// the directory entry of a new segment (which survives a host crash).
+type Completion struct {
+	done   chan struct{}
+	failed string // set before done is closed
+}
+
+// Done is closed once the records are durable or failed to be.
+func (c *Completion) Done() <-chan struct{} { return c.done }
+
+// Failed is, once Done is closed, "" when the records are durable, else
+// the drop reason why not (DropBudget, DropBufferFull, DropTooLarge,
+// DropClosed: none of them kept; DropError: their write or sync failed).
+func (c *Completion) Failed() string { return c.failed }
+
+func newCompletion() *Completion { return &Completion{done: make(chan struct{})} }
+
+func (c *Completion) complete(failed string) {
+	c.failed = failed
+	close(c.done)
+}
+
+// CompletionFailures lists every reason Completion.Failed may report.
+var CompletionFailures = []string{DropBudget, DropBufferFull, DropTooLarge, DropClosed, DropError}
+
+// dropped are the completions of batches Append did not keep, by reason:
+// complete from the start.
+var dropped = func() map[string]*Completion {
+	m := map[string]*Completion{}
+	for _, reason := range CompletionFailures {
+		m[reason] = newCompletion()
+		m[reason].complete(reason)
+	}
+	return m
+}()
+
 // Append copies a batch of messages into the pending buffer under one lock,
 // all stamped with received, charging their bytes to the budget until the
-// writer goroutine wrote them. With wait it then waits until the writer
-// wrote them to their segment (and synced it under SyncAlways): once it
-// returns, a killed process loses none of them. It waits at most
-// writeWait, and not at all while the writer is behind, so a stalled disk
-// never stalls the caller. Without wait it returns at once (unless over
-// half of pendingLimit is pending): a kill before the writer's next write
-// loses what is pending.
-// What it has to drop it reports through Events.Dropped. It returns how
-// many it kept.
-func (s *Spool) Append(topics, bodies [][]byte, received time.Time, wait bool) int {
+// writer goroutine wrote them, and returns how many it kept. What it has to
+// drop it reports through Events.Dropped.
+//
+// With confirm (a client waits to be told its message is safe) it keeps the
+// whole batch or none of it, and returns the batch's Completion; it never
+// waits for the writer, so a slow disk delays only those who wait on the
+// Completion. Without confirm the Completion is nil and a kill before the
+// writer's next write loses what is pending. Either way, once over half of
+// pendingLimit is pending the caller waits for the writer (at most
+// writeWait, and not while the writer is behind): a burst slows it down
+// rather than overflow the buffer.
+func (s *Spool) Append(topics, bodies [][]byte, received time.Time, confirm bool) (int, *Completion) {
 	unix := uint64(received.Unix())
 	var batchBytes int64
 	for i, topic := range topics {
 		batchBytes += int64(recordHeaderBytes + payloadHeaderBytes + len(topic) + len(bodies[i]))
 	}
 	// One reservation for the whole batch; record by record only when the
-	// budget has no room for all of it.
+	// budget has no room for all of it (never for a confirmed batch).
 	reserved := s.reserve(batchBytes)
+	if confirm && !reserved {
+		s.handOffDropped(DropBudget, uint64(len(topics)))
+		return 0, dropped[DropBudget]
+	}
 	var kept, tooBig, noRoom, noBudget uint64
 	var keptBytes int64
 	s.pendingMu.Lock()
@@ -38,14 +82,14 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time, wait bool) i
 			s.release(batchBytes)
 		}
 		s.events.Dropped(DropClosed, uint64(len(topics)))
-		return 0
+		return 0, dropped[DropClosed]
 	}
 	// Only the first record of a batch wakes the writer, which takes them all.
 	wake := len(s.pending) == 0
 	if s.written == nil {
-		s.written = make(chan struct{})
+		s.written = newCompletion()
 	}
-	written := s.written
+	written, start := s.written, len(s.pending)
 	for i, topic := range topics {
 		body := bodies[i]
 		size := recordHeaderBytes + payloadHeaderBytes + len(topic) + len(body)
@@ -70,10 +114,28 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time, wait bool) i
 		kept++
 		keptBytes += int64(size)
 	}
+	// A confirmed batch that lost a record is taken back whole: its client
+	// is refused, and nothing of it may reach the broker.
+	var refused string
+	if confirm && kept < uint64(len(topics)) {
+		s.pending = s.pending[:start]
+		refused = DropBufferFull
+		if tooBig > 0 {
+			refused = DropTooLarge
+		}
+		tooBig, noRoom = 0, 0
+		if refused == DropTooLarge {
+			tooBig = uint64(len(topics))
+		} else {
+			noRoom = uint64(len(topics))
+		}
+		kept, keptBytes = 0, 0
+		wake = false
+	}
 	s.pendingRecords += int(kept)
 	// A burst the writer has not caught up with waits anyway: the caller
 	// slows down rather than overflow the buffer.
-	wait = wait || len(s.pending) > pendingLimit/2
+	burst := len(s.pending) > pendingLimit/2
 	s.pendingMu.Unlock()
 	if reserved {
 		s.release(batchBytes - keptBytes)
@@ -93,10 +155,16 @@ func (s *Spool) Append(topics, bodies [][]byte, received time.Time, wait bool) i
 		default:
 		}
 	}
-	if wait && kept > 0 && !s.writerBehind.Load() {
+	if burst && kept > 0 && !s.writerBehind.Load() {
 		s.waitWritten(written)
 	}
-	return int(kept)
+	switch {
+	case refused != "":
+		return 0, dropped[refused]
+	case !confirm:
+		return int(kept), nil
+	}
+	return int(kept), written
 }
 
 // handOffDropped counts messages Append had no room for and logs it at
@@ -127,11 +195,11 @@ func (s *Spool) release(n int64) {
 	}
 }
 
-func (s *Spool) waitWritten(written <-chan struct{}) {
+func (s *Spool) waitWritten(written *Completion) {
 	timer := time.NewTimer(writeWait)
 	defer timer.Stop()
 	select {
-	case <-written:
+	case <-written.done:
 	case <-timer.C:
 		if !s.writerBehind.Swap(true) {
 			s.log.Warn("spool writer is behind; not waiting for it until it catches up", "dir", s.dir, "waited", writeWait)
@@ -172,8 +240,10 @@ func (s *Spool) flushPending() {
 	batch, records, written := s.pending, s.pendingRecords, s.written
 	s.pending, s.pendingRecords, s.written = s.spare[:0], 0, nil
 	s.pendingMu.Unlock()
+	// Why the records are not durable, for those waiting on written.
+	var failed string
 	if written != nil {
-		defer close(written)
+		defer func() { written.complete(failed) }()
 	}
 	// Keep the buffer's capacity for the next swap: Enqueue then never grows it.
 	s.spare = batch[:0]
@@ -182,16 +252,24 @@ func (s *Spool) flushPending() {
 	}
 	// Written or dropped, the bytes are no longer held in memory.
 	defer s.release(int64(len(batch)))
+	s.syncFailed = false
 	for len(batch) > 0 {
 		n, count := s.fillSegment(batch)
 		if err := s.writeActive(batch[:n], count); err != nil {
 			s.log.Error("write failed, dropping messages", "dir", s.dir, "messages", count, "error", err)
 			s.events.Dropped(DropError, uint64(count))
+			failed = DropError
 		}
 		batch = batch[n:]
 	}
+	// Records whose sync failed (here, or the previous segment's as it was
+	// rotated out) stay readable from the page cache, but are not durable as
+	// SyncAlways promises.
 	if s.sync == SyncAlways {
 		s.syncWrites()
+		if s.syncFailed {
+			failed = DropError
+		}
 	}
 	s.writerBehind.Store(false)
 	s.events.Appended(records)
@@ -318,7 +396,8 @@ func (s *Spool) removeSegmentLocked() {
 }
 
 // syncWrites forces the active segment's writes, then the directory's
-// entries (segments created or removed), to the disk, unless SyncNever.
+// entries (segments created or removed), to the disk, unless SyncNever. A
+// failure sets syncFailed.
 func (s *Spool) syncWrites() {
 	if s.sync == SyncNever {
 		return
@@ -326,12 +405,14 @@ func (s *Spool) syncWrites() {
 	if s.active != nil && s.dirty {
 		if err := s.active.Sync(); err != nil {
 			s.log.Error("sync segment failed", "error", err)
+			s.syncFailed = true
 		}
 		s.dirty = false
 	}
 	if s.dirDirty.Swap(false) {
 		if err := syncDir(s.dir); err != nil {
 			s.log.Error("sync spool directory failed", "error", err)
+			s.syncFailed = true
 		}
 	}
 }

@@ -48,6 +48,20 @@ type goInbound struct {
 	// reasons are the reply texts by verdict (SetReason); replaced, never
 	// changed, since Reply keeps them.
 	reasons [C.FWD_MAX_REASONS][]byte
+	// While holding, reply appends the replies to held instead of sending
+	// them (FlushHoldingReplies).
+	holding bool
+	held    []Reply
+}
+
+// Reply is the answer to one confirming client's message of a flushed
+// batch (Go engine), held to be sent later with SendReplies.
+type Reply struct {
+	to inbound.ReplyTo
+	// Text is the reply, a constant that is kept, never copied.
+	Text []byte
+	// Published says the message went out on the bus (Text is "ok").
+	Published bool
 }
 
 type pendingReply struct {
@@ -144,19 +158,48 @@ func (g *goInbound) take(f *C.fwd_t) int {
 func (g *goInbound) reply(f *C.fwd_t) {
 	for i := range g.replies[:g.numReplies] {
 		p := &g.replies[i]
-		text := replyUnknown
+		text, published := replyUnknown, false
 		switch v := int(f.verdict[p.slot]); {
 		case v == C.FWD_SEND || v == C.FWD_SEND_REPLACED:
-			text = replyOK
+			text, published = replyOK, true
 		case v == C.FWD_SEND_FAILED:
 			text = replySend
 		case v < len(g.reasons):
 			text = g.reasons[v]
 		}
-		g.srv.Reply(p.to, text)
+		if g.holding {
+			g.held = append(g.held, Reply{to: p.to, Text: text, Published: published})
+		} else {
+			g.srv.Reply(p.to, text)
+		}
 		*p = pendingReply{}
 	}
 	g.numReplies = 0
+}
+
+// FlushHoldingReplies is Flush, except that with the Go engine the batch's
+// confirm replies are appended to held, and returned, instead of sent: the
+// caller sends them with SendReplies once it may answer.
+func (s *Sockets) FlushHoldingReplies(held []Reply) (sent, failed int, _ []Reply) {
+	g := s.goIn
+	if g == nil {
+		sent, failed = s.Flush()
+		return sent, failed, held
+	}
+	g.holding, g.held = true, held
+	sent, failed = s.Flush()
+	held = g.held
+	g.holding, g.held = false, nil
+	return sent, failed, held
+}
+
+// SendReplies queues held replies with their clients, in order, never
+// waiting (inbound.Server.Reply). Unlike the batch methods it may be called
+// from any goroutine, also after Close (the replies are then dropped).
+func (s *Sockets) SendReplies(replies []Reply) {
+	for _, r := range replies {
+		s.goIn.srv.Reply(r.to, r.Text)
+	}
 }
 
 // stop closes the listeners and connections; what was queued can still be taken.
