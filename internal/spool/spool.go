@@ -252,6 +252,7 @@ func (s *Spool) Close() error {
 	close(s.stop)
 	<-s.stopped
 	s.flushPending()
+	s.syncWrites()
 	s.closeActive()
 	return s.saveCursor()
 }

@@ -359,12 +359,14 @@ func (s *Spool) rotate() error {
 	return nil
 }
 
-// closeActive syncs (unless SyncNever) and closes the active segment.
+// closeActive syncs (unless SyncNever) and closes the active segment. The
+// directory is left to the next syncWrites: a flush that rotates through
+// several segments syncs it once.
 func (s *Spool) closeActive() {
 	if s.active == nil {
 		return
 	}
-	s.syncWrites()
+	s.syncActive()
 	if err := s.active.Close(); err != nil {
 		s.log.Error("close segment failed", "error", err)
 	}
@@ -399,22 +401,26 @@ func (s *Spool) removeSegmentLocked() {
 // entries (segments created or removed), to the disk, unless SyncNever. A
 // failure sets syncFailed.
 func (s *Spool) syncWrites() {
-	if s.sync == SyncNever {
-		return
-	}
-	if s.active != nil && s.dirty {
-		if err := s.active.Sync(); err != nil {
-			s.log.Error("sync segment failed", "error", err)
-			s.syncFailed = true
-		}
-		s.dirty = false
-	}
-	if s.dirDirty.Swap(false) {
+	s.syncActive()
+	if s.sync != SyncNever && s.dirDirty.Swap(false) {
 		if err := syncDir(s.dir); err != nil {
 			s.log.Error("sync spool directory failed", "error", err)
 			s.syncFailed = true
 		}
 	}
+}
+
+// syncActive forces the active segment's writes to the disk, unless
+// SyncNever.
+func (s *Spool) syncActive() {
+	if s.sync == SyncNever || s.active == nil || !s.dirty {
+		return
+	}
+	if err := s.active.Sync(); err != nil {
+		s.log.Error("sync segment failed", "error", err)
+		s.syncFailed = true
+	}
+	s.dirty = false
 }
 
 func syncDir(dir string) error {

@@ -35,7 +35,9 @@ type host struct {
 	fs                                  *crashfs.FS
 	spool                               string
 	inbound, outbound, confirm, metrics string
-	configDir                           string // a fedmsg config dir for fedmsg-logger (empty)
+	// spoolMaxBytes is spool_max_bytes; segments are a sixteenth of it.
+	spoolMaxBytes int64
+	configDir     string // a fedmsg config dir for fedmsg-logger (empty)
 }
 
 func newHost(t *testing.T) *host {
@@ -58,20 +60,21 @@ func newHost(t *testing.T) *host {
 		}
 	})
 	return &host{
-		fs:        c,
-		spool:     filepath.Join(mnt, "spool"),
-		inbound:   fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
-		outbound:  fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
-		confirm:   fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
-		metrics:   fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-		configDir: t.TempDir(),
+		fs:       c,
+		spool:    filepath.Join(mnt, "spool"),
+		inbound:  fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
+		outbound: fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
+		confirm:  fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
+		metrics:  fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
+		// 128 KiB segments rotate a few times a second under the test's
+		// traffic, without filling the spool.
+		spoolMaxBytes: 2 << 20,
+		configDir:     t.TempDir(),
 	}
 }
 
 // startRelay runs the relay binary with the bridge publishing to url and its
-// spool on the crash file system, and returns once it relays. The spool's
-// 128 KiB segments (1/16 of spool_max_bytes) rotate a few times a second
-// under the test's traffic, without filling the spool.
+// spool on the crash file system, and returns once it relays.
 func (h *host) startRelay(t *testing.T, url, sync string) *testutil.Process {
 	t.Helper()
 	config := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`relay_inbound: %s
@@ -84,11 +87,11 @@ amqp:
   url: %s
   exchange: %s
   spool_dir: %s
-  spool_max_bytes: 2097152
+  spool_max_bytes: %d
   spool_sync: %s
   reconnect_min: 50ms
   reconnect_max: 200ms
-`, h.inbound, h.outbound, h.confirm, h.metrics, url, bridgeExchange, h.spool, sync))
+`, h.inbound, h.outbound, h.confirm, h.metrics, url, bridgeExchange, h.spool, h.spoolMaxBytes, sync))
 	relay := testutil.Start(t, testutil.Binary(t, "fedmsg-relay"), "--config", config)
 	relay.WaitOutput(t, "relaying", 10*time.Second)
 	return relay
@@ -137,7 +140,8 @@ while True:
     time.sleep(0.005)
 `
 
-func (h *host) startProducers(t *testing.T, loggers int) *producers {
+// Each fedmsg-logger run waits at most timeout for its answer.
+func (h *host) startProducers(t *testing.T, loggers int, timeout time.Duration) *producers {
 	t.Helper()
 	logger := testutil.Binary(t, "fedmsg-logger")
 	p := &producers{stop: make(chan struct{})}
@@ -156,7 +160,7 @@ func (h *host) startProducers(t *testing.T, loggers int) *producers {
 				default:
 				}
 				id := fmt.Sprintf("c%d-%d", g, i)
-				err := h.logger(logger, id, time.Second).Run()
+				err := h.logger(logger, id, timeout).Run()
 				p.mu.Lock()
 				if err == nil {
 					p.oks = append(p.oks, confirmed{id, time.Now()})
