@@ -276,7 +276,7 @@ func (r *Relay) abandon(published int) error {
 		for i := range n {
 			s.SetVerdict(i, transport.Drop+shuttingDown)
 		}
-		r.flush(nil)
+		r.flush(nil, true)
 		left += n
 	}
 	r.log.Warn("drain_timeout passed: messages still queued were not published",
@@ -344,7 +344,7 @@ func (r *Relay) forwardBatch(wait time.Duration) (int, error) {
 			durable = r.awaitTap(d, n, &b)
 		}
 	}
-	sent, failed := r.flush(durable)
+	sent, failed := r.flush(durable, b.received[transport.FromRouter] > 0)
 	if injected > 0 {
 		r.inject.decide(r.batch.injected[:injected])
 	}
@@ -373,10 +373,11 @@ func (r *Relay) awaitTap(d Durability, n int, b *batchCounts) Durability {
 	return nil
 }
 
-// flush sends the batch. With held replies, its confirm replies go out
-// once durable is done and the batches before were answered.
-func (r *Relay) flush(durable Durability) (sent, failed int) {
-	if r.held == nil {
+// flush sends the batch. With held replies, its confirm replies (if it has
+// confirming clients' messages) go out once durable is done and the
+// batches before were answered.
+func (r *Relay) flush(durable Durability, confirms bool) (sent, failed int) {
+	if r.held == nil || !confirms {
 		return r.sockets.Flush()
 	}
 	hb := r.held.batch()
