@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
@@ -175,7 +176,8 @@ func (c *subscriber) endReason(err error, otherwise string) string {
 		return re.reason
 	case errors.As(err, &ne) && ne.Timeout():
 		return ReasonTimeout
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE): // a peer that closes with our bytes unread resets
 		return ReasonPeerClosed
 	}
 	return otherwise
