@@ -126,6 +126,10 @@ type message struct {
 	refs atomic.Int32
 }
 
+// cost is what the message is charged in the budget and in each queue
+// holding it.
+func (m *message) cost() int64 { return int64(len(m.buf)) + messageCost }
+
 // Server accepts subscribers on every endpoint until Close.
 type Server struct {
 	opts      Options
@@ -311,7 +315,7 @@ func (s *Server) encode(topic, body []byte) *message {
 // unref drops one reference; the last gives the bytes back to the budget.
 func (s *Server) unref(m *message) {
 	if m.refs.Add(-1) == 0 {
-		s.budget.Release(int64(len(m.buf)) + messageCost)
+		s.budget.Release(m.cost())
 	}
 }
 

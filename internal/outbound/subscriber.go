@@ -407,7 +407,7 @@ func (c *subscriber) enqueue(topics, bodies [][]byte, msgs []*message, share int
 			reason = dropBudget
 		case s.opts.HWM > 0 && len(c.queue) >= s.opts.HWM:
 			reason = dropHWM
-		case queued+int64(len(m.buf)) > share:
+		case queued+m.cost() > share:
 			reason = dropShare
 		}
 		if reason >= 0 {
@@ -417,7 +417,7 @@ func (c *subscriber) enqueue(topics, bodies [][]byte, msgs []*message, share int
 		}
 		m.refs.Add(1)
 		c.queue = append(c.queue, m)
-		queued += int64(len(m.buf))
+		queued += m.cost()
 	}
 	c.queuedBytes.Store(queued)
 	wake := was == 0 && len(c.queue) > 0
@@ -481,7 +481,7 @@ func (c *subscriber) writeLoop() {
 func (c *subscriber) written(batch []*message, err error) {
 	var bytes int64
 	for _, m := range batch {
-		bytes += int64(len(m.buf))
+		bytes += m.cost()
 		c.srv.unref(m)
 	}
 	c.mu.Lock()

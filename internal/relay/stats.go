@@ -171,7 +171,7 @@ func registerSubscribers(reg *metrics.Registry, out *outbound.Server) {
 		perPeer(func(st outbound.SubscriberStats) float64 { return float64(st.Sent) }))
 	reg.Collect("fedmsg_relay_subscriber_dropped_total", "Messages each connected subscriber lost (Go outbound engine).", true,
 		perPeer(func(st outbound.SubscriberStats) float64 { return float64(st.Dropped) }))
-	reg.Collect("fedmsg_relay_subscriber_queued_bytes", "Bytes queued for each connected subscriber (Go outbound engine).", false,
+	reg.Collect("fedmsg_relay_subscriber_queued_bytes", "Bytes queued for each connected subscriber, as charged to the byte budget (Go outbound engine).", false,
 		perPeer(func(st outbound.SubscriberStats) float64 { return float64(st.QueuedBytes) }))
 }
 
