@@ -17,6 +17,7 @@ import (
 	"bufio"
 	"errors"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,8 +148,9 @@ type Server struct {
 	stopped     bool
 	subsChanged chan struct{} // closed and replaced when subscriptions change
 
-	subscriptions atomic.Int64 // held by every subscriber, with multiplicity
-	lingerUntil   atomic.Int64 // unix nanoseconds: writes end by then once closing
+	subscriptions atomic.Int64  // held by every subscriber, with multiplicity
+	accepted      atomic.Uint64 // connections so far, to name unnamed (ipc://) peers
+	lingerUntil   atomic.Int64  // unix nanoseconds: writes end by then once closing
 	drops         [numDrops]atomic.Uint64
 
 	scratch []*message // Publish's, one slot per message of the batch
@@ -212,7 +214,7 @@ func (s *Server) accept(l net.Listener) {
 }
 
 func (s *Server) start(nc net.Conn) {
-	c := &subscriber{srv: s, nc: nc, peer: nc.RemoteAddr().String(), prefixes: map[string]int{},
+	c := &subscriber{srv: s, nc: nc, peer: peerName(nc, s.accepted.Add(1)), prefixes: map[string]int{},
 		wake: make(chan struct{}, 1), gone: make(chan struct{}), writerDone: make(chan struct{})}
 	s.event(Event{Kind: Accepted, Peer: c.peer})
 	s.mu.Lock()
@@ -237,6 +239,15 @@ func (s *Server) start(nc net.Conn) {
 }
 
 func (s *Server) event(e Event) { s.opts.Event(e) }
+
+// peerName is the peer's address, a metric label: an ipc:// peer has none,
+// so it is named by its connection's number to stay unique.
+func peerName(nc net.Conn, n uint64) string {
+	if a := nc.RemoteAddr(); a != nil && a.Network() == "tcp" {
+		return a.String()
+	}
+	return "unix#" + strconv.FormatUint(n, 10)
+}
 
 // addSubscriber makes a handshaken subscriber one Publish matches.
 func (s *Server) addSubscriber(c *subscriber) {

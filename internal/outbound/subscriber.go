@@ -45,6 +45,7 @@ type subscriber struct {
 	pong     []byte // a PONG frame to send, nil when none
 	pingDue  bool
 	closing  bool           // Close: write what is queued, then end
+	started  bool           // the writer runs
 	prefixes map[string]int // subscriptions, with multiplicity as libzmq keeps them
 	lengths  []int          // the distinct prefixes' lengths, ascending, for matching
 	charged  int64          // prefix bytes charged to the budget
@@ -93,16 +94,17 @@ func (c *subscriber) signal() {
 }
 
 // finish asks the writer to end once the queue is written (Close). A
-// subscriber still in its handshake is closed at once.
+// subscriber still in its handshake has nothing queued: it is closed at once.
 func (c *subscriber) finish() {
 	c.mu.Lock()
 	c.closing = true
+	started := c.started
 	c.mu.Unlock()
-	select {
-	case <-c.writerDone:
-	default:
-		c.signal()
+	if !started {
+		c.close(ReasonShutdown)
+		return
 	}
+	c.signal()
 }
 
 // run serves the connection to its end and cleans up after it.
@@ -152,6 +154,13 @@ func (c *subscriber) serve(handshaken *bool) string {
 	if err := c.handshake(); err != nil {
 		return c.endReason(err, ReasonHandshake)
 	}
+	c.mu.Lock()
+	if c.closing { // Close came during the handshake
+		c.mu.Unlock()
+		return ReasonShutdown
+	}
+	c.started = true
+	c.mu.Unlock()
 	*handshaken = true
 	s.addSubscriber(c)
 	go c.writeLoop()
