@@ -12,6 +12,7 @@ import (
 	zmq "github.com/pebbe/zmq4"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
+	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
@@ -21,6 +22,7 @@ import (
 // show the reader's and lose the stalled one's when it goes.
 func TestGoOutboundCutsOffStalledSubscriber(t *testing.T) {
 	opts := testOptions(t)
+	opts.OutboundEngine = transport.EngineGo
 	opts.HeartbeatInterval = 200 * time.Millisecond // stalled after 600 ms without progress
 	// The stalled subscriber may hold half of 2 MiB; the reader's burst, and
 	// the next one while its writer is still releasing it, fit in the rest.

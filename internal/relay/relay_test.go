@@ -43,7 +43,6 @@ func testOptions(t *testing.T) Options {
 			HeartbeatInterval:      30 * time.Second,
 			TCPKeepalive:           true,
 			InboundBufferBytes:     16 << 20, // the one byte budget (Budget nil: made of this)
-			OutboundEngine:         transport.EngineGo,
 			MaxOutboundConnections: 1000,
 		},
 		DrainTimeout:    time.Second,
