@@ -12,6 +12,9 @@ FUZZTIME  ?= 100000x
 # Package roots, named rather than ./... so that build/ (rpmbuild trees,
 # test host root file systems) is never walked.
 PKGS      := ./cmd/... ./internal/... ./test/... ./bench/...
+# Host-crash tests: a module of its own (go-fuse stays out of the relay's
+# dependencies and vendor tarball), which ./test/... does not reach.
+CRASH     := test/crash
 
 .PHONY: build test fuzz bench rpm man run clean
 
@@ -19,11 +22,13 @@ build:
 	@mkdir -p $(BIN)
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
 
-# Everything: unit, integration (real libzmq peers), packaging and host tests,
-# then a short fuzz run of the validation path.
+# Everything: unit, integration (real libzmq peers), packaging, host and
+# host-crash tests, then a short fuzz run of the validation path.
 test: build
 	$(GO) vet $(PKGS)
+	cd $(CRASH) && $(GO) vet ./...
 	$(GO) test -count=1 -timeout 30m $(PKGS)
+	cd $(CRASH) && $(GO) test -count=1 -timeout 5m ./...
 	$(MAKE) fuzz
 
 # Short fuzz runs of every parser that takes input from the network or files.

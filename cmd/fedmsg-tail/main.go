@@ -34,8 +34,11 @@ certificate issued by the CA at ca_cert_location, not in the CRL at
 crl_location, the signature, and routing_policy (with routing_nitpicky). A
 message that fails is printed as "!! invalid REASON (DETAIL): TOPIC BODY"
 (with --json, the body alone, and the mark on standard error);
---drop-invalid leaves it out. For an https:// location the copy fedmsg
-cached (ca_cert_cache, crl_cache) is read; nothing is downloaded.
+--drop-invalid leaves it out, with a line on standard error. When the config
+sets validate_signatures, invalid messages are left out that way unless a
+flag says otherwise, as fedmsg's own tail does; --no-validate prints every
+message unchecked. For an https:// location the copy fedmsg cached
+(ca_cert_cache, crl_cache) is read; nothing is downloaded.
 
 Addresses come from --relay-outbound, else FEDMSG_RELAY_OUTBOUND, else
 endpoints["relay_outbound"] in the fedmsg config: the *.py files of
@@ -57,6 +60,7 @@ type options struct {
 	topic                 string
 	jsonOut, version      bool
 	validate, drop        bool
+	noValidate            bool
 	count                 int
 	timeout               time.Duration
 	configDir, configFile string
@@ -80,6 +84,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.configFile, "config-filename", "", "a single fedmsg config file to read instead")
 	fs.BoolVar(&o.validate, "validate", false, "check signatures, certificates and the routing policy; mark messages that fail")
 	fs.BoolVar(&o.drop, "drop-invalid", false, "with --validate (implied), leave out messages that fail instead of marking them")
+	fs.BoolVar(&o.noValidate, "no-validate", false, "print every message unchecked, even where the config sets validate_signatures")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -89,6 +94,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 || o.count < 0 || o.timeout < 0 {
 		fmt.Fprintln(stderr, "fedmsg-tail: unexpected arguments, or negative --count/--timeout")
+		return 2
+	}
+	if o.noValidate && (o.validate || o.drop) {
+		fmt.Fprintln(stderr, "fedmsg-tail: --no-validate contradicts --validate and --drop-invalid")
 		return 2
 	}
 	if o.version {
@@ -107,6 +116,13 @@ func tail(o *options, stdout, stderr io.Writer, log hclog.Logger) error {
 	cfg, err := fedmsgconf.LoadFrom(o.configDir, o.configFile, log)
 	if err != nil {
 		return err
+	}
+	if !o.validate && !o.drop && !o.noValidate {
+		// fedmsg's tail_messages drops what fails validation when the
+		// config asks for it; a consumer's view of the bus, not a raw one.
+		if o.drop, err = cfg.Bool("validate_signatures", false); err != nil {
+			return err
+		}
 	}
 	var verifier *signing.Verifier
 	if o.validate || o.drop {
@@ -170,12 +186,16 @@ func tail(o *options, stdout, stderr io.Writer, log hclog.Logger) error {
 		if verifier != nil {
 			invalid = verifier.Verify(string(topic), body)
 		}
+		if invalid != nil && (o.drop || o.jsonOut) {
+			what := "message"
+			if o.drop {
+				what = "message left out"
+			}
+			fmt.Fprintf(stderr, "fedmsg-tail: !! invalid %s on %s: %s\n", what,
+				appendPrintable(nil, topic, false), appendPrintable(nil, []byte(invalid.Error()), false))
+		}
 		if invalid != nil && o.drop {
 			continue
-		}
-		if invalid != nil && o.jsonOut {
-			fmt.Fprintf(stderr, "fedmsg-tail: !! invalid message on %s: %s\n",
-				appendPrintable(nil, topic, false), appendPrintable(nil, []byte(invalid.Error()), false))
 		}
 		if err := printMessage(out, topic, body, o.jsonOut, invalid); err != nil {
 			return err

@@ -19,14 +19,17 @@ var errClosed = errors.New("connection closed by the relay")
 // maxCommand bounds a command frame (READY, PING): libzmq's are well under.
 const maxCommand = 1024
 
-// conn is one producer connection: a SUB socket's view of a PUB peer.
+// conn is one producer connection (a SUB socket's view of a PUB peer) or,
+// with confirm set, one confirming client's (a ROUTER's view of a DEALER).
 type conn struct {
 	srv  *Server
 	nc   net.Conn
 	r    *bufio.Reader
-	wmu  sync.Mutex // PONGs from the reader, PINGs from the timer
+	wmu  sync.Mutex // PONGs from the reader, PINGs from the timer, replies
 	w    *bufio.Writer
 	ping *time.Timer
+
+	confirm *confirmConn // nil for producers
 
 	// Bytes held, by state; guarded by srv.budget.mu, but partial, which
 	// only the reader changes, may be read by it without.
@@ -80,7 +83,7 @@ func (c *conn) flushNotify() {
 
 // serve runs the connection to its end and returns why it ended.
 func (c *conn) serve() string {
-	if err := c.srv.budget.join(c, connCost); err != nil {
+	if err := c.srv.budget.join(c, c.cost()); err != nil {
 		return c.endReason(err, ReasonOverShare)
 	}
 	err := c.handshake()
@@ -88,6 +91,10 @@ func (c *conn) serve() string {
 		return c.endReason(err, ReasonHandshake)
 	}
 	c.handshaken = true
+	if c.confirm != nil {
+		c.srv.wg.Add(1)
+		go c.writeReplies()
+	}
 	if ivl := c.srv.opts.HeartbeatInterval; ivl > 0 {
 		c.ping = time.AfterFunc(time.Duration(math.MaxInt64), c.heartbeat)
 		c.ping.Reset(ivl) // only now: heartbeat reads c.ping
@@ -135,13 +142,18 @@ func protocolError(format string, args ...any) error {
 }
 
 // handshake greets the peer as a SUB socket, expects a PUB or XPUB and
-// subscribes to everything, all within HandshakeTimeout.
+// subscribes to everything (on a confirm endpoint: as a ROUTER, expects a
+// DEALER or REQ), all within HandshakeTimeout.
 func (c *conn) handshake() error {
 	if t := c.srv.opts.HandshakeTimeout; t > 0 {
 		c.nc.SetDeadline(time.Now().Add(t))
 	}
+	ours, peers := "SUB", []string{"PUB", "XPUB"}
+	if c.confirm != nil {
+		ours, peers = "ROUTER", confirmPeers
+	}
 	c.w.Write(zmtp.Greeting)
-	zmtp.WriteFrame(c.w, zmtp.FlagCommand, zmtp.ReadyCommand("SUB"))
+	zmtp.WriteFrame(c.w, zmtp.FlagCommand, zmtp.ReadyCommand(ours))
 	if err := c.w.Flush(); err != nil {
 		return err
 	}
@@ -156,8 +168,13 @@ func (c *conn) handshake() error {
 	if err != nil {
 		return err
 	}
-	if err := zmtp.CheckReady(flags, body, "PUB", "XPUB"); err != nil {
+	if err := zmtp.CheckReady(flags, body, peers...); err != nil {
 		return err
+	}
+	if c.confirm != nil {
+		c.confirm.setPeer(body)
+		c.nc.SetDeadline(time.Time{})
+		return nil
 	}
 	// ZMTP 3.0 subscription: a message of 0x01 and the prefix, "" for all.
 	zmtp.WriteFrame(c.w, 0, []byte{1})
@@ -192,6 +209,8 @@ func (c *conn) readMessage() error {
 		size   int64
 		limit  = c.srv.opts.MaxMessageBytes
 		b      = c.srv.budget
+		// A REQ peer's message starts with an empty delimiter frame.
+		delimiter = c.confirm != nil && c.confirm.req
 	)
 	stored := false
 	defer func() { // what an unfinished message held
@@ -215,6 +234,13 @@ func (c *conn) readMessage() error {
 			continue
 		}
 		more := flags&zmtp.FlagMore != 0
+		if delimiter {
+			if n != 0 || !more {
+				return protocolError("REQ message without its empty delimiter frame")
+			}
+			delimiter = false
+			continue
+		}
 		// A frame over the limit, or one that takes the message past it
 		// with more to come, is refused before it is read: the message can
 		// only be oversize, and its sender is cut off (as libzmq does).
@@ -270,7 +296,7 @@ func (c *conn) command(flags byte, n uint64) error {
 func (c *conn) writeCommand(body []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.nc.SetWriteDeadline(time.Now().Add(max(c.srv.opts.HeartbeatInterval, time.Second)))
+	c.nc.SetWriteDeadline(time.Now().Add(c.writeTimeout()))
 	zmtp.WriteFrame(c.w, zmtp.FlagCommand, body)
 	return c.w.Flush()
 }

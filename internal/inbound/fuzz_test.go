@@ -11,17 +11,21 @@ import (
 )
 
 // FuzzReadMessage feeds arbitrary bytes after the handshake to the frame
-// decoder: it never panics, never stores more than max_message_bytes of a
-// message, and gives back every byte of the budget at the end.
+// decoder, a producer's or a REQ confirming client's (whose messages start
+// with an empty delimiter): it never panics, never stores more than
+// max_message_bytes of a message, and gives back every byte of the budget
+// at the end.
 func FuzzReadMessage(f *testing.F) {
-	f.Add([]byte{zmtp.FlagMore, 1, 't', 0, 2, '{', '}'})
-	f.Add([]byte{zmtp.FlagMore, 1, 't', zmtp.FlagMore, 1, 'b', 0, 1, 'x'})
-	f.Add([]byte{zmtp.FlagCommand, 7, 4, 'P', 'I', 'N', 'G', 0, 1})
-	f.Add([]byte{zmtp.FlagLong | zmtp.FlagMore, 0, 0, 0, 0, 0, 0, 0, 40})
-	f.Add([]byte{zmtp.FlagLong, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	f.Add([]byte{zmtp.FlagMore, 1, 't', zmtp.FlagCommand, 1, 0})
+	f.Add([]byte{zmtp.FlagMore, 1, 't', 0, 2, '{', '}'}, false)
+	f.Add([]byte{zmtp.FlagMore, 1, 't', zmtp.FlagMore, 1, 'b', 0, 1, 'x'}, false)
+	f.Add([]byte{zmtp.FlagCommand, 7, 4, 'P', 'I', 'N', 'G', 0, 1}, false)
+	f.Add([]byte{zmtp.FlagLong | zmtp.FlagMore, 0, 0, 0, 0, 0, 0, 0, 40}, false)
+	f.Add([]byte{zmtp.FlagLong, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, false)
+	f.Add([]byte{zmtp.FlagMore, 1, 't', zmtp.FlagCommand, 1, 0}, false)
+	f.Add([]byte{zmtp.FlagMore, 0, zmtp.FlagMore, 1, 't', 0, 2, '{', '}'}, true)
+	f.Add([]byte{zmtp.FlagMore, 1, 't', 0, 2, '{', '}'}, true)
 	const limit = 64
-	f.Fuzz(func(t *testing.T, data []byte) {
+	f.Fuzz(func(t *testing.T, data []byte, req bool) {
 		s, err := Listen(Options{MaxMessageBytes: limit, BudgetBytes: 1 << 20, HandshakeTimeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
@@ -32,7 +36,11 @@ func FuzzReadMessage(f *testing.F) {
 		go func() { peer.Write(data); peer.Close() }()
 		go io.Copy(io.Discard, peer) // PONGs
 		c := &conn{srv: s, nc: ours, r: bufio.NewReader(ours), w: bufio.NewWriter(ours), gone: make(chan struct{})}
-		if err := s.budget.join(c, connCost); err != nil {
+		if req {
+			c.confirm = newConfirmConn()
+			c.confirm.req = true
+		}
+		if err := s.budget.join(c, c.cost()); err != nil {
 			t.Fatal(err)
 		}
 		for c.readMessage() == nil {

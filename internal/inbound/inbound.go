@@ -25,6 +25,11 @@ type Options struct {
 	Inherited map[string]int // endpoint -> listening socket passed by systemd
 	IPv6      bool           // tcp://*:PORT listens on IPv6 too
 
+	// ConfirmEndpoints serve confirming clients (a ROUTER's view of DEALER
+	// and REQ peers) within the same budget and MaxConnections: each
+	// message is answered through Reply.
+	ConfirmEndpoints []string
+
 	MaxMessageBytes   int64 // all frames of one message together
 	BudgetBytes       int64 // everything held inbound, all connections together
 	MaxConnections    int
@@ -47,12 +52,14 @@ const (
 	Accepted        EventKind = iota // a TCP connection, before the handshake
 	HandshakeFailed                  // it ended before the handshake finished; Reason says why
 	Disconnected                     // it ended (after HandshakeFailed, if so); Reason says why
+	ReplyDropped                     // a confirm reply was not sent: its client had left or stopped reading
 )
 
 // Event is one connection event.
 type Event struct {
-	Kind   EventKind
-	Reason string
+	Kind    EventKind
+	Reason  string
+	Confirm bool // on a confirm endpoint
 }
 
 // Disconnect reasons: a fixed set, so they can be metric labels.
@@ -65,12 +72,13 @@ const (
 	ReasonOverShare  = "over_share"
 	ReasonTooMany    = "too_many_connections"
 	ReasonShutdown   = "shutdown"
+	ReasonStalled    = "reply_stalled" // a confirming client that does not read its replies
 )
 
 // Reasons lists every disconnect reason, for registering metrics up front.
 func Reasons() []string {
 	return []string{ReasonPeerClosed, ReasonHandshake, ReasonProtocol, ReasonTimeout,
-		ReasonOversize, ReasonOverShare, ReasonTooMany, ReasonShutdown}
+		ReasonOversize, ReasonOverShare, ReasonTooMany, ReasonShutdown, ReasonStalled}
 }
 
 // connCost is what a connection costs before it holds any message: its
@@ -87,10 +95,10 @@ type Message struct {
 	held        int64 // budget bytes, released by Release
 }
 
-// Server accepts producers on every endpoint until Stop.
+// Server accepts producers and confirming clients on every endpoint until Stop.
 type Server struct {
 	opts      Options
-	listeners []net.Listener
+	listeners []listener
 	budget    *budget
 	wg        sync.WaitGroup
 
@@ -119,12 +127,14 @@ func Listen(o Options) (_ *Server, err error) {
 			s.Stop()
 		}
 	}()
-	for _, ep := range o.Endpoints {
-		l, err := endpoint.Listen(ep, endpoint.Options{Inherited: o.Inherited, IPv6: o.IPv6, TCPKeepalive: o.TCPKeepalive})
-		if err != nil {
-			return nil, err
+	for confirm, eps := range [][]string{o.Endpoints, o.ConfirmEndpoints} {
+		for _, ep := range eps {
+			l, err := endpoint.Listen(ep, endpoint.Options{Inherited: o.Inherited, IPv6: o.IPv6, TCPKeepalive: o.TCPKeepalive})
+			if err != nil {
+				return nil, err
+			}
+			s.listeners = append(s.listeners, listener{l, confirm == 1})
 		}
-		s.listeners = append(s.listeners, l)
 	}
 	for _, l := range s.listeners {
 		s.wg.Add(1)
@@ -133,7 +143,13 @@ func Listen(o Options) (_ *Server, err error) {
 	return s, nil
 }
 
-func (s *Server) accept(l net.Listener) {
+// listener is a listening socket and whether it is a confirm endpoint.
+type listener struct {
+	net.Listener
+	confirm bool
+}
+
+func (s *Server) accept(l listener) {
 	defer s.wg.Done()
 	for {
 		nc, err := l.Accept()
@@ -145,13 +161,16 @@ func (s *Server) accept(l net.Listener) {
 			time.Sleep(10 * time.Millisecond)
 			continue
 		}
-		s.start(nc)
+		s.start(nc, l.confirm)
 	}
 }
 
-func (s *Server) start(nc net.Conn) {
+func (s *Server) start(nc net.Conn, confirm bool) {
 	c := &conn{srv: s, nc: nc, gone: make(chan struct{})}
-	s.event(Event{Kind: Accepted})
+	if confirm {
+		c.confirm = newConfirmConn()
+	}
+	s.event(Event{Kind: Accepted, Confirm: confirm})
 	b := s.budget
 	b.mu.Lock()
 	refuse := ""
@@ -167,7 +186,7 @@ func (s *Server) start(nc net.Conn) {
 	b.mu.Unlock()
 	if refuse != "" {
 		nc.Close()
-		s.event(Event{Kind: Disconnected, Reason: refuse})
+		s.event(Event{Kind: Disconnected, Reason: refuse, Confirm: confirm})
 		return
 	}
 	c.r = bufio.NewReaderSize(notifyingReader{c}, 8<<10)
@@ -181,9 +200,9 @@ func (s *Server) start(nc net.Conn) {
 		b.leave(c)
 		s.forget(c)
 		if !c.handshaken {
-			s.event(Event{Kind: HandshakeFailed, Reason: reason})
+			s.event(Event{Kind: HandshakeFailed, Reason: reason, Confirm: confirm})
 		}
-		s.event(Event{Kind: Disconnected, Reason: reason})
+		s.event(Event{Kind: Disconnected, Reason: reason, Confirm: confirm})
 	}()
 }
 
@@ -282,14 +301,19 @@ func (s *Server) Stop() {
 	s.wg.Wait()
 }
 
-// HalfClose shuts down the sending direction of every connection, so each
-// producer's libzmq closes it after what it already sent (still read here)
-// and keeps the rest for its next connection: the socket-activation hand
-// over. It returns how many producers are still connected.
+// HalfClose shuts down the sending direction of every producer's
+// connection, so each producer's libzmq closes it after what it already
+// sent (still read here) and keeps the rest for its next connection: the
+// socket-activation hand over. Confirming clients need their replies: they
+// are left to close once answered. It returns how many producers and
+// confirming clients are still connected.
 func (s *Server) HalfClose() int {
 	s.budget.mu.Lock()
 	defer s.budget.mu.Unlock()
 	for c := range s.connSet {
+		if c.confirm != nil {
+			continue
+		}
 		if hc, ok := c.nc.(interface{ CloseWrite() error }); ok {
 			_ = hc.CloseWrite() // a second time, or on a closing connection: nothing to do
 		}

@@ -135,6 +135,12 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // rawPeer does a PUB handshake by hand, for what libzmq would never send.
 func rawPeer(t *testing.T, ep string) net.Conn {
 	t.Helper()
+	return rawPeerAs(t, ep, "PUB")
+}
+
+// rawPeerAs does the handshake of a socketType peer by hand.
+func rawPeerAs(t *testing.T, ep, socketType string) net.Conn {
+	t.Helper()
 	c, err := net.Dial("tcp", ep[len("tcp://"):])
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +148,7 @@ func rawPeer(t *testing.T, ep string) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	var hello bytes.Buffer
 	hello.Write(zmtp.Greeting)
-	ready := zmtp.ReadyCommand("PUB")
+	ready := zmtp.ReadyCommand(socketType)
 	hello.Write([]byte{zmtp.FlagCommand, byte(len(ready))})
 	hello.Write(ready)
 	if _, err := c.Write(hello.Bytes()); err != nil {

@@ -2,13 +2,20 @@ package relay
 
 import (
 	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/client"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
+	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
 // The Go inbound engine through the whole relay: pyzmq producers' good
@@ -58,4 +65,97 @@ func TestGoInboundEngine(t *testing.T) {
 		t.Errorf("no log line for the oversize sender's disconnect:\n%s", log)
 	}
 	assertRelays(t, tr)
+}
+
+// rawConfirmPeer does a DEALER's handshake by hand on a confirm endpoint,
+// for what libzmq would never send.
+func rawConfirmPeer(t *testing.T, ep string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", tcpAddr(ep))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ready := zmtp.ReadyCommand("DEALER")
+	hello := append(append(slices.Clone(zmtp.Greeting), zmtp.FlagCommand, byte(len(ready))), ready...)
+	if _, err := c.Write(hello); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// With the Go engine, confirming clients that send an endless multipart
+// message or an oversize frame are cut off, counted and logged, while
+// fedmsg-logger --confirm's client is answered and the connections are
+// counted on the confirm side.
+func TestGoEngineConfirmHostileClients(t *testing.T) {
+	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	opts := testOptions(t)
+	opts.InboundEngine, opts.InboundBufferBytes, opts.MaxInboundConnections = transport.EngineGo, 1<<20, 100
+	opts.MaxMessageBytes, opts.Confirm = 4096, []string{confirm}
+	var logBuf testutil.SyncBuffer
+	tr := runRelay(t, opts, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info}), nil)
+
+	endless := rawConfirmPeer(t, confirm)
+	go func() {
+		frame := append([]byte{zmtp.FlagMore, 200}, bytes.Repeat([]byte("e"), 200)...)
+		for endless.SetWriteDeadline(time.Now().Add(10*time.Second)) == nil {
+			if _, err := endless.Write(frame); err != nil {
+				return // cut off
+			}
+		}
+	}()
+	oversize := rawConfirmPeer(t, confirm)
+	oversize.Write(append([]byte{zmtp.FlagLong}, binary.BigEndian.AppendUint64(nil, 1<<40)...))
+
+	conn, err := client.DialConfirmer([]string{confirm}, 5*time.Second, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if err := conn.Send(testTopic, fedmsgBody(testTopic, i, "")); err != nil {
+			t.Fatalf("good client's message %d: %v", i, err)
+		}
+	}
+	for series, want := range map[string]string{
+		`fedmsg_relay_disconnects_total{reason="oversize"}`:       "2",
+		`fedmsg_relay_connections{side="confirm"}`:                "1",
+		`fedmsg_relay_connections_accepted_total{side="confirm"}`: "3",
+		`fedmsg_relay_connections{side="inbound"}`:                "0",
+	} {
+		tr.waitMetric(t, series, want)
+	}
+	conn.Close()
+	tr.waitMetric(t, `fedmsg_relay_connections{side="confirm"}`, "0")
+	if log := logBuf.String(); !strings.Contains(log, "confirming client disconnected: reason=oversize") {
+		t.Errorf("no log line for the oversize confirm clients' disconnect:\n%s", log)
+	}
+}
+
+// BenchmarkConfirmRoundTrip: fedmsg-logger --confirm's client sending one
+// message and waiting for its "ok", lock-step, through either engine's
+// confirm endpoint, in the same run for a ratio:
+// go test -run '^$' -bench ConfirmRoundTrip ./internal/relay
+func BenchmarkConfirmRoundTrip(b *testing.B) {
+	for _, engine := range []string{transport.EngineLibzmq, transport.EngineGo} {
+		b.Run(engine, func(b *testing.B) {
+			confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
+			opts := testOptions(b)
+			opts.InboundEngine, opts.InboundBufferBytes, opts.MaxInboundConnections = engine, 16<<20, 100
+			opts.Confirm = []string{confirm}
+			runRelay(b, opts, hclog.NewNullLogger(), nil)
+			conn, err := client.DialConfirmer([]string{confirm}, 5*time.Second, hclog.NewNullLogger())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			body := fedmsgBody(testTopic, 0, `, "pad": "`+strings.Repeat("x", 900)+`"`)
+			b.ResetTimer()
+			for range b.N {
+				if err := conn.Send(testTopic, body); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }

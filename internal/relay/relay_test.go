@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	zmq "github.com/pebbe/zmq4"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/client"
 	"github.com/fedora-infra/fedmsg-relay/internal/logging/logtest"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
@@ -31,7 +35,7 @@ type testRelay struct {
 }
 
 // testOptions are the configuration's defaults on free loopback ports.
-func testOptions(t *testing.T) Options {
+func testOptions(t testing.TB) Options {
 	return Options{
 		Options: transport.Options{
 			Inbound:                []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
@@ -61,7 +65,7 @@ func startRelay(t *testing.T, mutate func(*Options)) *testRelay {
 
 // runRelay creates a relay, lets setup register what must precede Run (a
 // tap), and runs it until the test ends.
-func runRelay(t *testing.T, opts Options, log hclog.Logger, setup func(*Relay)) *testRelay {
+func runRelay(t testing.TB, opts Options, log hclog.Logger, setup func(*Relay)) *testRelay {
 	t.Helper()
 	reg := metrics.NewRegistry()
 	r, err := New(opts, log, reg)
@@ -235,12 +239,25 @@ func TestOversizeFrameCutsOffOnlyItsSender(t *testing.T) {
 	tr.waitMetric(t, `fedmsg_relay_relayed_total`, tr.metric(t, `fedmsg_relay_received_total{source="inbound"}`))
 }
 
-// Confirmed delivery: a DEALER gets "ok" once the message is published, and
-// "refused:<reason>" for a message the relay will not publish.
+// Confirmed delivery, with either inbound engine: a DEALER gets "ok" once
+// the message is published, and "refused:<reason>" for a message the relay
+// will not publish, one reply per message in order, whether it is libzmq
+// (pebbe, pyzmq) or the Go client; with the Go engine a REQ too.
 func TestConfirmedDelivery(t *testing.T) {
-	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
-	tr := startRelay(t, func(c *Options) { c.Confirm = []string{confirm} })
+	py := testutil.Python(t)
+	for _, engine := range []string{transport.EngineLibzmq, transport.EngineGo} {
+		t.Run(engine, func(t *testing.T) {
+			confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+			tr := startRelay(t, func(c *Options) {
+				c.Confirm = []string{confirm}
+				c.InboundEngine, c.InboundBufferBytes, c.MaxInboundConnections = engine, 16<<20, 100
+			})
+			testConfirmedDelivery(t, tr, py, confirm, engine == transport.EngineGo)
+		})
+	}
+}
 
+func testConfirmedDelivery(t *testing.T, tr *testRelay, py, confirm string, withREQ bool) {
 	sub := newSocket(t, zmq.SUB)
 	must(t, sub.SetSubscribe(""))
 	must(t, sub.Connect(tr.outbound))
@@ -262,17 +279,17 @@ func TestConfirmedDelivery(t *testing.T) {
 		joined = err == nil
 	}
 	tests := []struct {
-		frames []any
+		frames [][]byte
 		reply  string
 	}{
-		{[]any{testTopic, good}, "ok"},
-		{[]any{testTopic, fedmsgBody("org.fedoraproject.other", 1, "")}, "refused:topic_mismatch"},
-		{[]any{testTopic, "nope"}, "refused:body_not_json"},
-		{[]any{testTopic}, "refused:frames"},
-		{[]any{testTopic, good}, "ok"},
+		{[][]byte{[]byte(testTopic), good}, "ok"},
+		{[][]byte{[]byte(testTopic), fedmsgBody("org.fedoraproject.other", 1, "")}, "refused:topic_mismatch"},
+		{[][]byte{[]byte(testTopic), []byte("nope")}, "refused:body_not_json"},
+		{[][]byte{[]byte(testTopic)}, "refused:frames"},
+		{[][]byte{[]byte(testTopic), good}, "ok"},
 	}
 	for _, tt := range tests {
-		if _, err := dealer.SendMessage(tt.frames...); err != nil {
+		if _, err := dealer.SendMessage(tt.frames); err != nil {
 			t.Fatal(err)
 		}
 		reply, err := dealer.Recv(0)
@@ -281,6 +298,77 @@ func TestConfirmedDelivery(t *testing.T) {
 		}
 	}
 	tr.waitMetric(t, `fedmsg_relay_dropped_total{reason="frames"}`, "1")
+
+	// The Go client (fedmsg-logger --confirm), two frames only.
+	conn, err := client.DialConfirmer([]string{confirm}, 5*time.Second, logtest.ForTest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, tt := range tests {
+		if len(tt.frames) != 2 {
+			continue
+		}
+		err := conn.Send(string(tt.frames[0]), tt.frames[1])
+		var refused *client.RefusedError
+		switch {
+		case tt.reply == "ok" && err != nil,
+			tt.reply != "ok" && (!errors.As(err, &refused) || "refused:"+refused.Reason != tt.reply):
+			t.Errorf("Go client send %q: %v; want %q", tt.frames, err, tt.reply)
+		}
+	}
+
+	// pyzmq clients send the whole table, a DEALER pipelining it.
+	kinds := []string{"DEALER"}
+	if withREQ {
+		kinds = append(kinds, "REQ")
+	}
+	var frames [][]string
+	var want []string
+	for _, tt := range tests {
+		var f []string
+		for _, b := range tt.frames {
+			f = append(f, string(b))
+		}
+		frames, want = append(frames, f), append(want, tt.reply)
+	}
+	input, _ := json.Marshal(map[string]any{"kinds": kinds, "messages": frames})
+	script := `
+import json, sys, zmq
+req = json.load(sys.stdin)
+ctx = zmq.Context()
+out = {}
+for kind in req["kinds"]:
+    s = ctx.socket(getattr(zmq, kind))
+    s.rcvtimeo = 5000
+    s.connect(sys.argv[1])
+    msgs = [[f.encode() for f in m] for m in req["messages"]]
+    replies = []
+    for m in msgs:
+        s.send_multipart(m)
+        if kind == "REQ":
+            replies.append(s.recv().decode())
+    if kind == "DEALER":
+        replies = [s.recv().decode() for _ in msgs]
+    out[kind] = replies
+    s.close(linger=0)
+print(json.dumps(out))
+`
+	cmd := exec.Command(py, "-c", script, confirm)
+	cmd.Stdin = bytes.NewReader(input)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("pyzmq clients: %v\n%s", err, out)
+	}
+	var got map[string][]string
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("pyzmq clients' output: %v\n%s", err, out)
+	}
+	for _, kind := range kinds {
+		if !slices.Equal(got[kind], want) {
+			t.Errorf("pyzmq %s replies %q, want %q", kind, got[kind], want)
+		}
+	}
 }
 
 // The monitoring socket publishes the single-frame moksha status that

@@ -49,6 +49,7 @@ type stats struct {
 	handshakeFailures map[transport.Side]*metrics.Counter
 	acceptFailures    map[transport.Side]*metrics.Counter
 	disconnects       map[string]*metrics.Counter // the Go engines', by reason
+	repliesDropped    map[string]*metrics.Counter // the Go engine's confirm replies not sent, by reason
 }
 
 func newStats(reg *metrics.Registry) *stats {
@@ -63,10 +64,15 @@ func newStats(reg *metrics.Registry) *stats {
 		handshakeFailures: map[transport.Side]*metrics.Counter{},
 		acceptFailures:    map[transport.Side]*metrics.Counter{},
 		disconnects:       map[string]*metrics.Counter{},
+		repliesDropped:    map[string]*metrics.Counter{},
 	}
 	for _, reason := range append(inbound.Reasons(), outbound.Reasons()...) {
 		s.disconnects[reason] = reg.Counter("fedmsg_relay_disconnects_total",
-			"Connections ended, by reason (the Go engines: producers inbound, subscribers outbound).", "reason", reason)
+			"Connections ended, by reason (the Go engines: producers and confirming clients inbound, subscribers outbound).", "reason", reason)
+	}
+	for _, reason := range []string{inbound.ReasonPeerClosed, inbound.ReasonStalled} {
+		s.repliesDropped[reason] = reg.Counter("fedmsg_relay_confirm_replies_dropped_total",
+			"Confirm replies not sent: the client had left (peer_closed) or did not read them (reply_stalled; Go inbound engine).", "reason", reason)
 	}
 	for src := transport.Source(0); src < numSources; src++ {
 		s.received[src] = reg.Counter("fedmsg_relay_received_total", "Messages received, by inbound socket.", "source", sourceName(src))
@@ -121,15 +127,21 @@ func (s *stats) connEvent(ev transport.ConnEvent) {
 // inboundEvent counts the Go inbound engine's connection events as the
 // libzmq monitor's are counted, and every end by its reason.
 func (s *stats) inboundEvent(ev inbound.Event) {
+	side := transport.SideInbound
+	if ev.Confirm {
+		side = transport.SideConfirm
+	}
 	switch ev.Kind {
 	case inbound.Accepted:
-		s.accepted[transport.SideInbound].Inc()
-		s.connections[transport.SideInbound].Add(1)
+		s.accepted[side].Inc()
+		s.connections[side].Add(1)
 	case inbound.HandshakeFailed:
-		s.handshakeFailures[transport.SideInbound].Inc()
+		s.handshakeFailures[side].Inc()
 	case inbound.Disconnected:
-		s.connections[transport.SideInbound].Add(-1)
+		s.connections[side].Add(-1)
 		s.disconnects[ev.Reason].Inc()
+	case inbound.ReplyDropped:
+		s.repliesDropped[ev.Reason].Inc()
 	}
 }
 
@@ -230,23 +242,29 @@ func (d *dropLogger) note(r wire.Reason, m transport.Message, err error) {
 	d.log.Warn("dropped message", args...)
 }
 
-// disconnectLogger logs the Go inbound engine's cutting off of producers,
-// at most once per interval and reason. Peers that leave on their own, and
-// the relay's own shutdown, are only counted.
+// disconnectLogger logs the Go inbound engine's cutting off of producers
+// and confirming clients, at most once per interval, reason and side.
+// Peers that leave on their own, and the relay's own shutdown, are only
+// counted.
 type disconnectLogger struct {
 	log   hclog.Logger
-	limit *logLimit[string]
+	limit *logLimit[disconnectKey]
+}
+
+type disconnectKey struct {
+	reason  string
+	confirm bool
 }
 
 func newDisconnectLogger(log hclog.Logger, interval time.Duration) *disconnectLogger {
-	return &disconnectLogger{log: log, limit: newLogLimit[string](interval)}
+	return &disconnectLogger{log: log, limit: newLogLimit[disconnectKey](interval)}
 }
 
 func (d *disconnectLogger) note(ev inbound.Event) {
 	if ev.Kind != inbound.Disconnected || ev.Reason == inbound.ReasonPeerClosed || ev.Reason == inbound.ReasonShutdown {
 		return
 	}
-	ok, skipped := d.limit.allow(ev.Reason)
+	ok, skipped := d.limit.allow(disconnectKey{ev.Reason, ev.Confirm})
 	if !ok {
 		return
 	}
@@ -254,7 +272,11 @@ func (d *disconnectLogger) note(ev inbound.Event) {
 	if skipped > 0 {
 		args = append(args, "similar_disconnects_not_logged", skipped)
 	}
-	d.log.Warn("inbound producer disconnected", args...)
+	what := "inbound producer disconnected"
+	if ev.Confirm {
+		what = "confirming client disconnected"
+	}
+	d.log.Warn(what, args...)
 }
 
 // subscriberLeft is the limiter key of subscribers that leave with drops.
@@ -268,7 +290,7 @@ func (d *disconnectLogger) noteOutbound(ev outbound.Event) {
 		return
 	}
 	if ev.Reason != outbound.ReasonPeerClosed && ev.Reason != outbound.ReasonShutdown {
-		if ok, skipped := d.limit.allow("outbound:" + ev.Reason); ok {
+		if ok, skipped := d.limit.allow(disconnectKey{reason: "outbound:" + ev.Reason}); ok {
 			args := []any{"reason", ev.Reason, "peer", ev.Peer, "sent", ev.Sent, "dropped", ev.Dropped}
 			if skipped > 0 {
 				args = append(args, "similar_disconnects_not_logged", skipped)
@@ -280,7 +302,7 @@ func (d *disconnectLogger) noteOutbound(ev outbound.Event) {
 	if ev.Dropped == 0 {
 		return
 	}
-	if ok, skipped := d.limit.allow(subscriberLeft); ok {
+	if ok, skipped := d.limit.allow(disconnectKey{reason: subscriberLeft}); ok {
 		args := []any{"peer", ev.Peer, "reason", ev.Reason, "sent", ev.Sent, "dropped", ev.Dropped}
 		if skipped > 0 {
 			args = append(args, "similar_not_logged", skipped)

@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	zmq "github.com/pebbe/zmq4"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/client"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
 
@@ -234,4 +236,102 @@ func TestHandOverLosesNothingInFlight(t *testing.T) {
 	if len(got) != total-first || len(got) == oldGen {
 		t.Fatalf("received %d of %d, %d of them by the first generation", len(got), total-first, oldGen)
 	}
+}
+
+// With the Go engine, confirm endpoints are inherited too, and the hand
+// over serves confirming clients to the end: a connected client is not
+// half-closed but answered, counted by PeersLeft until it leaves, and a
+// client that connects between generations is answered by the next one.
+func TestGoEngineConfirmAcrossHandOver(t *testing.T) {
+	in := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	h := newHolder(t, in, confirm)
+	open := func() *Sockets {
+		s, err := Open(Options{Inbound: []string{in}, Confirm: []string{confirm},
+			Outbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, Inherited: h.fds(t),
+			InboundEngine: EngineGo, InboundBufferBytes: 4 << 20, MaxInboundConnections: 10,
+			MaxMessageBytes: 1 << 20, InboundHWM: 1000, OutboundHWM: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// send confirms one message from another goroutine; the test's
+	// goroutine is the forwarding loop (serve) meanwhile.
+	send := func(c *client.Conn, body string) <-chan error {
+		done := make(chan error, 1)
+		go func() { done <- c.Send("org.fedoraproject.test.confirm", []byte(body)) }()
+		return done
+	}
+	serve := func(s *Sockets, done <-chan error) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+			n, err := s.Recv(10 * time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range n {
+				if m := s.Message(i); m.Source != FromRouter {
+					t.Errorf("a confirm message came from source %d", m.Source)
+				}
+			}
+			s.Flush()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("confirm: %v", err)
+				}
+				return
+			default:
+			}
+		}
+		t.Fatal("no confirmation")
+	}
+	dial := func() *client.Conn {
+		c, err := client.DialConfirmer([]string{confirm}, 10*time.Second, hclog.NewNullLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	s := open()
+	c := dial()
+	serve(s, send(c, "1"))
+	s.HandOver()
+	if n := s.PeersLeft(); n != 1 {
+		t.Errorf("PeersLeft = %d with one confirming client connected, want 1", n)
+	}
+	serve(s, send(c, "2")) // still answered: not half-closed
+	c.Close()
+	for deadline := time.Now().Add(10 * time.Second); s.PeersLeft() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the confirming client's connection is still counted after it left")
+		}
+	}
+	if err := s.FinishHandOver(); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	// Between generations: queued by the kernel on the inherited socket.
+	late := make(chan *client.Conn, 1)
+	go func() {
+		c, err := client.DialConfirmer([]string{confirm}, 10*time.Second, hclog.NewNullLogger())
+		if err != nil {
+			t.Error(err)
+			close(late)
+			return
+		}
+		late <- c
+	}()
+	time.Sleep(300 * time.Millisecond)
+	s2 := open()
+	defer s2.Close()
+	c2, ok := <-late
+	if !ok {
+		t.FailNow()
+	}
+	defer c2.Close()
+	serve(s2, send(c2, "3"))
 }

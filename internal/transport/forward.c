@@ -52,7 +52,7 @@ int fwd_add_fed_source(fwd_t *f, int eventfd, int kind) {
     return f->nsources++;
 }
 
-int fwd_put(fwd_t *f, int source, int k, const char *data, const size_t *topic_len,
+int fwd_put(fwd_t *f, int k, const int *source, const char *data, const size_t *topic_len,
             const size_t *body_len, const int *frames, const size_t *size) {
     int stored = 0;
     for (int j = 0; j < k && f->n < FWD_BATCH; j++) {
@@ -66,7 +66,7 @@ int fwd_put(fwd_t *f, int source, int k, const char *data, const size_t *topic_l
         data += topic_len[j];
         memcpy(zmq_msg_data(&f->body[i]), data, body_len[j]);
         data += body_len[j];
-        f->src[i] = source;
+        f->src[i] = source[j];
         f->frames[i] = frames[j];
         f->size[i] = size[j];
         f->topic_data[i] = zmq_msg_data(&f->topic[i]);
@@ -295,7 +295,7 @@ static void reply(fwd_t *f, int i, const char *text) {
 int fwd_flush(fwd_t *f) {
     int sent = 0;
     for (int i = 0; i < f->n; i++) {
-        int kind = f->kind[f->src[i]];
+        int kind = f->source[f->src[i]] != NULL ? f->kind[f->src[i]] : -1; // Go answers fed sources
         int v = f->verdict[i];
         if ((v == FWD_SEND || v == FWD_SEND_REPLACED) && f->pub == NULL) {
             // Go published it (and copied it) already.
@@ -319,6 +319,7 @@ int fwd_flush(fwd_t *f) {
                 zmq_msg_close(&f->topic[i]);
                 zmq_msg_close(&f->body[i]);
                 if (kind == FWD_ROUTER) reply(f, i, "refused:send");
+                f->verdict[i] = FWD_SEND_FAILED;
                 continue;
             }
             sent++;

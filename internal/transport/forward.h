@@ -17,7 +17,9 @@ enum { FWD_SUB = 0, FWD_ROUTER = 1, FWD_PULL = 2 };
 
 // Verdicts Go writes for each message. Anything >= FWD_DROP is a drop
 // reason code whose reply text was registered with fwd_set_reason.
-enum { FWD_SEND = 0, FWD_SEND_REPLACED = 1, FWD_DROP = 2 };
+// fwd_flush marks a message it failed to send FWD_SEND_FAILED, for Go to
+// answer when the message came from a source it feeds.
+enum { FWD_SEND_FAILED = -1, FWD_SEND = 0, FWD_SEND_REPLACED = 1, FWD_DROP = 2 };
 
 typedef struct {
     // An XPUB with ZMQ_XPUB_VERBOSER: every (un)subscription is read. NULL
@@ -57,12 +59,14 @@ fwd_t *fwd_new(void *pub);
 void fwd_free(fwd_t *f);
 int fwd_add_source(fwd_t *f, void *socket, int kind);
 // Add a source fed from Go (fwd_put) as kind, with an eventfd that Go
-// signals when it has messages: fwd_recv's poll wakes on it and resets it.
+// signals when it has messages: fwd_recv's poll wakes on it and resets it
+// (-1: another source's eventfd wakes the loop for it). fwd_flush never
+// replies to a fed source's messages: Go does, from their verdicts.
 int fwd_add_fed_source(fwd_t *f, int eventfd, int kind);
-// Append k messages to the batch from Go's buffers: message i is
-// topic_len[i] then body_len[i] bytes, in order, in data. Returns how many
-// were stored (fewer on ENOMEM).
-int fwd_put(fwd_t *f, int source, int k, const char *data, const size_t *topic_len,
+// Append k messages to the batch from Go's buffers: message i came from
+// source[i] and is topic_len[i] then body_len[i] bytes, in order, in data.
+// Returns how many were stored (fewer on ENOMEM).
+int fwd_put(fwd_t *f, int k, const int *source, const char *data, const size_t *topic_len,
             const size_t *body_len, const int *frames, const size_t *size);
 void fwd_set_reason(fwd_t *f, int code, const char *text);
 // Receive up to FWD_BATCH messages (after those fwd_put stored), waiting at
@@ -75,7 +79,7 @@ int fwd_replace_body(fwd_t *f, int i, const void *data, size_t len);
 // timeout_ms for the first, and return the subscriptions held.
 long fwd_subscriptions(fwd_t *f, int timeout_ms);
 // Send, reply to and release every message of the batch per its verdict.
-// Returns the number sent.
+// Returns the number sent. The verdicts stay readable until the next batch.
 int fwd_flush(fwd_t *f);
 
 #endif

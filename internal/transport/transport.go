@@ -43,7 +43,7 @@ import (
 // Options configure the sockets. Zero durations leave libzmq's defaults.
 type Options struct {
 	Inbound  []string // SUB sockets bind here (fedmsg's relay_inbound)
-	Confirm  []string // ROUTER for confirmed delivery (optional)
+	Confirm  []string // ROUTER for confirmed delivery (optional; in Go with EngineGo)
 	Outbound []string // PUB binds here (fedmsg's relay_outbound)
 	Inject   bool     // accept messages from in-process producers (NewInjector)
 	// Inherited maps an endpoint to a listening socket systemd passed
@@ -113,7 +113,7 @@ type Sockets struct {
 	pub       *zmq.Socket
 	inbound   []*zmq.Socket // SUB, ROUTER and PULL if any, in fwd source order
 	sub       *zmq.Socket
-	confirm   *zmq.Socket              // ROUTER, nil without relay_inbound_confirm
+	confirm   *zmq.Socket              // ROUTER, nil without relay_inbound_confirm or with the Go engine
 	bound     map[*zmq.Socket][]string // as libzmq resolved them (ZMQ_LAST_ENDPOINT)
 	inherited map[string]int           // endpoint -> systemd's listening socket
 	goIn      *goInbound               // the Go engine's listener, nil with libzmq's
@@ -163,7 +163,7 @@ func Open(o Options) (_ *Sockets, err error) {
 	} else if err = s.openSUB(o); err != nil {
 		return nil, err
 	}
-	if len(o.Confirm) > 0 {
+	if len(o.Confirm) > 0 && s.goIn == nil {
 		router, err := s.socket(zmq.ROUTER, o, o.Confirm)
 		if err != nil {
 			return nil, err
@@ -328,6 +328,9 @@ func (s *Sockets) SetReason(code int, text string) {
 	cs := C.CString(text)
 	defer C.free(unsafe.Pointer(cs))
 	C.fwd_set_reason(s.fwd, C.int(Drop+code), cs)
+	if g := s.goIn; g != nil && Drop+code >= 0 && Drop+code < len(g.reasons) {
+		g.reasons[Drop+code] = []byte(text)
+	}
 }
 
 // ErrClosed is returned by Recv once the sockets are closed.
@@ -410,6 +413,9 @@ func (s *Sockets) Flush() (sent int, failed int) {
 		s.goOut.publish(s)
 	}
 	sent = int(C.fwd_flush(s.fwd))
+	if s.goIn != nil {
+		s.goIn.reply(s.fwd)
+	}
 	failed = int(s.fwd.send_errors)
 	s.fwd.send_errors = 0
 	return sent, failed

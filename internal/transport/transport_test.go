@@ -14,8 +14,10 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/hashicorp/go-hclog"
 	zmq "github.com/pebbe/zmq4"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/client"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 )
 
@@ -333,4 +335,37 @@ func failedBodySend(t *testing.T, topic string) {
 	}
 	p.expect(t, topic, "")
 	p.expect(t, "org.test.next", `{"n":2}`)
+
+	// With the Go engine, Go answers its confirming client "refused:send".
+	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	g, err := Open(Options{Inbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, Confirm: []string{confirm},
+		Outbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, InboundEngine: EngineGo, InboundBufferBytes: 4 << 20, MaxInboundConnections: 10,
+		MaxMessageBytes: 1 << 20, InboundHWM: 1000, OutboundHWM: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	c, err := client.DialConfirmer([]string{confirm}, 10*time.Second, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { done <- c.Send(topic, []byte(`{"t":2}`)) }()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if _, err := g.Recv(10 * time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		g.Flush()
+		select {
+		case err := <-done:
+			var refused *client.RefusedError
+			if !errors.As(err, &refused) || refused.Reason != "send" {
+				t.Errorf("Go engine's confirming client got %v, want refused:send", err)
+			}
+			return
+		default:
+		}
+	}
+	t.Fatal("no reply to the Go engine's confirming client")
 }

@@ -96,6 +96,32 @@ func TestTailValidate(t *testing.T) {
 		}
 	})
 
+	// The bus's fedmsg.d sets validate_signatures, as Fedora's did: a plain
+	// tail then shows what fedmsg's tail showed, only valid messages.
+	t.Run("validate_signatures in the config drops without a flag", func(t *testing.T) {
+		lines := tailWhilePublishing(t, b.relay, b.env(), []string{"--count", "6"}, cases.message)
+		for _, line := range lines {
+			if c := caseOf(t, cases, line); c.reason != "" || strings.HasPrefix(line, "!!") {
+				t.Errorf("%s printed as %q; only valid messages expected", c.name, line)
+			}
+		}
+	})
+
+	t.Run("--no-validate prints every message unmarked", func(t *testing.T) {
+		lines := tailWhilePublishing(t, b.relay, b.env(), []string{"--no-validate", "--count", "12"}, cases.message)
+		seen := map[string]bool{}
+		for _, line := range lines {
+			c := caseOf(t, cases, line)
+			seen[c.name] = true
+			if !strings.HasPrefix(line, c.topic+" ") {
+				t.Errorf("%s: line %q; want it unmarked", c.name, line)
+			}
+		}
+		if len(seen) != len(cases) {
+			t.Errorf("saw cases %v; want all %d", seen, len(cases))
+		}
+	})
+
 	t.Run("drop, CA and CRL from fedmsg's cache of https:// locations", func(t *testing.T) {
 		cache := t.TempDir()
 		for _, f := range []string{signingtest.CAFile, signingtest.CRLFile} {

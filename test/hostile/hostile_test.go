@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/client"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
@@ -58,22 +61,25 @@ func longFrame(flags byte, n int) []byte {
 }
 
 // Endless multipart from raw TCP peers, many connections each holding an
-// unfinished message at its share, a flood of handshakes and a subscriber
-// that never reads, all at once: the relay's RSS grows by less than 64 MiB
-// over its idle figure, and a pyzmq producer's messages all reach a pyzmq
+// unfinished message at its share (producers and confirming clients both),
+// a flood of handshakes and a subscriber that never reads, all at once: the
+// relay's RSS grows by less than 64 MiB over its idle figure, a confirming
+// client is answered, and a pyzmq producer's messages all reach a pyzmq
 // listener.
 func TestHostilePeersBoundedMemory(t *testing.T) {
 	testutil.Python(t) // the producer and listener are pyzmq
 	in := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	out := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	cfg := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`
 relay_inbound: %s
 relay_outbound: %s
+relay_inbound_confirm: %s
 inbound_engine: go
 outbound_engine: go
 handshake_timeout: 2s
 log_level: warn
-`, in, out))
+`, in, out, confirm))
 	relay := testutil.Start(t, testutil.Binary(t, "fedmsg-relay"), "--config", cfg)
 	pid := relay.Cmd.Process.Pid
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -118,35 +124,43 @@ log_level: warn
 	}
 	var cutOff, stalled atomic.Int64
 	frame := append(longFrame(zmtp.FlagMore, 60<<10), bytes.Repeat([]byte("m"), 60<<10)...)
-	attack(20, func() { // endless multipart: cut off at max_message_bytes
-		c, err := peer(in, "PUB")
-		if err != nil {
-			return
+	endless := func(ep, socketType string) func() { // cut off at max_message_bytes
+		return func() {
+			c, err := peer(ep, socketType)
+			if err != nil {
+				return
+			}
+			defer track(c).Close()
+			for {
+				c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+				if _, err := c.Write(frame); err != nil {
+					cutOff.Add(1)
+					return
+				}
+			}
 		}
-		defer track(c).Close()
-		for {
+	}
+	unfinished := func(ep, socketType string) func() { // an unfinished 1 MiB message, then silence
+		return func() {
+			c, err := peer(ep, socketType, []byte{zmtp.FlagMore, 1, 't'}, longFrame(0, 1000<<10))
+			if err != nil {
+				return
+			}
+			defer track(c).Close()
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			if _, err := c.Write(frame); err != nil {
-				cutOff.Add(1)
-				return
+			c.Write(bytes.Repeat([]byte("s"), 900<<10))
+			stalled.Add(1)
+			for { // until evicted, timed out or the test ends
+				if _, err := c.Read(make([]byte, 1<<16)); err != nil {
+					return
+				}
 			}
 		}
-	})
-	attack(60, func() { // an unfinished 1 MiB message, then silence
-		c, err := peer(in, "PUB", []byte{zmtp.FlagMore, 1, 't'}, longFrame(0, 1000<<10))
-		if err != nil {
-			return
-		}
-		defer track(c).Close()
-		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		c.Write(bytes.Repeat([]byte("s"), 900<<10))
-		stalled.Add(1)
-		for { // until evicted, timed out or the test ends
-			if _, err := c.Read(make([]byte, 1<<16)); err != nil {
-				return
-			}
-		}
-	})
+	}
+	attack(20, endless(in, "PUB"))
+	attack(10, endless(confirm, "DEALER"))
+	attack(60, unfinished(in, "PUB"))
+	attack(20, unfinished(confirm, "DEALER"))
 	attack(4, func() { // handshake flood: garbage, silence, half a greeting
 		c, err := net.Dial("tcp", strings.TrimPrefix(in, "tcp://"))
 		if err != nil {
@@ -163,6 +177,20 @@ log_level: warn
 
 	stopSampling := testutil.SamplePeak(20*time.Millisecond, func() int64 { return rss(t, pid) })
 	time.Sleep(2 * time.Second) // let the attack reach its steady state
+
+	// fedmsg-logger --confirm's client is answered meanwhile (before the
+	// listener joins: it expects only the producer's messages).
+	confirmer, err := client.DialConfirmer([]string{confirm}, 10*time.Second, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		topic := "org.fedoraproject.test.hostile.confirm"
+		if err := confirmer.Send(topic, []byte(fmt.Sprintf(`{"topic": %q, "msg": {"i": %d}}`, topic, i))); err != nil {
+			t.Fatalf("confirmed message %d: %v", i, err)
+		}
+	}
+	confirmer.Close()
 
 	const n = 2000
 	msgs := make([][][]byte, n)
