@@ -13,7 +13,7 @@ import (
 // reader: it never panics, holds no more subscriptions than allowed, and
 // gives every byte of the budget back at the end.
 func FuzzReadLoop(f *testing.F) {
-	f.Add([]byte{0, 1, 1})                                                           // SUB to "" (ZMTP 3.0)
+	f.Add([]byte{0, 1, 1})                                                            // SUB to "" (ZMTP 3.0)
 	f.Add([]byte{0, 6, 1, 'o', 'r', 'g', '.', 'a', 0, 6, 0, 'o', 'r', 'g', '.', 'a'}) // subscribe, cancel
 	f.Add(zmtp.AppendFrame(nil, zmtp.FlagCommand, []byte("\x09SUBSCRIBEorg.x")))
 	f.Add(zmtp.AppendFrame(nil, zmtp.FlagCommand, []byte("\x06CANCELorg.x")))
