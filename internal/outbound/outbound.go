@@ -189,15 +189,6 @@ func Listen(o Options) (_ *Server, err error) {
 	return s, nil
 }
 
-// Addrs are the addresses listened on (a port 0 resolved), for tests.
-func (s *Server) Addrs() []net.Addr {
-	var a []net.Addr
-	for _, l := range s.listeners {
-		a = append(a, l.Addr())
-	}
-	return a
-}
-
 func (s *Server) accept(l net.Listener) {
 	defer s.wg.Done()
 	for {
@@ -384,13 +375,6 @@ func (s *Server) Subscribers() []SubscriberStats {
 			QueuedBytes: c.queuedBytes.Load(), Subscriptions: int(c.held.Load())})
 	}
 	return out
-}
-
-// Connections is how many subscribers are connected (handshakes included).
-func (s *Server) Connections() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.conns)
 }
 
 // Close stops accepting, lets every subscriber's writer write what is
