@@ -100,6 +100,8 @@ func TestValidationProblems(t *testing.T) {
 		{"mismatch policy", "\n\ntopic_mismatch: explode\n", 3, "topic_mismatch", "drop or pass"},
 		{"hwm zero", "outbound_hwm: 0\n", 1, "outbound_hwm", "1 to 10000000"},
 		{"tiny max", "max_message_bytes: 10\n", 1, "max_message_bytes", "64 to"},
+		{"outbound engine", "\noutbound_engine: zeromq\n", 2, "outbound_engine", "go or libzmq"},
+		{"no subscribers", "max_outbound_connections: 0\n", 1, "max_outbound_connections", "1 to 1000000"},
 		{"log level", "log_level: chatty\n", 1, "log_level", "trace, debug"},
 		{"relative log", "log_file: relay.log\n", 1, "log_file", "absolute"},
 		{"metrics", "metrics_address: nonsense\n", 1, "metrics_address", "HOST:PORT"},

@@ -135,6 +135,12 @@ func (c *Config) validateLimits() []Problem {
 	if c.MaxInboundConnections < 1 || c.MaxInboundConnections > 1_000_000 {
 		probs = append(probs, c.problem("max_inbound_connections", "%d: want 1 to 1000000", c.MaxInboundConnections))
 	}
+	if c.OutboundEngine != EngineGo && c.OutboundEngine != EngineLibzmq {
+		probs = append(probs, c.problem("outbound_engine", "%q: want go or libzmq", c.OutboundEngine))
+	}
+	if c.MaxOutboundConnections < 1 || c.MaxOutboundConnections > 1_000_000 {
+		probs = append(probs, c.problem("max_outbound_connections", "%d: want 1 to 1000000", c.MaxOutboundConnections))
+	}
 	for key, hwm := range map[string]int{"inbound_hwm": c.InboundHWM, "outbound_hwm": c.OutboundHWM} {
 		if hwm < 1 || hwm > 10_000_000 {
 			probs = append(probs, c.problem(key, "%d: want 1 to 10000000 (0, unlimited, would let one slow peer exhaust memory)", hwm))

@@ -11,14 +11,12 @@ package inbound
 
 import (
 	"bufio"
-	"context"
 	"errors"
-	"fmt"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 )
 
 // Options configure the listener.
@@ -131,7 +129,7 @@ func Listen(o Options) (_ *Server, err error) {
 	}()
 	for confirm, eps := range [][]string{o.Endpoints, o.ConfirmEndpoints} {
 		for _, ep := range eps {
-			l, err := s.listen(ep)
+			l, err := endpoint.Listen(ep, endpoint.Options{Inherited: o.Inherited, IPv6: o.IPv6, TCPKeepalive: o.TCPKeepalive})
 			if err != nil {
 				return nil, err
 			}
@@ -149,66 +147,6 @@ func Listen(o Options) (_ *Server, err error) {
 type listener struct {
 	net.Listener
 	confirm bool
-}
-
-// listen opens ep, on the inherited listening socket if there is one.
-func (s *Server) listen(ep string) (net.Listener, error) {
-	if fd, ok := s.opts.Inherited[ep]; ok {
-		f := os.NewFile(uintptr(fd), ep)
-		l, err := net.FileListener(f) // a dup: systemd's descriptor stays ours to keep
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("adopt inherited fd %d for %s: %w", fd, ep, err)
-		}
-		return l, nil
-	}
-	lc := net.ListenConfig{KeepAlive: -1}
-	if s.opts.TCPKeepalive {
-		lc.KeepAlive = 0 // the system's defaults, as libzmq's ZMQ_TCP_KEEPALIVE=1
-	}
-	network, addr, err := splitEndpoint(ep, s.opts.IPv6)
-	if err != nil {
-		return nil, err
-	}
-	if network == "unix" {
-		removeStaleSocket(addr)
-	}
-	l, err := lc.Listen(context.Background(), network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("bind %s: %w", ep, err)
-	}
-	return l, nil
-}
-
-// splitEndpoint maps a ZeroMQ endpoint to a Go network and address.
-func splitEndpoint(ep string, ipv6 bool) (network, addr string, err error) {
-	if path, ok := strings.CutPrefix(ep, "ipc://"); ok {
-		return "unix", path, nil
-	}
-	hostport, ok := strings.CutPrefix(ep, "tcp://")
-	if !ok {
-		return "", "", fmt.Errorf("bind %s: unsupported endpoint (want tcp:// or ipc://)", ep)
-	}
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return "", "", fmt.Errorf("bind %s: %w", ep, err)
-	}
-	network = "tcp4"
-	if ipv6 || strings.Contains(host, ":") {
-		network = "tcp"
-	}
-	if host == "*" {
-		host = ""
-	}
-	return network, net.JoinHostPort(host, port), nil
-}
-
-// removeStaleSocket removes a socket file left by an earlier run, as libzmq
-// does before it binds an ipc:// endpoint; anything else is left to fail.
-func removeStaleSocket(path string) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		os.Remove(path)
-	}
 }
 
 func (s *Server) accept(l listener) {

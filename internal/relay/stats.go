@@ -8,6 +8,7 @@ import (
 
 	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+	"github.com/fedora-infra/fedmsg-relay/internal/outbound"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 	"github.com/fedora-infra/fedmsg-relay/internal/wire"
 )
@@ -47,7 +48,7 @@ type stats struct {
 	accepted          map[transport.Side]*metrics.Counter
 	handshakeFailures map[transport.Side]*metrics.Counter
 	acceptFailures    map[transport.Side]*metrics.Counter
-	disconnects       map[string]*metrics.Counter // the Go inbound engine's, by reason
+	disconnects       map[string]*metrics.Counter // the Go engines', by reason
 	repliesDropped    map[string]*metrics.Counter // the Go engine's confirm replies not sent, by reason
 }
 
@@ -65,9 +66,9 @@ func newStats(reg *metrics.Registry) *stats {
 		disconnects:       map[string]*metrics.Counter{},
 		repliesDropped:    map[string]*metrics.Counter{},
 	}
-	for _, reason := range inbound.Reasons() {
+	for _, reason := range append(inbound.Reasons(), outbound.Reasons()...) {
 		s.disconnects[reason] = reg.Counter("fedmsg_relay_disconnects_total",
-			"Inbound and confirm connections ended, by reason (Go inbound engine).", "reason", reason)
+			"Connections ended, by reason (the Go engines: producers and confirming clients inbound, subscribers outbound).", "reason", reason)
 	}
 	for _, reason := range []string{inbound.ReasonPeerClosed, inbound.ReasonStalled} {
 		s.repliesDropped[reason] = reg.Counter("fedmsg_relay_confirm_replies_dropped_total",
@@ -142,6 +143,48 @@ func (s *stats) inboundEvent(ev inbound.Event) {
 	case inbound.ReplyDropped:
 		s.repliesDropped[ev.Reason].Inc()
 	}
+}
+
+// outboundEvent counts the Go outbound engine's subscriber events as the
+// libzmq monitor's are counted, and every end by its reason.
+func (s *stats) outboundEvent(ev outbound.Event) {
+	switch ev.Kind {
+	case outbound.Accepted:
+		s.accepted[transport.SideOutbound].Inc()
+		s.connections[transport.SideOutbound].Add(1)
+	case outbound.HandshakeFailed:
+		s.handshakeFailures[transport.SideOutbound].Inc()
+	case outbound.Disconnected:
+		s.connections[transport.SideOutbound].Add(-1)
+		s.disconnects[ev.Reason].Inc()
+	}
+}
+
+// registerSubscribers adds the Go outbound engine's drop counters and its
+// per-subscriber series, which go when the subscriber does (at most
+// max_outbound_connections of them).
+func registerSubscribers(reg *metrics.Registry, out *outbound.Server) {
+	for i, reason := range outbound.DropReasons() {
+		reg.CounterFunc("fedmsg_relay_outbound_dropped_total",
+			"Messages not delivered to a subscriber, summed over subscribers, by reason (Go outbound engine).",
+			func() float64 { return float64(out.Dropped()[i]) }, "reason", reason)
+	}
+	perPeer := func(value func(outbound.SubscriberStats) float64) func() []metrics.Sample {
+		return func() []metrics.Sample {
+			subs := out.Subscribers()
+			samples := make([]metrics.Sample, len(subs))
+			for i, st := range subs {
+				samples[i] = metrics.Sample{Labels: []string{"peer", st.Peer}, Value: value(st)}
+			}
+			return samples
+		}
+	}
+	reg.Collect("fedmsg_relay_subscriber_sent_total", "Messages written to each connected subscriber (Go outbound engine).", true,
+		perPeer(func(st outbound.SubscriberStats) float64 { return float64(st.Sent) }))
+	reg.Collect("fedmsg_relay_subscriber_dropped_total", "Messages each connected subscriber lost (Go outbound engine).", true,
+		perPeer(func(st outbound.SubscriberStats) float64 { return float64(st.Dropped) }))
+	reg.Collect("fedmsg_relay_subscriber_queued_bytes", "Bytes queued for each connected subscriber, as charged to the byte budget (Go outbound engine).", false,
+		perPeer(func(st outbound.SubscriberStats) float64 { return float64(st.QueuedBytes) }))
 }
 
 // logLimit lets one log line per key through per interval and counts the
@@ -234,4 +277,36 @@ func (d *disconnectLogger) note(ev inbound.Event) {
 		what = "confirming client disconnected"
 	}
 	d.log.Warn(what, args...)
+}
+
+// subscriberLeft is the limiter key of subscribers that leave with drops.
+const subscriberLeft = "left_with_drops"
+
+// noteOutbound logs the Go outbound engine's cutting off of subscribers, at
+// most once per interval and reason, naming the peer; and a subscriber
+// that leaves having lost messages, with what it was sent and lost.
+func (d *disconnectLogger) noteOutbound(ev outbound.Event) {
+	if ev.Kind != outbound.Disconnected {
+		return
+	}
+	if ev.Reason != outbound.ReasonPeerClosed && ev.Reason != outbound.ReasonShutdown {
+		if ok, skipped := d.limit.allow(disconnectKey{reason: "outbound:" + ev.Reason}); ok {
+			args := []any{"reason", ev.Reason, "peer", ev.Peer, "sent", ev.Sent, "dropped", ev.Dropped}
+			if skipped > 0 {
+				args = append(args, "similar_disconnects_not_logged", skipped)
+			}
+			d.log.Warn("subscriber disconnected", args...)
+		}
+		return
+	}
+	if ev.Dropped == 0 {
+		return
+	}
+	if ok, skipped := d.limit.allow(disconnectKey{reason: subscriberLeft}); ok {
+		args := []any{"peer", ev.Peer, "reason", ev.Reason, "sent", ev.Sent, "dropped", ev.Dropped}
+		if skipped > 0 {
+			args = append(args, "similar_not_logged", skipped)
+		}
+		d.log.Info("subscriber left having lost messages", args...)
+	}
 }

@@ -13,10 +13,10 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
 )
 
-// Inbound engines.
+// Engines, inbound and outbound.
 const (
-	EngineGo     = "go"     // inbound ZMTP terminated in Go (internal/inbound), one byte budget
-	EngineLibzmq = "libzmq" // a libzmq SUB socket
+	EngineGo     = "go"     // ZMTP terminated in Go (internal/inbound, internal/outbound), one byte budget
+	EngineLibzmq = "libzmq" // a libzmq SUB or XPUB socket
 )
 
 // maxTakeBytes bounds the bytes of one batch taken from the Go listener: they

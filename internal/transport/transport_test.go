@@ -25,13 +25,24 @@ import (
 // the production wildcard form.
 func open(t *testing.T, inbound string) (*Sockets, Options) {
 	t.Helper()
+	return openEngine(t, inbound, EngineLibzmq)
+}
+
+// engines are the outbound engines tests that concern outbound run with.
+var engines = []string{EngineLibzmq, EngineGo}
+
+// openEngine is open with the given outbound engine.
+func openEngine(t *testing.T, inbound, outboundEngine string) (*Sockets, Options) {
+	t.Helper()
 	o := Options{
-		Inbound:         []string{inbound},
-		Confirm:         []string{fmt.Sprintf("tcp://*:%d", testutil.FreePort(t))},
-		Outbound:        []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
-		MaxMessageBytes: 1 << 20,
-		InboundHWM:      1000,
-		OutboundHWM:     1000,
+		OutboundEngine:     outboundEngine,
+		InboundBufferBytes: 16 << 20,
+		Inbound:            []string{inbound},
+		Confirm:            []string{fmt.Sprintf("tcp://*:%d", testutil.FreePort(t))},
+		Outbound:           []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
+		MaxMessageBytes:    1 << 20,
+		InboundHWM:         1000,
+		OutboundHWM:        1000,
 	}
 	s, err := Open(o)
 	if err != nil {

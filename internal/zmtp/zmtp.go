@@ -158,3 +158,32 @@ func ReadHeader(r *bufio.Reader) (flags byte, size uint64, err error) {
 	}
 	return flags, binary.BigEndian.Uint64(b[:]), nil
 }
+
+// FrameSize is the encoded size of a frame with an n-byte body.
+func FrameSize(n int) int {
+	if n > 255 {
+		return 9 + n
+	}
+	return 2 + n
+}
+
+// AppendFrame appends one encoded frame to dst: the outbound engine encodes
+// a message once, headers and bodies in one buffer, for all subscribers.
+func AppendFrame(dst []byte, flags byte, body []byte) []byte {
+	if len(body) > 255 {
+		dst = append(dst, flags|FlagLong)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(len(body)))
+	} else {
+		dst = append(dst, flags, byte(len(body)))
+	}
+	return append(dst, body...)
+}
+
+// Subscription commands (ZMTP 3.1); ZMTP 3.0 peers send a message whose
+// first byte is SubscribeByte or CancelByte instead.
+const (
+	SubscribeCommand = "SUBSCRIBE"
+	CancelCommand    = "CANCEL"
+	SubscribeByte    = 1
+	CancelByte       = 0
+)

@@ -1,5 +1,5 @@
-// Package hostile attacks a running fedmsg-relay (the Go inbound engine,
-// default budget) from every side at once and checks that its memory stays
+// Package hostile attacks a running fedmsg-relay (the Go engines, default
+// budget) from every side at once and checks that its memory stays
 // bounded while a well-behaved producer and listener lose nothing.
 package hostile
 
@@ -76,6 +76,7 @@ relay_inbound: %s
 relay_outbound: %s
 relay_inbound_confirm: %s
 inbound_engine: go
+outbound_engine: go
 handshake_timeout: 2s
 log_level: warn
 `, in, out, confirm))
