@@ -28,11 +28,15 @@ type conn struct {
 	w    *bufio.Writer
 	ping *time.Timer
 
-	// Bytes held, by state; guarded by srv.budget.mu, but partial, which
-	// only the reader changes, may be read by it without.
-	held, partial, queued int64
+	// Budget bytes: everything it holds (cost, unfinished message, messages
+	// read and not yet released by the forwarding loop) and its unfinished
+	// message's part; atomic, for the forwarding loop's Release and for
+	// peers looking for one to evict.
+	held, partial atomic.Int64
+	cost          int64 // its fixed cost, once joined; the reader's
+	joined        bool  // counted as a holder of the budget; the reader's
 
-	notify bool        // a message was queued that the forwarding loop was not told of
+	read   []Message   // complete messages not yet pushed to the queue; the reader's
 	heard  atomic.Bool // the peer sent something since the last heartbeat
 	silent int         // heartbeat intervals without a word, on the timer's goroutine
 
@@ -60,22 +64,24 @@ func (c *conn) close(reason string) {
 	})
 }
 
-// notifyingReader tells the forwarding loop of queued messages just before
-// the reader may wait for the peer, not for each message: one wake-up per
-// read from the socket, as libzmq's I/O thread does, instead of one per
-// message.
-type notifyingReader struct{ c *conn }
+// flushingReader queues the messages read just before the reader may wait
+// for the peer, not each message: one lock and at most one wake-up of the
+// forwarding loop per read from the socket, as libzmq's I/O thread does.
+type flushingReader struct{ c *conn }
 
-func (r notifyingReader) Read(p []byte) (int, error) {
-	r.c.flushNotify()
+func (r flushingReader) Read(p []byte) (int, error) {
+	r.c.flush()
 	return r.c.nc.Read(p)
 }
 
-func (c *conn) flushNotify() {
-	if c.notify {
-		c.notify = false
-		c.srv.opts.Notify()
+// flush pushes the messages read to the server's queue.
+func (c *conn) flush() {
+	if len(c.read) == 0 {
+		return
 	}
+	c.srv.push(c.read)
+	clear(c.read) // the queue has them; do not keep their bytes alive
+	c.read = c.read[:0]
 }
 
 // serve runs the connection to its end and returns why it ended.
@@ -195,8 +201,8 @@ func (c *conn) readMessage() error {
 	)
 	stored := false
 	defer func() { // what an unfinished message held
-		if !stored && c.partial > 0 {
-			b.release(c, c.partial, true)
+		if p := c.partial.Load(); !stored && p > 0 {
+			b.release(c, p, true)
 		}
 	}()
 	for {
@@ -242,7 +248,9 @@ func (c *conn) readMessage() error {
 			break
 		}
 	}
-	c.srv.push(c, Message{Topic: frames[0], Body: frames[1], Frames: count, Size: int(size)})
+	// What its frames hold moves from the unfinished message to the queue.
+	held := c.partial.Swap(0)
+	c.read = append(c.read, Message{Topic: frames[0], Body: frames[1], Frames: count, Size: int(size), conn: c, held: held})
 	stored = true
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
@@ -22,7 +23,7 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add([]byte{zmtp.FlagMore, 1, 't', zmtp.FlagCommand, 1, 0})
 	const limit = 64
 	f.Fuzz(func(t *testing.T, data []byte) {
-		s, err := Listen(Options{MaxMessageBytes: limit, BudgetBytes: 1 << 20, HandshakeTimeout: time.Second})
+		s, err := Listen(Options{MaxMessageBytes: limit, Budget: membudget.New(1 << 20), HandshakeTimeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -37,6 +38,7 @@ func FuzzReadMessage(f *testing.F) {
 		}
 		for c.readMessage() == nil {
 		}
+		c.flush()
 		c.close(ReasonPeerClosed)
 		s.budget.leave(c)
 		buf := make([]Message, 8)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
@@ -47,7 +48,7 @@ func listen(t *testing.T, mutate func(*Options)) (*Server, string, *recorder) {
 	t.Helper()
 	ep := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	rec := &recorder{}
-	o := Options{Endpoints: []string{ep}, MaxMessageBytes: 64 << 10, BudgetBytes: 4 << 20,
+	o := Options{Endpoints: []string{ep}, MaxMessageBytes: 64 << 10, Budget: membudget.New(4 << 20),
 		MaxConnections: 64, HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 10 * time.Second, Event: rec.add}
 	if mutate != nil {
 		mutate(&o)
@@ -161,7 +162,7 @@ func frameHeader(flags byte, n int) []byte {
 // through.
 func TestEndlessMultipartStaysInBudget(t *testing.T) {
 	const budget = 2 << 20
-	s, ep, rec := listen(t, func(o *Options) { o.BudgetBytes = budget; o.MaxMessageBytes = 256 << 10 })
+	s, ep, rec := listen(t, func(o *Options) { o.Budget = membudget.New(budget); o.MaxMessageBytes = 256 << 10 })
 	frame := bytes.Repeat([]byte("m"), 60<<10)
 	var wg sync.WaitGroup
 	stopSampling := testutil.SamplePeak(time.Millisecond, s.Held)
@@ -204,7 +205,7 @@ func TestEndlessMultipartStaysInBudget(t *testing.T) {
 // the budget never overflows.
 func TestStalledPeersAreEvictedForOthers(t *testing.T) {
 	const budget = 1 << 20
-	s, ep, rec := listen(t, func(o *Options) { o.BudgetBytes = budget; o.MaxMessageBytes = 200 << 10 })
+	s, ep, rec := listen(t, func(o *Options) { o.Budget = membudget.New(budget); o.MaxMessageBytes = 200 << 10 })
 	// Four peers each start a 190 KiB message and stall after most of it.
 	for range 4 {
 		c := rawPeer(t, ep)
@@ -363,7 +364,7 @@ func TestInheritedAndIPCEndpoints(t *testing.T) {
 func TestBackpressureIsNotADisconnect(t *testing.T) {
 	const budget, n = 1 << 20, 300
 	s, ep, rec := listen(t, func(o *Options) {
-		o.BudgetBytes, o.MaxMessageBytes, o.HandshakeTimeout = budget, 64<<10, 300*time.Millisecond
+		o.Budget, o.MaxMessageBytes, o.HandshakeTimeout = membudget.New(budget), 64<<10, 300*time.Millisecond
 	})
 	c := rawPeer(t, ep)
 	sent := make(chan error, 1)
@@ -394,4 +395,58 @@ func TestBackpressureIsNotADisconnect(t *testing.T) {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Inbound shares the relay's one budget: while another holder (subscribers'
+// queues, the bridge's hand-off) has most of it, a producer is read only
+// into what is left, past the grace period without a disconnect, and goes
+// on once the other holder gives its bytes back.
+func TestAnotherHolderLeavesInboundLessRoom(t *testing.T) {
+	const limit, other, n = 1 << 20, 800 << 10, 100
+	shared := membudget.New(limit)
+	if !shared.Reserve(other) {
+		t.Fatal("the other holder's reserve failed")
+	}
+	s, ep, rec := listen(t, func(o *Options) {
+		o.Budget, o.MaxMessageBytes, o.HandshakeTimeout = shared, 64<<10, 300*time.Millisecond
+	})
+	stopSampling := testutil.SamplePeak(time.Millisecond, shared.Used)
+	c := rawPeer(t, ep)
+	sent := make(chan error, 1)
+	go func() {
+		var b bytes.Buffer
+		for i := range n {
+			body := fmt.Sprintf("%d %s", i, bytes.Repeat([]byte("o"), 10<<10))
+			b.Write(append([]byte{zmtp.FlagMore, 1}, 't'))
+			b.Write(append(frameHeader(0, len(body)), body...))
+		}
+		_, err := c.Write(b.Bytes())
+		sent <- err
+	}()
+	waitFor(t, "inbound to fill what is left", func() bool { return s.Held() > limit-other-30<<10 })
+	time.Sleep(1500 * time.Millisecond) // past the grace period (1 s)
+	if held := s.Held(); held > limit-other {
+		t.Errorf("inbound holds %d bytes, more than the %d the other holder left", held, limit-other)
+	}
+	if peak := stopSampling(); peak > limit {
+		t.Errorf("the budget held %d bytes at peak, limit %d", peak, limit)
+	}
+	if ev := rec.all(); rec.count(Disconnected, "") > 0 {
+		t.Fatalf("disconnected while the other holder had the room: %+v", ev)
+	}
+	shared.Release(other)
+	got := collect(t, s, n, 20*time.Second)
+	if len(got) != n {
+		t.Fatalf("got %d of %d messages once the room was given back", len(got), n)
+	}
+	for i, m := range got {
+		if !bytes.HasPrefix(m.Body, []byte(fmt.Sprintf("%d ", i))) {
+			t.Fatalf("message %d is %.10q", i, m.Body)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitFor(t, "the budget to be released", func() bool { return shared.Used() == 0 })
 }

@@ -17,7 +17,7 @@ import (
 // off, counted and logged by reason.
 func TestGoInboundEngine(t *testing.T) {
 	opts := testOptions(t)
-	opts.InboundEngine, opts.InboundBufferBytes, opts.MaxInboundConnections = transport.EngineGo, 16<<20, 100
+	opts.InboundEngine, opts.BufferBytes, opts.MaxInboundConnections = transport.EngineGo, 16<<20, 100
 	opts.MaxMessageBytes = 4096
 	var logBuf testutil.SyncBuffer
 	tr := runRelay(t, opts, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info}), nil)
