@@ -120,6 +120,7 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	opts.Inherited = inherited
 	opts.Resume = resumeOptions(cfg, log)
 	opts.Budget = membudget.New(cfg.BufferBytes)
+	registerBudget(reg, opts.Budget)
 	r, err := relay.New(opts, log.Named(logging.NameRelay), reg)
 	if err != nil {
 		return err
@@ -192,6 +193,15 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 			return saveSubscriptions(cfg, r.Subscriptions())
 		}
 	}
+}
+
+// registerBudget exports the one byte budget: its limit and what inbound,
+// confirm, the subscribers' queues and the bridge's hand-off hold of it.
+func registerBudget(reg *metrics.Registry, b *membudget.Budget) {
+	reg.GaugeFunc("fedmsg_relay_buffer_bytes", "The byte budget for everything the relay queues (buffer_bytes).",
+		func() float64 { return float64(b.Limit()) })
+	reg.GaugeFunc("fedmsg_relay_buffer_used_bytes", "Bytes of the budget held now (producers' messages, confirm requests, subscribers' queues, the bridge's hand-off).",
+		func() float64 { return float64(b.Used()) })
 }
 
 // reload is SIGHUP's one job: reopen the log file (after logrotate) and

@@ -81,7 +81,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	logPath := filepath.Join(dir, "fedmsg-relay.log")
 	cfg := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(
-		"relay_inbound: %s\nrelay_outbound: [%s]\nlog_file: %s\nlog_level: debug\nmetrics_address: %s\n",
+		"relay_inbound: %s\nrelay_outbound: [%s]\nlog_file: %s\nlog_level: debug\nmetrics_address: %s\ninbound_buffer_bytes: 33554432\n",
 		inbound, outbound, logPath, metricsAddr))
 
 	cmd := exec.Command(bin, "--config", cfg)
@@ -132,6 +132,11 @@ func TestDaemonLifecycle(t *testing.T) {
 	if !strings.Contains(string(body), `fedmsg_relay_relayed_total `) {
 		t.Errorf("metrics lack relayed counter:\n%s", body)
 	}
+	// The deprecated name still sizes the one budget, with a warning.
+	if !strings.Contains(string(body), "\nfedmsg_relay_buffer_bytes 33554432\n") || !strings.Contains(string(body), "\nfedmsg_relay_buffer_used_bytes ") {
+		t.Errorf("metrics lack the budget's limit (33554432) or use:\n%s", body)
+	}
+	waitFile(t, logPath, "inbound_buffer_bytes: deprecated: use buffer_bytes")
 
 	// logrotate without copytruncate: move the file, then SIGHUP.
 	if err := os.Rename(logPath, logPath+".1"); err != nil {
