@@ -2,6 +2,7 @@ package inbound
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,11 @@ var errClosed = errors.New("connection closed by the relay")
 
 // maxCommand bounds a command frame (READY, PING): libzmq's are well under.
 const maxCommand = 1024
+
+// maxScratchTopic bounds a topic read into the connection's scratch space,
+// so that topic and body share one allocation once the body's size is
+// known; fedmsg topics are well under it, longer ones get their own.
+const maxScratchTopic = 256
 
 // conn is one producer connection: a SUB socket's view of a PUB peer.
 type conn struct {
@@ -36,9 +42,10 @@ type conn struct {
 	cost          int64 // its fixed cost, once joined; the reader's
 	joined        bool  // counted as a holder of the budget; the reader's
 
-	read   []Message   // complete messages not yet pushed to the queue; the reader's
-	heard  atomic.Bool // the peer sent something since the last heartbeat
-	silent int         // heartbeat intervals without a word, on the timer's goroutine
+	read   []Message             // complete messages not yet pushed to the queue; the reader's
+	topic  [maxScratchTopic]byte // a topic frame, until the body's size is known; the reader's
+	heard  atomic.Bool           // the peer sent something since the last heartbeat
+	silent int                   // heartbeat intervals without a word, on the timer's goroutine
 
 	gone       chan struct{}
 	goneOnce   sync.Once
@@ -195,9 +202,11 @@ func (c *conn) readMessage() error {
 	var (
 		frames [2][]byte
 		count  int
-		size   int64
-		limit  = c.srv.opts.MaxMessageBytes
-		b      = c.srv.budget
+		// frames[0] is in c.topic until the body's allocation takes it
+		topicInScratch bool
+		size           int64
+		limit          = c.srv.opts.MaxMessageBytes
+		b              = c.srv.budget
 	)
 	stored := false
 	defer func() { // what an unfinished message held
@@ -210,7 +219,9 @@ func (c *conn) readMessage() error {
 		if err != nil {
 			return err
 		}
-		c.heard.Store(true)
+		if !c.heard.Load() { // a load per frame, a store once per heartbeat
+			c.heard.Store(true)
+		}
 		if flags&zmtp.FlagCommand != 0 {
 			if count > 0 {
 				return protocolError("command inside a message")
@@ -238,15 +249,30 @@ func (c *conn) readMessage() error {
 			if err := b.reserve(c, int64(n), true); err != nil {
 				return err
 			}
-			frames[count] = make([]byte, n)
-			if _, err := io.ReadFull(c.r, frames[count]); err != nil {
+			var dst []byte
+			switch {
+			case count == 0 && more && n <= maxScratchTopic:
+				dst, topicInScratch = c.topic[:n], true
+			case count == 1 && topicInScratch: // topic and body in one allocation
+				t := len(frames[0])
+				buf := make([]byte, t+int(n))
+				copy(buf, frames[0])
+				frames[0], dst, topicInScratch = buf[:t:t], buf[t:], false
+			default:
+				dst = make([]byte, n)
+			}
+			if _, err := io.ReadFull(c.r, dst); err != nil {
 				return err
 			}
+			frames[count] = dst
 		}
 		count++
 		if !more {
 			break
 		}
+	}
+	if topicInScratch { // no body stored: an oversize message, kept for its drop
+		frames[0] = bytes.Clone(frames[0])
 	}
 	// What its frames hold moves from the unfinished message to the queue.
 	held := c.partial.Swap(0)

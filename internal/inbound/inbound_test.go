@@ -450,3 +450,25 @@ func TestAnotherHolderLeavesInboundLessRoom(t *testing.T) {
 	c.Close()
 	waitFor(t, "the budget to be released", func() bool { return shared.Used() == 0 })
 }
+
+// A topic waits in the connection's scratch space until its body is read;
+// a message whose last frame makes it oversize (its body never stored, the
+// message kept for the relay to drop and count) keeps its own topic after
+// the next message reuses that space.
+func TestOversizeMessageKeepsItsTopic(t *testing.T) {
+	s, ep, _ := listen(t, func(o *Options) { o.MaxMessageBytes = 1 << 10 })
+	c := rawPeer(t, ep)
+	var b bytes.Buffer
+	b.Write(append([]byte{zmtp.FlagMore, 5}, "first"...))
+	b.Write(append(frameHeader(0, 1020), bytes.Repeat([]byte("x"), 1020)...)) // 1025 bytes in all
+	b.Write(append([]byte{zmtp.FlagMore, 6}, "second"...))
+	b.Write(append([]byte{0, 4}, "body"...))
+	if _, err := c.Write(b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	got := collect(t, s, 2, 10*time.Second)
+	if len(got) != 2 || string(got[0].Topic) != "first" || got[0].Body != nil || got[0].Size != 1025 ||
+		string(got[1].Topic) != "second" || string(got[1].Body) != "body" {
+		t.Fatalf("got %+v", got)
+	}
+}
