@@ -132,6 +132,18 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 	}
 }
 
+// reserveCost adds n to c's fixed cost if its share and the budget have
+// room now, without waiting, and reports whether they had.
+func (b *budget) reserveCost(c *conn, n int64) bool {
+	if c.held.Load()+n > b.share() || !b.shared.Reserve(n) {
+		return false
+	}
+	c.held.Add(n)
+	b.held.Add(n)
+	c.cost += n
+	return true
+}
+
 // evict disconnects, for c, the connection furthest over its fair part
 // among those holding an unfinished message.
 func (b *budget) evict(c *conn) {

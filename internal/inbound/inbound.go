@@ -95,8 +95,12 @@ type Message struct {
 }
 
 // readBufferSize is a connection's read buffer: one read from the socket
-// takes up to this much, several messages of the usual size.
-const readBufferSize = 8 << 10
+// takes up to this much, several messages of the usual size. A producer
+// that keeps it full gets streamBufferSize, if the budget has room.
+const (
+	readBufferSize   = 8 << 10
+	streamBufferSize = 64 << 10
+)
 
 // Server accepts producers on every endpoint until Stop.
 type Server struct {

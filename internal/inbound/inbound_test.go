@@ -44,7 +44,7 @@ func (r *recorder) count(kind EventKind, reason string) int {
 	return n
 }
 
-func listen(t *testing.T, mutate func(*Options)) (*Server, string, *recorder) {
+func listen(t testing.TB, mutate func(*Options)) (*Server, string, *recorder) {
 	t.Helper()
 	ep := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	rec := &recorder{}
@@ -134,7 +134,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // rawPeer does a PUB handshake by hand, for what libzmq would never send.
-func rawPeer(t *testing.T, ep string) net.Conn {
+func rawPeer(t testing.TB, ep string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", ep[len("tcp://"):])
 	if err != nil {
