@@ -231,8 +231,9 @@ func (c *conn) readMessage() error {
 	var (
 		frames [2][]byte
 		count  int
-		// frames[0] is in c.topic until the body's allocation takes it
+		// frames[0] is in c.topic until the body's buffer takes it
 		topicInScratch bool
+		pooled         *[]byte // the buffer of frames[0] and [1], if pooled
 		size           int64
 		limit          = c.srv.opts.MaxMessageBytes
 		b              = c.srv.budget
@@ -275,16 +276,26 @@ func (c *conn) readMessage() error {
 				return err
 			}
 		} else {
-			if err := b.reserve(c, int64(n), true); err != nil {
+			// A short topic waits in c.topic; its body then takes one
+			// buffer for both, charged whole if pooled.
+			scratch := count == 0 && more && n <= maxScratchTopic
+			join := count == 1 && topicInScratch
+			charge := int64(n)
+			if join {
+				_, size := bufferClass(len(frames[0]) + int(n))
+				charge = int64(size - len(frames[0]))
+			}
+			if err := b.reserve(c, charge, true); err != nil {
 				return err
 			}
 			var dst []byte
 			switch {
-			case count == 0 && more && n <= maxScratchTopic:
+			case scratch:
 				dst, topicInScratch = c.topic[:n], true
-			case count == 1 && topicInScratch: // topic and body in one allocation
+			case join:
 				t := len(frames[0])
-				buf := make([]byte, t+int(n))
+				var buf []byte
+				buf, pooled = getBuffer(t + int(n))
 				copy(buf, frames[0])
 				frames[0], dst, topicInScratch = buf[:t:t], buf[t:], false
 			default:
@@ -305,7 +316,7 @@ func (c *conn) readMessage() error {
 	}
 	// What its frames hold moves from the unfinished message to the queue.
 	held := c.partial.Swap(0)
-	c.read = append(c.read, Message{Topic: frames[0], Body: frames[1], Frames: count, Size: int(size), conn: c, held: held})
+	c.read = append(c.read, Message{Topic: frames[0], Body: frames[1], Frames: count, Size: int(size), conn: c, held: held, buf: pooled})
 	stored = true
 	if len(c.read) == maxReadBatch {
 		c.flush()

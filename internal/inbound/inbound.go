@@ -91,7 +91,8 @@ type Message struct {
 	Frames      int
 	Size        int
 	conn        *conn
-	held        int64 // budget bytes, released by Release
+	held        int64   // budget bytes, released by Release
+	buf         *[]byte // Topic's and Body's buffer, pooled: Release gives it back
 }
 
 // readBufferSize is a connection's read buffer: one read from the socket
@@ -311,13 +312,15 @@ func (s *Server) Take(dst []Message, maxBytes int) int {
 }
 
 // Release returns the budget taken messages held, once the caller no
-// longer needs their bytes: one release of the shared budget for them all.
+// longer needs their bytes (their buffers are reused): one release of the
+// shared budget for them all.
 func (s *Server) Release(msgs []Message) {
 	var total int64
 	for i := range msgs {
 		m := &msgs[i]
 		m.conn.held.Add(-m.held)
 		total += m.held
+		putBuffer(m.buf)
 		*m = Message{}
 	}
 	if total > 0 {

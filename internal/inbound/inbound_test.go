@@ -69,9 +69,10 @@ func collect(t *testing.T, s *Server, want int, within time.Duration) []Message 
 	deadline := time.Now().Add(within)
 	for len(got) < want && time.Now().Before(deadline) {
 		n := s.Take(buf, 1<<20)
-		for _, m := range buf[:n] {
+		for _, m := range buf[:n] { // copied: Release reuses their buffers
 			c := m
-			c.conn, c.held = nil, 0
+			c.conn, c.held, c.buf = nil, 0, nil
+			c.Topic, c.Body = bytes.Clone(m.Topic), bytes.Clone(m.Body)
 			got = append(got, c)
 		}
 		s.Release(buf[:n])
