@@ -83,8 +83,13 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 	}()
 	var changed <-chan struct{}
 	for {
-		share := b.share()
-		over := c.held.Load()+n > share
+		held := c.held.Load()
+		// Within floor is within the share: no division per frame then.
+		share := b.floor
+		if held+n > share {
+			share = b.share()
+		}
+		over := held+n > share
 		if !over && b.shared.Reserve(n) {
 			c.held.Add(n)
 			b.held.Add(n)

@@ -315,13 +315,23 @@ func (s *Server) Take(dst []Message, maxBytes int) int {
 // longer needs their bytes (their buffers are reused): one release of the
 // shared budget for them all.
 func (s *Server) Release(msgs []Message) {
-	var total int64
+	var total, run int64 // run: what the last connection's consecutive messages held
+	var last *conn
 	for i := range msgs {
 		m := &msgs[i]
-		m.conn.held.Add(-m.held)
+		if m.conn != last {
+			if last != nil {
+				last.held.Add(-run)
+			}
+			last, run = m.conn, 0
+		}
+		run += m.held
 		total += m.held
 		putBuffer(m.buf)
 		*m = Message{}
+	}
+	if last != nil {
+		last.held.Add(-run)
 	}
 	if total > 0 {
 		s.budget.held.Add(-total)
