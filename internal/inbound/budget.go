@@ -3,7 +3,6 @@ package inbound
 import (
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
@@ -23,7 +22,6 @@ type budget struct {
 	shared *membudget.Budget
 	floor  int64
 	grace  time.Duration // how long a connection may wait for room
-	held   atomic.Int64  // what inbound holds of shared
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -83,7 +81,7 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 	}()
 	var changed <-chan struct{}
 	for {
-		held := c.held.Load()
+		held := c.held()
 		// Within floor is within the share: no division per frame then.
 		share := b.floor
 		if held+n > share {
@@ -91,8 +89,7 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 		}
 		over := held+n > share
 		if !over && b.shared.Reserve(n) {
-			c.held.Add(n)
-			b.held.Add(n)
+			c.charged.Add(n)
 			if partial {
 				c.partial.Add(n)
 			}
@@ -140,11 +137,10 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 // reserveCost adds n to c's fixed cost if its share and the budget have
 // room now, without waiting, and reports whether they had.
 func (b *budget) reserveCost(c *conn, n int64) bool {
-	if c.held.Load()+n > b.share() || !b.shared.Reserve(n) {
+	if c.held()+n > b.share() || !b.shared.Reserve(n) {
 		return false
 	}
-	c.held.Add(n)
-	b.held.Add(n)
+	c.charged.Add(n)
 	c.cost += n
 	return true
 }
@@ -158,13 +154,24 @@ func (b *budget) evict(c *conn) {
 	var victim *conn
 	var most int64
 	for o := range b.conns {
-		if held := o.held.Load(); o != c && held > fair && held > most && o.partial.Load() > 0 && !o.isGone() {
+		if held := o.held(); o != c && held > fair && held > most && o.partial.Load() > 0 && !o.isGone() {
 			victim, most = o, held
 		}
 	}
 	if victim != nil {
 		victim.close(ReasonOverShare)
 	}
+}
+
+// connected is what the connections still connected hold now.
+func (b *budget) connected() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var sum int64
+	for c := range b.conns {
+		sum += c.held()
+	}
+	return sum
 }
 
 // release gives back n bytes of c, of an unfinished message if partial.
@@ -175,7 +182,6 @@ func (b *budget) release(c *conn, n int64, partial bool) {
 	if partial {
 		c.partial.Add(-n)
 	}
-	c.held.Add(-n)
-	b.held.Add(-n)
+	c.charged.Add(-n)
 	b.shared.Release(n)
 }

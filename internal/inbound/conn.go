@@ -39,13 +39,13 @@ type conn struct {
 	w    *bufio.Writer
 	ping *time.Timer
 
-	// Budget bytes: everything it holds (cost, unfinished message, messages
-	// read and not yet released by the forwarding loop) and its unfinished
-	// message's part; atomic, for the forwarding loop's Release and for
-	// peers looking for one to evict.
-	held, partial atomic.Int64
-	cost          int64 // its fixed cost, once joined; the reader's
-	joined        bool  // counted as a holder of the budget; the reader's
+	// Budget bytes: what the reader charged (its cost, the frames it read)
+	// and, of that, its unfinished message's part; what the forwarding loop
+	// released of it is on a cache line of its own (released), so that
+	// neither stalls the other. Atomic, for peers looking for one to evict.
+	charged, partial atomic.Int64
+	cost             int64 // its fixed cost, once joined; the reader's
+	joined           bool  // counted as a holder of the budget; the reader's
 
 	read   []Message             // complete messages not yet pushed to the queue; the reader's
 	filled bool                  // the last read from the socket filled the read buffer; the reader's
@@ -53,11 +53,18 @@ type conn struct {
 	heard  atomic.Bool           // the peer sent something since the last heartbeat
 	silent int                   // heartbeat intervals without a word, on the timer's goroutine
 
+	_        [64]byte     // keeps released off the reader's cache lines
+	released atomic.Int64 // by the forwarding loop's Release
+	_        [64]byte
+
 	gone       chan struct{}
 	goneOnce   sync.Once
 	reason     atomic.Pointer[string] // why the relay closed it, if it did
 	handshaken bool
 }
+
+// held is what the connection holds of the budget now.
+func (c *conn) held() int64 { return c.charged.Load() - c.released.Load() }
 
 func (c *conn) isGone() bool {
 	select {

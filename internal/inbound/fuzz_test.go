@@ -50,7 +50,7 @@ func FuzzReadMessage(f *testing.F) {
 			}
 			s.Release(buf[:n])
 		}
-		if held := s.Held(); held != 0 {
+		if held := s.opts.Budget.Used(); held != 0 {
 			t.Fatalf("budget still holds %d bytes", held)
 		}
 	})

@@ -321,7 +321,7 @@ func (s *Server) Release(msgs []Message) {
 		m := &msgs[i]
 		if m.conn != last {
 			if last != nil {
-				last.held.Add(-run)
+				last.released.Add(run)
 			}
 			last, run = m.conn, 0
 		}
@@ -331,16 +331,16 @@ func (s *Server) Release(msgs []Message) {
 		*m = Message{}
 	}
 	if last != nil {
-		last.held.Add(-run)
+		last.released.Add(run)
 	}
 	if total > 0 {
-		s.budget.held.Add(-total)
 		s.budget.shared.Release(total)
 	}
 }
 
-// Held is how many bytes inbound holds of the budget now.
-func (s *Server) Held() int64 { return s.budget.held.Load() }
+// Held is how many bytes the producers connected hold of the budget now
+// (for tests; the budget's Used counts everything).
+func (s *Server) Held() int64 { return s.budget.connected() }
 
 // Connections is how many producers are connected (handshakes included).
 func (s *Server) Connections() int {

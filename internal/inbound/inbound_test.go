@@ -120,7 +120,7 @@ ctx.term()
 		t.Errorf("three-frame message = %q %q frames %d size %d", m.Topic, m.Body, m.Frames, m.Size)
 	}
 	waitFor(t, "the oversize sender's disconnect", func() bool { return rec.count(Disconnected, ReasonOversize) == 1 })
-	waitFor(t, "the budget to be released", func() bool { return s.Held() == 0 })
+	waitFor(t, "the budget to be released", func() bool { return s.opts.Budget.Used() == 0 })
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -166,7 +166,7 @@ func TestEndlessMultipartStaysInBudget(t *testing.T) {
 	s, ep, rec := listen(t, func(o *Options) { o.Budget = membudget.New(budget); o.MaxMessageBytes = 256 << 10 })
 	frame := bytes.Repeat([]byte("m"), 60<<10)
 	var wg sync.WaitGroup
-	stopSampling := testutil.SamplePeak(time.Millisecond, s.Held)
+	stopSampling := testutil.SamplePeak(time.Millisecond, s.opts.Budget.Used)
 	for range 20 {
 		c := rawPeer(t, ep)
 		wg.Add(1)
@@ -225,7 +225,7 @@ func TestStalledPeersAreEvictedForOthers(t *testing.T) {
 	if len(got) != 12 {
 		t.Fatalf("got %d of the good peers' 12 messages; held %d; events %+v", len(got), s.Held(), rec.all())
 	}
-	if held := s.Held(); held > budget {
+	if held := s.opts.Budget.Used(); held > budget {
 		t.Errorf("held %d > budget %d", held, budget)
 	}
 	if rec.count(Disconnected, ReasonOverShare) == 0 {
