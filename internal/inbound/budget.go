@@ -60,6 +60,7 @@ func (b *budget) leave(c *conn) {
 	if c.joined {
 		b.shared.Leave()
 	}
+	b.settle(c)
 	b.release(c, c.cost, false)
 	c.cost = 0
 }
@@ -72,7 +73,16 @@ func (b *budget) leave(c *conn) {
 // that finds the budget full evicts a peer over its fair part that is
 // holding an unfinished message (a stalled one would never give it back).
 // Room freed anywhere in the relay wakes it (membudget's Changed).
+//
+// A frame is taken from what the connection reserved ahead when it can:
+// no atomic operation, and so no memory barrier, per frame.
 func (b *budget) reserve(c *conn, n int64, partial bool) error {
+	if partial && n <= c.credit {
+		c.credit -= n
+		c.partial += n
+		return nil
+	}
+	b.settle(c)
 	var timer *time.Timer // only while over its share with the budget full
 	defer func() {
 		if timer != nil {
@@ -81,18 +91,9 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 	}()
 	var changed <-chan struct{}
 	for {
-		held := c.held()
-		// Within floor is within the share: no division per frame then.
-		share := b.floor
-		if held+n > share {
-			share = b.share()
-		}
+		held, share := c.held(), b.share()
 		over := held+n > share
-		if !over && b.shared.Reserve(n) {
-			c.charged.Add(n)
-			if partial {
-				c.partial.Add(n)
-			}
+		if !over && b.take(c, n, partial, held+n+creditAhead <= share) {
 			return nil
 		}
 		if changed == nil {
@@ -109,7 +110,7 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 		// share with the budget full is not. A new connection (its fixed
 		// cost, not partial) is refused rather than kept waiting: it holds a
 		// socket and a goroutine meanwhile.
-		stuck := c.cost+c.partial.Load()+n > share
+		stuck := c.cost+c.partial+n > share
 		timed := stuck && full || !partial
 		switch {
 		case timed && timer == nil:
@@ -134,6 +135,42 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 	}
 }
 
+// creditAhead is what a reader reserves ahead for the frames to come,
+// beyond the one it reads, when its share and the budget have room: it
+// gives back what is left before it may wait (settle), so the budget holds
+// at most this much unread per reader at work.
+const creditAhead = 16 << 10
+
+// take reserves n bytes for c now, and creditAhead more for its next
+// frames if ahead and the budget has room for both, and reports whether
+// it could.
+func (b *budget) take(c *conn, n int64, partial, ahead bool) bool {
+	credit := int64(0)
+	if partial && ahead && b.shared.Reserve(n+creditAhead) {
+		credit = creditAhead
+	} else if !b.shared.Reserve(n) {
+		return false
+	}
+	c.charged.Add(n + credit)
+	c.credit += credit
+	if partial {
+		c.partial += n
+	}
+	return true
+}
+
+// settle gives back what c reserved ahead and did not use, and shows
+// evictors how much of an unfinished message it holds: before the reader
+// may wait, for the peer or for room.
+func (b *budget) settle(c *conn) {
+	if c.credit > 0 {
+		c.charged.Add(-c.credit)
+		b.shared.Release(c.credit)
+		c.credit = 0
+	}
+	c.unfinished.Store(c.partial)
+}
+
 // reserveCost adds n to c's fixed cost if its share and the budget have
 // room now, without waiting, and reports whether they had.
 func (b *budget) reserveCost(c *conn, n int64) bool {
@@ -154,7 +191,7 @@ func (b *budget) evict(c *conn) {
 	var victim *conn
 	var most int64
 	for o := range b.conns {
-		if held := o.held(); o != c && held > fair && held > most && o.partial.Load() > 0 && !o.isGone() {
+		if held := o.held(); o != c && held > fair && held > most && o.unfinished.Load() > 0 && !o.isGone() {
 			victim, most = o, held
 		}
 	}
@@ -180,7 +217,7 @@ func (b *budget) release(c *conn, n int64, partial bool) {
 		return
 	}
 	if partial {
-		c.partial.Add(-n)
+		c.partial -= n
 	}
 	c.charged.Add(-n)
 	b.shared.Release(n)

@@ -39,13 +39,16 @@ type conn struct {
 	w    *bufio.Writer
 	ping *time.Timer
 
-	// Budget bytes: what the reader charged (its cost, the frames it read)
-	// and, of that, its unfinished message's part; what the forwarding loop
-	// released of it is on a cache line of its own (released), so that
-	// neither stalls the other. Atomic, for peers looking for one to evict.
-	charged, partial atomic.Int64
-	cost             int64 // its fixed cost, once joined; the reader's
-	joined           bool  // counted as a holder of the budget; the reader's
+	// Budget bytes: what the reader charged (its cost, the frames it read,
+	// what it reserved ahead), atomic for peers looking for one to evict;
+	// what the forwarding loop released of it is on a cache line of its
+	// own (released), so that neither stalls the other. unfinished is
+	// partial as of the reader's last wait, for evictors.
+	charged, unfinished atomic.Int64
+	partial             int64 // of charged, its unfinished message's; the reader's
+	credit              int64 // of charged, reserved ahead for its next frames; the reader's
+	cost                int64 // its fixed cost, once joined; the reader's
+	joined              bool  // counted as a holder of the budget; the reader's
 
 	read   []Message             // complete messages not yet pushed to the queue; the reader's
 	filled bool                  // the last read from the socket filled the read buffer; the reader's
@@ -87,10 +90,12 @@ func (c *conn) close(reason string) {
 // flushingReader queues the messages read just before the reader may wait
 // for the peer, not each message: one lock and at most one wake-up of the
 // forwarding loop per read from the socket, as libzmq's I/O thread does.
+// It also settles what the reader reserved ahead.
 type flushingReader struct{ c *conn }
 
 func (r flushingReader) Read(p []byte) (int, error) {
 	r.c.flush()
+	r.c.srv.budget.settle(r.c)
 	n, err := r.c.nc.Read(p)
 	r.c.filled = n == len(p)
 	return n, err
@@ -247,8 +252,8 @@ func (c *conn) readMessage() error {
 	)
 	stored := false
 	defer func() { // what an unfinished message held
-		if p := c.partial.Load(); !stored && p > 0 {
-			b.release(c, p, true)
+		if !stored && c.partial > 0 {
+			b.release(c, c.partial, true)
 		}
 	}()
 	for {
@@ -322,7 +327,8 @@ func (c *conn) readMessage() error {
 		frames[0] = bytes.Clone(frames[0])
 	}
 	// What its frames hold moves from the unfinished message to the queue.
-	held := c.partial.Swap(0)
+	held := c.partial
+	c.partial = 0
 	c.read = append(c.read, Message{Topic: frames[0], Body: frames[1], Frames: count, Size: int(size), conn: c, held: held, buf: pooled})
 	stored = true
 	if len(c.read) == maxReadBatch {
