@@ -127,6 +127,9 @@ func Listen(o Options) (_ *Server, err error) {
 	if o.Event == nil {
 		o.Event = func(Event) {}
 	}
+	if o.Budget == nil {
+		return nil, errors.New("inbound: no byte budget given")
+	}
 	// A connection may always hold one whole message of the largest size.
 	floor := o.MaxMessageBytes + connCost
 	s := &Server{opts: o, budget: newBudget(o.Budget, floor, max(o.HandshakeTimeout, time.Second)), connSet: map[*conn]struct{}{}}
