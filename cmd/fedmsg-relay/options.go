@@ -20,7 +20,7 @@ func relayOptions(cfg *config.Config) relay.Options {
 			Outbound:               cfg.RelayOutbound,
 			Inject:                 cfg.AMQP.Consuming(),
 			InboundEngine:          cfg.InboundEngine,
-			InboundBufferBytes:     cfg.InboundBufferBytes,
+			BufferBytes:            cfg.BufferBytes,
 			MaxInboundConnections:  cfg.MaxInboundConnections,
 			OutboundEngine:         cfg.OutboundEngine,
 			MaxOutboundConnections: cfg.MaxOutboundConnections,

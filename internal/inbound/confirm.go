@@ -41,7 +41,7 @@ func (cc *confirmConn) setPeer(ready []byte) {
 	cc.req = zmtp.ReadyProperty(props, "Socket-Type") == "REQ"
 }
 
-func (c *conn) cost() int64 {
+func (c *conn) fixedCost() int64 {
 	if c.confirm != nil {
 		return connCost + confirmCost
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
@@ -221,9 +222,10 @@ func TestConfirmReplyAfterClientLeft(t *testing.T) {
 // senders off within the one budget, while a DEALER client is answered.
 func TestConfirmHostileClients(t *testing.T) {
 	const budget = 2 << 20
-	s, confirm, rec := listenConfirm(t, func(o *Options) { o.BudgetBytes = budget; o.MaxMessageBytes = 256 << 10 })
+	shared := membudget.New(budget)
+	s, confirm, rec := listenConfirm(t, func(o *Options) { o.Budget = shared; o.MaxMessageBytes = 256 << 10 })
 	answer(t, s, func(Message) []byte { return []byte("ok") })
-	stopSampling := testutil.SamplePeak(time.Millisecond, s.Held)
+	stopSampling := testutil.SamplePeak(time.Millisecond, shared.Used)
 	frame := bytes.Repeat([]byte("m"), 60<<10)
 	var wg sync.WaitGroup
 	for i := range 10 {

@@ -5,8 +5,9 @@
 // grow a libzmq SUB socket without bound. Here each PUB producer is read by
 // its own goroutine that checks a message's size before it reads a frame
 // body, stores only the two frames a fedmsg message has, and holds what it
-// reads within one byte budget shared fairly by all connections. Complete
-// messages wait in one queue that the forwarding loop takes in batches.
+// reads within the relay's one byte budget (membudget), shared fairly by
+// all connections and the rest of the relay. Complete messages wait in one
+// queue that the forwarding loop takes in batches.
 package inbound
 
 import (
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 )
 
 // Options configure the listener.
@@ -30,8 +32,10 @@ type Options struct {
 	// message is answered through Reply.
 	ConfirmEndpoints []string
 
-	MaxMessageBytes   int64 // all frames of one message together
-	BudgetBytes       int64 // everything held inbound, all connections together
+	MaxMessageBytes int64 // all frames of one message together
+	// Budget is the relay's byte budget, which every connection's bytes
+	// are charged to and whose fair share bounds each connection.
+	Budget            *membudget.Budget
 	MaxConnections    int
 	HandshakeTimeout  time.Duration
 	HeartbeatInterval time.Duration
@@ -92,8 +96,17 @@ type Message struct {
 	Frames      int
 	Size        int
 	conn        *conn
-	held        int64 // budget bytes, released by Release
+	held        int64   // budget bytes, released by Release
+	buf         *[]byte // Topic's and Body's buffer, pooled: Release gives it back
 }
+
+// readBufferSize is a connection's read buffer: one read from the socket
+// takes up to this much, several messages of the usual size. A producer
+// that keeps it full gets streamBufferSize, if the budget has room.
+const (
+	readBufferSize   = 8 << 10
+	streamBufferSize = 64 << 10
+)
 
 // Server accepts producers and confirming clients on every endpoint until Stop.
 type Server struct {
@@ -102,7 +115,7 @@ type Server struct {
 	budget    *budget
 	wg        sync.WaitGroup
 
-	// Guarded by budget.mu.
+	mu       sync.Mutex // taken once per read from a socket, not per message
 	pending  []Message
 	head     int
 	armed    bool // a Take found the queue empty: the next push notifies
@@ -119,9 +132,12 @@ func Listen(o Options) (_ *Server, err error) {
 	if o.Event == nil {
 		o.Event = func(Event) {}
 	}
+	if o.Budget == nil {
+		return nil, errors.New("inbound: no byte budget given")
+	}
 	// A connection may always hold one whole message of the largest size.
 	floor := o.MaxMessageBytes + connCost
-	s := &Server{opts: o, budget: newBudget(o.BudgetBytes, floor, max(o.HandshakeTimeout, time.Second)), connSet: map[*conn]struct{}{}}
+	s := &Server{opts: o, budget: newBudget(o.Budget, floor, max(o.HandshakeTimeout, time.Second)), connSet: map[*conn]struct{}{}}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -171,8 +187,7 @@ func (s *Server) start(nc net.Conn, confirm bool) {
 		c.confirm = newConfirmConn()
 	}
 	s.event(Event{Kind: Accepted, Confirm: confirm})
-	b := s.budget
-	b.mu.Lock()
+	s.mu.Lock()
 	refuse := ""
 	switch {
 	case s.stopped:
@@ -183,21 +198,21 @@ func (s *Server) start(nc net.Conn, confirm bool) {
 		s.numConns++
 		s.connSet[c] = struct{}{}
 	}
-	b.mu.Unlock()
+	s.mu.Unlock()
 	if refuse != "" {
 		nc.Close()
 		s.event(Event{Kind: Disconnected, Reason: refuse, Confirm: confirm})
 		return
 	}
-	c.r = bufio.NewReaderSize(notifyingReader{c}, 8<<10)
+	c.r = bufio.NewReaderSize(flushingReader{c}, readBufferSize)
 	c.w = bufio.NewWriterSize(nc, 256)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		reason := c.serve()
-		c.flushNotify()
+		c.flush()
 		c.close(reason)
-		b.leave(c)
+		s.budget.leave(c)
 		s.forget(c)
 		if !c.handshaken {
 			s.event(Event{Kind: HandshakeFailed, Reason: reason, Confirm: confirm})
@@ -207,8 +222,8 @@ func (s *Server) start(nc net.Conn, confirm bool) {
 }
 
 func (s *Server) forget(c *conn) {
-	s.budget.mu.Lock()
-	defer s.budget.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, ok := s.connSet[c]; ok {
 		delete(s.connSet, c)
 		s.numConns--
@@ -217,19 +232,17 @@ func (s *Server) forget(c *conn) {
 
 func (s *Server) event(e Event) { s.opts.Event(e) }
 
-// push queues a complete message: what its frames hold moves from the
-// connection's unfinished message to its queue.
-func (s *Server) push(c *conn, m Message) {
-	b := s.budget
-	m.conn, m.held = c, c.partial
-	b.mu.Lock()
-	c.queued += c.partial
-	c.partial = 0
-	s.pending = append(s.pending, m)
-	if s.armed { // delivered before the reader next waits for the peer
-		c.notify, s.armed = true, false
+// push adds the messages a connection read to the queue, and tells the
+// forwarding loop if it found the queue empty since it was last told.
+func (s *Server) push(msgs []Message) {
+	s.mu.Lock()
+	s.pending = append(s.pending, msgs...)
+	notify := s.armed
+	s.armed = false
+	s.mu.Unlock()
+	if notify {
+		s.opts.Notify()
 	}
-	b.mu.Unlock()
 }
 
 // Take moves up to len(dst) queued messages, and not many more than
@@ -237,9 +250,8 @@ func (s *Server) push(c *conn, m Message) {
 // messages stay counted in the budget until Release. When the queue is
 // empty, the next message queued calls Notify.
 func (s *Server) Take(dst []Message, maxBytes int) int {
-	b := s.budget
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	n, bytes := 0, 0
 	for n < len(dst) && s.head < len(s.pending) && (n == 0 || bytes < maxBytes) {
 		m := s.pending[s.head]
@@ -259,26 +271,40 @@ func (s *Server) Take(dst []Message, maxBytes int) int {
 }
 
 // Release returns the budget taken messages held, once the caller no
-// longer needs their bytes.
+// longer needs their bytes (their buffers are reused): one release of the
+// shared budget for them all.
 func (s *Server) Release(msgs []Message) {
-	b := s.budget
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	var total, run int64 // run: what the last connection's consecutive messages held
+	var last *conn
 	for i := range msgs {
 		m := &msgs[i]
-		m.conn.queued -= m.held
-		b.releaseLocked(m.conn, m.held)
+		if m.conn != last {
+			if last != nil {
+				last.released.Add(run)
+			}
+			last, run = m.conn, 0
+		}
+		run += m.held
+		total += m.held
+		putBuffer(m.buf)
 		*m = Message{}
+	}
+	if last != nil {
+		last.released.Add(run)
+	}
+	if total > 0 {
+		s.budget.shared.Release(total)
 	}
 }
 
-// Held is how many bytes the budget holds now.
-func (s *Server) Held() int64 { return s.budget.Used() }
+// Held is how many bytes the producers connected hold of the budget now
+// (for tests; the budget's Used counts everything).
+func (s *Server) Held() int64 { return s.budget.connected() }
 
 // Connections is how many producers are connected (handshakes included).
 func (s *Server) Connections() int {
-	s.budget.mu.Lock()
-	defer s.budget.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.numConns
 }
 
@@ -288,13 +314,13 @@ func (s *Server) Stop() {
 	for _, l := range s.listeners {
 		l.Close()
 	}
-	s.budget.mu.Lock()
+	s.mu.Lock()
 	s.stopped = true
 	conns := make([]*conn, 0, len(s.connSet))
 	for c := range s.connSet {
 		conns = append(conns, c)
 	}
-	s.budget.mu.Unlock()
+	s.mu.Unlock()
 	for _, c := range conns {
 		c.close(ReasonShutdown)
 	}
@@ -308,8 +334,8 @@ func (s *Server) Stop() {
 // are left to close once answered. It returns how many producers and
 // confirming clients are still connected.
 func (s *Server) HalfClose() int {
-	s.budget.mu.Lock()
-	defer s.budget.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for c := range s.connSet {
 		if c.confirm != nil {
 			continue

@@ -26,7 +26,7 @@ func TestGoOutboundCutsOffStalledSubscriber(t *testing.T) {
 	opts.HeartbeatInterval = 200 * time.Millisecond // stalled after 600 ms without progress
 	// The stalled subscriber may hold half of 2 MiB; the reader's burst, and
 	// the next one while its writer is still releasing it, fit in the rest.
-	opts.InboundBufferBytes, opts.MaxMessageBytes = 2<<20, 64<<10
+	opts.BufferBytes, opts.MaxMessageBytes = 2<<20, 64<<10
 	var logBuf testutil.SyncBuffer
 	tr := runRelay(t, opts, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info}), nil)
 

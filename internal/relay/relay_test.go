@@ -46,7 +46,7 @@ func testOptions(t testing.TB) Options {
 			HandshakeTimeout:       10 * time.Second,
 			HeartbeatInterval:      30 * time.Second,
 			TCPKeepalive:           true,
-			InboundBufferBytes:     16 << 20, // the one byte budget (Budget nil: made of this)
+			BufferBytes:            16 << 20, // the one byte budget (Budget nil: made of this)
 			MaxOutboundConnections: 1000,
 		},
 		DrainTimeout:    time.Second,
@@ -250,7 +250,7 @@ func TestConfirmedDelivery(t *testing.T) {
 			confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 			tr := startRelay(t, func(c *Options) {
 				c.Confirm = []string{confirm}
-				c.InboundEngine, c.InboundBufferBytes, c.MaxInboundConnections = engine, 16<<20, 100
+				c.InboundEngine, c.BufferBytes, c.MaxInboundConnections = engine, 16<<20, 100
 			})
 			testConfirmedDelivery(t, tr, py, confirm, engine == transport.EngineGo)
 		})

@@ -63,7 +63,7 @@ func adoptsAcrossGenerations(t *testing.T, engine string) {
 	for gen := 1; gen <= 2; gen++ {
 		o := Options{Inbound: []string{in}, Outbound: []string{out}, Confirm: []string{confirm},
 			Inherited: h.fds(t), MaxMessageBytes: 1 << 20, InboundHWM: 1000, OutboundHWM: 1000,
-			OutboundEngine: engine, InboundBufferBytes: 16 << 20}
+			OutboundEngine: engine, BufferBytes: 16 << 20}
 		s, err := Open(o)
 		if err != nil {
 			t.Fatalf("generation %d: %v", gen, err)
@@ -249,7 +249,7 @@ func TestGoEngineConfirmAcrossHandOver(t *testing.T) {
 	open := func() *Sockets {
 		s, err := Open(Options{Inbound: []string{in}, Confirm: []string{confirm},
 			Outbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, Inherited: h.fds(t),
-			InboundEngine: EngineGo, InboundBufferBytes: 4 << 20, MaxInboundConnections: 10,
+			InboundEngine: EngineGo, BufferBytes: 4 << 20, MaxInboundConnections: 10,
 			MaxMessageBytes: 1 << 20, InboundHWM: 1000, OutboundHWM: 1000})
 		if err != nil {
 			t.Fatal(err)

@@ -76,7 +76,7 @@ func (s *Sockets) openGoInbound(o Options) error {
 	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
 	srv, err := inbound.Listen(inbound.Options{
 		Endpoints: o.Inbound, ConfirmEndpoints: o.Confirm, Inherited: o.Inherited, IPv6: o.IPv6,
-		MaxMessageBytes: o.MaxMessageBytes, BudgetBytes: o.InboundBufferBytes, MaxConnections: o.MaxInboundConnections,
+		MaxMessageBytes: o.MaxMessageBytes, Budget: o.Budget, MaxConnections: o.MaxInboundConnections,
 		HandshakeTimeout: o.HandshakeTimeout, HeartbeatInterval: o.HeartbeatInterval, TCPKeepalive: o.TCPKeepalive,
 		Notify: func() { syscall.Write(g.wake, one) },
 		Event:  o.InboundEvent,

@@ -51,13 +51,13 @@ type Options struct {
 	Inherited map[string]int
 
 	// InboundEngine terminates inbound ZMTP in Go (EngineGo, bounded by
-	// InboundBufferBytes and MaxInboundConnections) or in a libzmq SUB
-	// socket (EngineLibzmq, bounded per connection by InboundHWM).
-	InboundEngine      string
-	InboundBufferBytes int64
+	// Budget and MaxInboundConnections) or in a libzmq SUB socket
+	// (EngineLibzmq, bounded per connection by InboundHWM).
+	InboundEngine string
 	// Budget is the relay's one byte budget, shared with the bridge; nil
-	// makes one of InboundBufferBytes.
+	// makes one of BufferBytes.
 	Budget                *membudget.Budget
+	BufferBytes           int64
 	MaxInboundConnections int
 	// InboundEvent reports the Go engine's connection events.
 	InboundEvent func(inbound.Event)
@@ -131,7 +131,7 @@ func Open(o Options) (_ *Sockets, err error) {
 	}
 	s := &Sockets{ctx: ctx, bound: map[*zmq.Socket][]string{}}
 	if o.Budget == nil {
-		o.Budget = membudget.New(o.InboundBufferBytes)
+		o.Budget = membudget.New(o.BufferBytes)
 	}
 	defer func() {
 		if err != nil {

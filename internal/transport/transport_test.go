@@ -35,14 +35,14 @@ var engines = []string{EngineLibzmq, EngineGo}
 func openEngine(t *testing.T, inbound, outboundEngine string) (*Sockets, Options) {
 	t.Helper()
 	o := Options{
-		OutboundEngine:     outboundEngine,
-		InboundBufferBytes: 16 << 20,
-		Inbound:            []string{inbound},
-		Confirm:            []string{fmt.Sprintf("tcp://*:%d", testutil.FreePort(t))},
-		Outbound:           []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
-		MaxMessageBytes:    1 << 20,
-		InboundHWM:         1000,
-		OutboundHWM:        1000,
+		OutboundEngine:  outboundEngine,
+		BufferBytes:     16 << 20,
+		Inbound:         []string{inbound},
+		Confirm:         []string{fmt.Sprintf("tcp://*:%d", testutil.FreePort(t))},
+		Outbound:        []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
+		MaxMessageBytes: 1 << 20,
+		InboundHWM:      1000,
+		OutboundHWM:     1000,
 	}
 	s, err := Open(o)
 	if err != nil {
@@ -339,7 +339,7 @@ func failedBodySend(t *testing.T, topic string) {
 	// With the Go engine, Go answers its confirming client "refused:send".
 	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	g, err := Open(Options{Inbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, Confirm: []string{confirm},
-		Outbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, InboundEngine: EngineGo, InboundBufferBytes: 4 << 20, MaxInboundConnections: 10,
+		Outbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, InboundEngine: EngineGo, BufferBytes: 4 << 20, MaxInboundConnections: 10,
 		MaxMessageBytes: 1 << 20, InboundHWM: 1000, OutboundHWM: 1000})
 	if err != nil {
 		t.Fatal(err)

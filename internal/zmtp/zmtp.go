@@ -152,11 +152,18 @@ func ReadHeader(r *bufio.Reader) (flags byte, size uint64, err error) {
 		}
 		return flags, uint64(b), nil
 	}
-	var b [8]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
+	// Peek, not io.ReadFull into an array: the array would escape to the
+	// heap, an allocation per long frame.
+	b, err := r.Peek(8)
+	if err != nil {
+		if err == io.EOF && len(b) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, 0, err
 	}
-	return flags, binary.BigEndian.Uint64(b[:]), nil
+	size = binary.BigEndian.Uint64(b)
+	r.Discard(8)
+	return flags, size, nil
 }
 
 // FrameSize is the encoded size of a frame with an n-byte body.

@@ -22,7 +22,7 @@ import (
 )
 
 // rssBound is the growth over the idle figure the relay must stay under
-// with the default inbound_buffer_bytes (16 MiB).
+// with the default buffer_bytes (16 MiB).
 const rssBound = 64 << 20
 
 func rss(t *testing.T, pid int) int64 {
