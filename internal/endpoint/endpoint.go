@@ -1,14 +1,17 @@
 // Package endpoint opens the listening sockets of the relay's Go engines
 // (inbound and outbound) for ZeroMQ endpoints, or adopts those systemd
-// passed (socket activation).
+// passed (socket activation), accepts on them and keeps the life of each
+// connection accepted (Peer).
 package endpoint
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"strings"
+	"time"
 )
 
 // Options say how endpoints are opened.
@@ -46,6 +49,21 @@ func Listen(ep string, o Options) (net.Listener, error) {
 		return nil, fmt.Errorf("bind %s: %w", ep, err)
 	}
 	return l, nil
+}
+
+// Accept hands every connection l accepts to start, until l is closed.
+func Accept(l net.Listener, start func(net.Conn)) {
+	for {
+		nc, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond) // fd exhaustion and the like: do not spin
+			continue
+		}
+		start(nc)
+	}
 }
 
 // split maps a ZeroMQ endpoint to a Go network and address.

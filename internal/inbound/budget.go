@@ -1,15 +1,15 @@
 package inbound
 
 import (
-	"errors"
 	"sync"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 )
 
 // errOverShare disconnects a peer that stayed over its share of the buffer budget.
-var errOverShare = errors.New("over its share of the buffer budget")
+var errOverShare = endpoint.Errorf(ReasonOverShare, "over its share of the buffer budget")
 
 // budget charges what inbound holds to the relay's one byte budget
 // (membudget), which the confirm endpoint, the subscribers' queues and the
@@ -126,7 +126,7 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 		c.flush() // what it queued may be what frees room
 		select {
 		case <-changed:
-		case <-c.gone:
+		case <-c.Gone():
 			return errClosed
 		case <-timeout:
 			return errOverShare
@@ -191,12 +191,12 @@ func (b *budget) evict(c *conn) {
 	var victim *conn
 	var most int64
 	for o := range b.conns {
-		if held := o.held(); o != c && held > fair && held > most && o.unfinished.Load() > 0 && !o.isGone() {
+		if held := o.held(); o != c && held > fair && held > most && o.unfinished.Load() > 0 && !o.IsGone() {
 			victim, most = o, held
 		}
 	}
 	if victim != nil {
-		victim.close(ReasonOverShare)
+		victim.Close(ReasonOverShare)
 	}
 }
 

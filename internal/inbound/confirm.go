@@ -67,9 +67,9 @@ func (m *Message) ReplyTo() (ReplyTo, bool) {
 // reported as ReplyDropped.
 func (s *Server) Reply(to ReplyTo, text []byte) {
 	c := to.c
-	if c.isGone() {
+	if c.IsGone() {
 		reason := ReasonPeerClosed // or shut down: either way nobody to answer
-		if r := c.reason.Load(); r != nil && *r == ReasonStalled {
+		if c.ClosedFor() == ReasonStalled {
 			reason = ReasonStalled // its writer gave up on it
 		}
 		s.event(Event{Kind: ReplyDropped, Reason: reason, Confirm: true})
@@ -79,7 +79,7 @@ func (s *Server) Reply(to ReplyTo, text []byte) {
 	case c.confirm.replies <- text:
 	default:
 		s.event(Event{Kind: ReplyDropped, Reason: ReasonStalled, Confirm: true})
-		c.close(ReasonStalled)
+		c.Close(ReasonStalled)
 	}
 }
 
@@ -92,7 +92,7 @@ func (c *conn) writeReplies() {
 	for {
 		var text []byte
 		select {
-		case <-c.gone:
+		case <-c.Gone():
 			return
 		case text = <-replies:
 		}
@@ -114,9 +114,9 @@ func (c *conn) writeReplies() {
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				c.close(ReasonStalled)
+				c.Close(ReasonStalled)
 			} else {
-				c.close(ReasonPeerClosed)
+				c.Close(ReasonPeerClosed)
 			}
 			return
 		}

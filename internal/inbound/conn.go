@@ -4,14 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"io"
-	"math"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
@@ -33,12 +32,11 @@ const maxScratchTopic = 256
 // conn is one producer connection (a SUB socket's view of a PUB peer) or,
 // with confirm set, one confirming client's (a ROUTER's view of a DEALER).
 type conn struct {
-	srv  *Server
-	nc   net.Conn
-	r    *bufio.Reader
-	wmu  sync.Mutex // PONGs from the reader, PINGs from the timer, replies
-	w    *bufio.Writer
-	ping *time.Timer
+	srv *Server
+	nc  net.Conn
+	r   *bufio.Reader
+	wmu sync.Mutex // PONGs from the reader, PINGs from the timer, replies
+	w   *bufio.Writer
 
 	confirm *confirmConn // nil for producers
 
@@ -56,39 +54,17 @@ type conn struct {
 	read   []Message             // complete messages not yet pushed to the queue; the reader's
 	filled bool                  // the last read from the socket filled the read buffer; the reader's
 	topic  [maxScratchTopic]byte // a topic frame, until the body's size is known; the reader's
-	heard  atomic.Bool           // the peer sent something since the last heartbeat
-	silent int                   // heartbeat intervals without a word, on the timer's goroutine
 
 	_        [64]byte     // keeps released off the reader's cache lines
 	released atomic.Int64 // by the forwarding loop's Release
 	_        [64]byte
 
-	gone       chan struct{}
-	goneOnce   sync.Once
-	reason     atomic.Pointer[string] // why the relay closed it, if it did
+	endpoint.Peer
 	handshaken bool
 }
 
 // held is what the connection holds of the budget now.
 func (c *conn) held() int64 { return c.charged.Load() - c.released.Load() }
-
-func (c *conn) isGone() bool {
-	select {
-	case <-c.gone:
-		return true
-	default:
-		return false
-	}
-}
-
-// close disconnects the peer for reason; the reader notices and cleans up.
-func (c *conn) close(reason string) {
-	c.goneOnce.Do(func() {
-		c.reason.Store(&reason)
-		close(c.gone)
-		c.nc.Close()
-	})
-}
 
 // flushingReader queues the messages read just before the reader may wait
 // for the peer, not each message: one lock and at most one wake-up of the
@@ -117,11 +93,11 @@ func (c *conn) flush() {
 // serve runs the connection to its end and returns why it ended.
 func (c *conn) serve() string {
 	if err := c.srv.budget.join(c, c.fixedCost()); err != nil {
-		return c.endReason(err, ReasonOverShare)
+		return c.EndReason(err, ReasonOverShare)
 	}
 	err := c.handshake()
 	if err != nil {
-		return c.endReason(err, ReasonHandshake)
+		return c.EndReason(err, ReasonHandshake)
 	}
 	c.handshaken = true
 	if c.confirm != nil {
@@ -129,14 +105,13 @@ func (c *conn) serve() string {
 		go c.writeReplies()
 	}
 	if ivl := c.srv.opts.HeartbeatInterval; ivl > 0 {
-		c.ping = time.AfterFunc(time.Duration(math.MaxInt64), c.heartbeat)
-		c.ping.Reset(ivl) // only now: heartbeat reads c.ping
-		defer c.ping.Stop()
+		c.StartHeartbeat(ivl, func() error { return c.writeCommand(zmtp.PingCommand) }, nil)
+		defer c.StopHeartbeat()
 	}
 	for {
 		err = c.readMessage()
 		if err != nil {
-			return c.endReason(err, ReasonProtocol)
+			return c.EndReason(err, ReasonProtocol)
 		}
 		if c.filled && c.r.Size() < streamBufferSize {
 			c.growReadBuffer()
@@ -162,37 +137,8 @@ func (c *conn) growReadBuffer() {
 	c.r = bufio.NewReaderSize(src, streamBufferSize)
 }
 
-// endReason names why the connection ended: the relay's own reason if it
-// closed it, else what the error says.
-func (c *conn) endReason(err error, otherwise string) string {
-	if r := c.reason.Load(); r != nil {
-		return *r
-	}
-	var re *reasonError
-	var ne net.Error
-	switch {
-	case errors.As(err, &re):
-		return re.reason
-	case errors.Is(err, errOverShare):
-		return ReasonOverShare
-	case errors.As(err, &ne) && ne.Timeout():
-		return ReasonTimeout
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
-		return ReasonPeerClosed
-	}
-	return otherwise
-}
-
-// reasonError is an error with the disconnect reason it counts as.
-type reasonError struct {
-	reason string
-	err    error
-}
-
-func (e *reasonError) Error() string { return e.err.Error() }
-
 func protocolError(format string, args ...any) error {
-	return &reasonError{ReasonProtocol, fmt.Errorf(format, args...)}
+	return endpoint.Errorf(ReasonProtocol, format, args...)
 }
 
 // handshake greets the peer as a SUB socket, expects a PUB or XPUB and
@@ -280,9 +226,7 @@ func (c *conn) readMessage() error {
 		if err != nil {
 			return err
 		}
-		if !c.heard.Load() { // a load per frame, a store once per heartbeat
-			c.heard.Store(true)
-		}
+		c.Heard()
 		if flags&zmtp.FlagCommand != 0 {
 			if count > 0 {
 				return protocolError("command inside a message")
@@ -304,7 +248,7 @@ func (c *conn) readMessage() error {
 		// with more to come, is refused before it is read: the message can
 		// only be oversize, and its sender is cut off (as libzmq does).
 		if n > uint64(limit) || (more && size+int64(n) > limit) {
-			return &reasonError{ReasonOversize, fmt.Errorf("message over %d bytes", limit)}
+			return endpoint.Errorf(ReasonOversize, "message over %d bytes", limit)
 		}
 		size += int64(n)
 		if count >= 2 || size > limit {
@@ -375,7 +319,7 @@ func (c *conn) command(flags byte, n uint64) error {
 	}
 	name, data, err := zmtp.ParseCommand(body)
 	if err != nil {
-		return &reasonError{ReasonProtocol, err}
+		return &endpoint.ReasonError{Reason: ReasonProtocol, Err: err}
 	}
 	if name == "PING" {
 		return c.writeCommand(zmtp.PongCommand(data))
@@ -389,25 +333,4 @@ func (c *conn) writeCommand(body []byte) error {
 	c.nc.SetWriteDeadline(time.Now().Add(c.writeTimeout()))
 	zmtp.WriteFrame(c.w, zmtp.FlagCommand, body)
 	return c.w.Flush()
-}
-
-// heartbeat runs every interval on a timer: it pings the peer (its PONG is
-// a word from it even when it has nothing to send) and gives up a peer
-// silent for three intervals. A flag the reader sets, not a read deadline
-// per frame, keeps clock reads and timer updates off the message path.
-func (c *conn) heartbeat() {
-	if c.isGone() {
-		return
-	}
-	if c.heard.Swap(false) {
-		c.silent = 0
-	} else if c.silent++; c.silent >= 3 {
-		c.close(ReasonTimeout)
-		return
-	}
-	if c.writeCommand(zmtp.PingCommand) != nil {
-		c.close(ReasonTimeout)
-		return
-	}
-	c.ping.Reset(c.srv.opts.HeartbeatInterval)
 }

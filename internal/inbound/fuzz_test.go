@@ -36,7 +36,8 @@ func FuzzReadMessage(f *testing.F) {
 		defer peer.Close()
 		go func() { peer.Write(data); peer.Close() }()
 		go io.Copy(io.Discard, peer) // PONGs
-		c := &conn{srv: s, nc: ours, r: bufio.NewReader(ours), w: bufio.NewWriter(ours), gone: make(chan struct{})}
+		c := &conn{srv: s, nc: ours, r: bufio.NewReader(ours), w: bufio.NewWriter(ours)}
+		c.Init(ours)
 		if req {
 			c.confirm = newConfirmConn()
 			c.confirm.req = true
@@ -47,7 +48,7 @@ func FuzzReadMessage(f *testing.F) {
 		for c.readMessage() == nil {
 		}
 		c.flush()
-		c.close(ReasonPeerClosed)
+		c.Close(ReasonPeerClosed)
 		s.budget.leave(c)
 		buf := make([]Message, 8)
 		for n := s.Take(buf, 1<<20); n > 0; n = s.Take(buf, 1<<20) {

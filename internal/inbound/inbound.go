@@ -68,10 +68,10 @@ type Event struct {
 
 // Disconnect reasons: a fixed set, so they can be metric labels.
 const (
-	ReasonPeerClosed = "peer_closed"
+	ReasonPeerClosed = endpoint.ReasonPeerClosed
 	ReasonHandshake  = "handshake"
 	ReasonProtocol   = "protocol"
-	ReasonTimeout    = "timeout"
+	ReasonTimeout    = endpoint.ReasonTimeout
 	ReasonOversize   = "oversize"
 	ReasonOverShare  = "over_share"
 	ReasonTooMany    = "too_many_connections"
@@ -167,22 +167,12 @@ type listener struct {
 
 func (s *Server) accept(l listener) {
 	defer s.wg.Done()
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// fd exhaustion and the like: do not spin.
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		s.start(nc, l.confirm)
-	}
+	endpoint.Accept(l, func(nc net.Conn) { s.start(nc, l.confirm) })
 }
 
 func (s *Server) start(nc net.Conn, confirm bool) {
-	c := &conn{srv: s, nc: nc, gone: make(chan struct{})}
+	c := &conn{srv: s, nc: nc}
+	c.Init(nc)
 	if confirm {
 		c.confirm = newConfirmConn()
 	}
@@ -211,7 +201,7 @@ func (s *Server) start(nc net.Conn, confirm bool) {
 		defer s.wg.Done()
 		reason := c.serve()
 		c.flush()
-		c.close(reason)
+		c.Close(reason)
 		s.budget.leave(c)
 		s.forget(c)
 		if !c.handshaken {
@@ -322,7 +312,7 @@ func (s *Server) Stop() {
 	}
 	s.mu.Unlock()
 	for _, c := range conns {
-		c.close(ReasonShutdown)
+		c.Close(ReasonShutdown)
 	}
 	s.wg.Wait()
 }

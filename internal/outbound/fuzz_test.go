@@ -27,7 +27,8 @@ func FuzzReadLoop(f *testing.F) {
 		defer peer.Close()
 		go func() { peer.Write(data); peer.Close() }()
 		c := &subscriber{srv: s, nc: ours, r: bufio.NewReader(ours), prefixes: map[string]int{},
-			wake: make(chan struct{}, 1), gone: make(chan struct{}), writerDone: make(chan struct{})}
+			wake: make(chan struct{}, 1), writerDone: make(chan struct{})}
+		c.Init(ours)
 		if err := c.readLoop(); err == nil {
 			t.Fatal("readLoop ended without an error")
 		}
@@ -37,7 +38,7 @@ func FuzzReadLoop(f *testing.F) {
 		if int64(s.subscriptions.Load()) != c.held.Load() {
 			t.Fatalf("server counts %d subscriptions, the subscriber holds %d", s.subscriptions.Load(), c.held.Load())
 		}
-		c.close(ReasonPeerClosed)
+		c.Close(ReasonPeerClosed)
 		s.budget.Release(c.charged)
 		if used := s.budget.Used(); used != 0 {
 			t.Fatalf("budget still holds %d bytes", used)

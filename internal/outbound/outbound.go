@@ -68,10 +68,10 @@ type Event struct {
 
 // Disconnect reasons: a fixed set, so they can be metric labels.
 const (
-	ReasonPeerClosed      = "peer_closed"
+	ReasonPeerClosed      = endpoint.ReasonPeerClosed
 	ReasonHandshake       = "handshake"
 	ReasonProtocol        = "protocol"
-	ReasonTimeout         = "timeout"
+	ReasonTimeout         = endpoint.ReasonTimeout
 	ReasonOversize        = "oversize" // a subscription (or upstream) frame over maxFrame
 	ReasonOverShare       = "over_share"
 	ReasonTooMany         = "too_many_connections"
@@ -191,22 +191,13 @@ func Listen(o Options) (_ *Server, err error) {
 
 func (s *Server) accept(l net.Listener) {
 	defer s.wg.Done()
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			time.Sleep(10 * time.Millisecond) // fd exhaustion and the like: do not spin
-			continue
-		}
-		s.start(nc)
-	}
+	endpoint.Accept(l, s.start)
 }
 
 func (s *Server) start(nc net.Conn) {
 	c := &subscriber{srv: s, nc: nc, peer: peerName(nc, s.accepted.Add(1)), prefixes: map[string]int{},
-		wake: make(chan struct{}, 1), gone: make(chan struct{}), writerDone: make(chan struct{})}
+		wake: make(chan struct{}, 1), writerDone: make(chan struct{})}
+	c.Init(nc)
 	s.event(Event{Kind: Accepted, Peer: c.peer})
 	s.mu.Lock()
 	refuse := ""
@@ -409,7 +400,7 @@ func (s *Server) Close(linger time.Duration) {
 	case <-t.C:
 	}
 	for _, c := range conns {
-		c.close(ReasonShutdown)
+		c.Close(ReasonShutdown)
 	}
 	<-done
 }

@@ -3,9 +3,7 @@ package outbound
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"io"
-	"math"
 	"net"
 	"slices"
 	"sync"
@@ -13,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
@@ -57,32 +56,9 @@ type subscriber struct {
 	wake        chan struct{} // tells the writer there is something to write
 
 	writing atomic.Bool // the writer is inside a write: it judges stalls
-	heard   atomic.Bool // the peer sent something since the last heartbeat
-	silent  int         // heartbeat intervals without a word, on the timer's goroutine
-	ping    *time.Timer
 
-	gone       chan struct{}
-	goneOnce   sync.Once
-	reason     atomic.Pointer[string] // why the relay closed it, if it did
+	endpoint.Peer
 	writerDone chan struct{}
-}
-
-func (c *subscriber) isGone() bool {
-	select {
-	case <-c.gone:
-		return true
-	default:
-		return false
-	}
-}
-
-// close disconnects the peer for reason; reader and writer notice and end.
-func (c *subscriber) close(reason string) {
-	c.goneOnce.Do(func() {
-		c.reason.Store(&reason)
-		close(c.gone)
-		c.nc.Close()
-	})
 }
 
 // signal wakes the writer.
@@ -101,7 +77,7 @@ func (c *subscriber) finish() {
 	started := c.started
 	c.mu.Unlock()
 	if !started {
-		c.close(ReasonShutdown)
+		c.Close(ReasonShutdown)
 		return
 	}
 	c.signal()
@@ -113,7 +89,7 @@ func (c *subscriber) run() {
 	defer s.wg.Done()
 	handshaken := false
 	reason := c.serve(&handshaken)
-	c.close(reason)
+	c.Close(reason)
 	if handshaken {
 		<-c.writerDone
 	}
@@ -165,43 +141,21 @@ func (c *subscriber) serve(handshaken *bool) string {
 	s.addSubscriber(c)
 	go c.writeLoop()
 	if ivl := s.opts.HeartbeatInterval; ivl > 0 {
-		c.ping = time.AfterFunc(time.Duration(math.MaxInt64), c.heartbeat)
-		c.ping.Reset(ivl) // only now: heartbeat reads c.ping
-		defer c.ping.Stop()
+		// The writer pings (a SUB's PONG is its only word); one stuck in a
+		// write judges the peer stalled instead.
+		c.StartHeartbeat(ivl, c.pingDueNow, c.writing.Load)
+		defer c.StopHeartbeat()
 	}
 	return c.endReason(c.readLoop(), ReasonProtocol)
 }
 
-// endReason names why the connection ended: the relay's own reason if it
-// closed it, else what the error says.
+// endReason is Peer's EndReason, and a reset counts as the peer closing:
+// a subscriber that closes with our bytes unread resets.
 func (c *subscriber) endReason(err error, otherwise string) string {
-	if r := c.reason.Load(); r != nil {
-		return *r
+	if errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		otherwise = ReasonPeerClosed
 	}
-	var re *reasonError
-	var ne net.Error
-	switch {
-	case errors.As(err, &re):
-		return re.reason
-	case errors.As(err, &ne) && ne.Timeout():
-		return ReasonTimeout
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed),
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE): // a peer that closes with our bytes unread resets
-		return ReasonPeerClosed
-	}
-	return otherwise
-}
-
-// reasonError is an error with the disconnect reason it counts as.
-type reasonError struct {
-	reason string
-	err    error
-}
-
-func (e *reasonError) Error() string { return e.err.Error() }
-
-func errorFor(reason, format string, args ...any) error {
-	return &reasonError{reason, fmt.Errorf(format, args...)}
+	return c.EndReason(err, otherwise)
 }
 
 // handshake greets the peer as a PUB socket and expects a SUB or XSUB, all
@@ -227,7 +181,7 @@ func (c *subscriber) handshake() error {
 		return err
 	}
 	if flags&zmtp.FlagCommand == 0 || size > maxFrame {
-		return errorFor(ReasonHandshake, "expected READY, got flags %#x size %d", flags, size)
+		return endpoint.Errorf(ReasonHandshake, "expected READY, got flags %#x size %d", flags, size)
 	}
 	body := make([]byte, size)
 	if _, err := io.ReadFull(c.r, body); err != nil {
@@ -251,9 +205,9 @@ func (c *subscriber) readLoop() error {
 		if err != nil {
 			return err
 		}
-		c.heard.Store(true)
+		c.Heard()
 		if n > maxFrame {
-			return errorFor(ReasonOversize, "frame of %d bytes from a subscriber (at most %d)", n, maxFrame)
+			return endpoint.Errorf(ReasonOversize, "frame of %d bytes from a subscriber (at most %d)", n, maxFrame)
 		}
 		body := frame[:n]
 		if _, err := io.ReadFull(c.r, body); err != nil {
@@ -287,7 +241,7 @@ func (c *subscriber) readLoop() error {
 func (c *subscriber) command(body []byte) error {
 	name, data, err := zmtp.ParseCommand(body)
 	if err != nil {
-		return &reasonError{ReasonProtocol, err}
+		return &endpoint.ReasonError{Reason: ReasonProtocol, Err: err}
 	}
 	switch name {
 	case "PING":
@@ -313,17 +267,17 @@ func (c *subscriber) subscribe(prefix []byte) error {
 		cost := int64(len(prefix)) + prefixCost
 		if c.held.Load() >= maxPrefixes || c.charged+cost > maxPrefixBytes {
 			c.mu.Unlock()
-			return errorFor(ReasonTooManyPrefixes, "over %d subscriptions or %d bytes of them", maxPrefixes, maxPrefixBytes)
+			return endpoint.Errorf(ReasonTooManyPrefixes, "over %d subscriptions or %d bytes of them", maxPrefixes, maxPrefixBytes)
 		}
 		if !c.srv.budget.Reserve(cost) {
 			c.mu.Unlock()
-			return errorFor(ReasonOverShare, "no room in the budget for a subscription")
+			return endpoint.Errorf(ReasonOverShare, "no room in the budget for a subscription")
 		}
 		c.charged += cost
 		c.insertLength(len(prefix))
 	} else if c.held.Load() >= maxPrefixes {
 		c.mu.Unlock()
-		return errorFor(ReasonTooManyPrefixes, "over %d subscriptions", maxPrefixes)
+		return endpoint.Errorf(ReasonTooManyPrefixes, "over %d subscriptions", maxPrefixes)
 	}
 	c.prefixes[string(prefix)] = n + 1
 	c.held.Add(1)
@@ -395,7 +349,7 @@ func (c *subscriber) enqueue(topics, bodies [][]byte, msgs []*message, share int
 	s := c.srv
 	var dropped uint64
 	c.mu.Lock()
-	if c.closing || c.isGone() || len(c.lengths) == 0 {
+	if c.closing || c.IsGone() || len(c.lengths) == 0 {
 		c.mu.Unlock()
 		return
 	}
@@ -451,7 +405,7 @@ func (c *subscriber) writeLoop() {
 			c.mu.Unlock()
 			select {
 			case <-c.wake:
-			case <-c.gone:
+			case <-c.Gone():
 				return
 			}
 			c.mu.Lock()
@@ -472,14 +426,14 @@ func (c *subscriber) writeLoop() {
 		done := c.closing && len(bufs) == 0
 		c.mu.Unlock()
 		if done {
-			c.close(ReasonShutdown)
+			c.Close(ReasonShutdown)
 			return
 		}
 		err := c.write(&bufs)
 		c.written(batch, err)
 		clear(batch)
 		if err != nil {
-			c.close(c.writeReason(err))
+			c.Close(c.writeReason(err))
 			return
 		}
 	}
@@ -529,7 +483,7 @@ func (c *subscriber) write(bufs *net.Buffers) error {
 		case !errors.As(err, &ne) || !ne.Timeout():
 			return err
 		case lingering:
-			return errorFor(ReasonShutdown, "linger passed")
+			return endpoint.Errorf(ReasonShutdown, "linger passed")
 		case n == 0:
 			return errStalled
 		}
@@ -544,22 +498,11 @@ func (c *subscriber) writeReason(err error) string {
 	return c.endReason(err, ReasonPeerClosed)
 }
 
-// heartbeat runs every interval on a timer: it has the writer ping the
-// peer (a SUB's PONG is its only word) and gives up a peer silent for three
-// intervals, unless the writer is stuck in a write, which judges it stalled.
-func (c *subscriber) heartbeat() {
-	if c.isGone() {
-		return
-	}
-	if c.heard.Swap(false) {
-		c.silent = 0
-	} else if c.silent++; c.silent >= 3 && !c.writing.Load() {
-		c.close(ReasonTimeout)
-		return
-	}
+// pingDueNow has the writer ping the peer.
+func (c *subscriber) pingDueNow() error {
 	c.mu.Lock()
 	c.pingDue = true
 	c.mu.Unlock()
 	c.signal()
-	c.ping.Reset(c.srv.opts.HeartbeatInterval)
+	return nil
 }
