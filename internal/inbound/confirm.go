@@ -6,6 +6,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
@@ -72,13 +73,13 @@ func (s *Server) Reply(to ReplyTo, text []byte) {
 		if c.ClosedFor() == ReasonStalled {
 			reason = ReasonStalled // its writer gave up on it
 		}
-		s.event(Event{Kind: ReplyDropped, Reason: reason, Confirm: true})
+		s.event(Event{Kind: endpoint.ReplyDropped, Reason: reason, Confirm: true})
 		return
 	}
 	select {
 	case c.confirm.replies <- text:
 	default:
-		s.event(Event{Kind: ReplyDropped, Reason: ReasonStalled, Confirm: true})
+		s.event(Event{Kind: endpoint.ReplyDropped, Reason: ReasonStalled, Confirm: true})
 		c.Close(ReasonStalled)
 	}
 }

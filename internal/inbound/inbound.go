@@ -44,27 +44,13 @@ type Options struct {
 	// Notify is called when the queue of complete messages becomes
 	// non-empty after a Take found it empty. It must not block.
 	Notify func()
-	// Event reports connections accepted and ended. It must not block.
+	// Event reports connections accepted and ended, and confirm replies
+	// dropped. It must not block.
 	Event func(Event)
 }
 
-// EventKind says what happened to a connection.
-type EventKind int
-
-// Connection events.
-const (
-	Accepted        EventKind = iota // a TCP connection, before the handshake
-	HandshakeFailed                  // it ended before the handshake finished; Reason says why
-	Disconnected                     // it ended (after HandshakeFailed, if so); Reason says why
-	ReplyDropped                     // a confirm reply was not sent: its client had left or stopped reading
-)
-
-// Event is one connection event.
-type Event struct {
-	Kind    EventKind
-	Reason  string
-	Confirm bool // on a confirm endpoint
-}
+// Event is one connection event; Confirm says it is a confirming client's.
+type Event = endpoint.Event
 
 // Disconnect reasons: a fixed set, so they can be metric labels.
 const (
@@ -176,7 +162,7 @@ func (s *Server) start(nc net.Conn, confirm bool) {
 	if confirm {
 		c.confirm = newConfirmConn()
 	}
-	s.event(Event{Kind: Accepted, Confirm: confirm})
+	s.event(Event{Kind: endpoint.Accepted, Confirm: confirm})
 	s.mu.Lock()
 	refuse := ""
 	switch {
@@ -191,7 +177,7 @@ func (s *Server) start(nc net.Conn, confirm bool) {
 	s.mu.Unlock()
 	if refuse != "" {
 		nc.Close()
-		s.event(Event{Kind: Disconnected, Reason: refuse, Confirm: confirm})
+		s.event(Event{Kind: endpoint.Disconnected, Reason: refuse, Confirm: confirm})
 		return
 	}
 	c.r = bufio.NewReaderSize(flushingReader{c}, readBufferSize)
@@ -205,9 +191,9 @@ func (s *Server) start(nc net.Conn, confirm bool) {
 		s.budget.leave(c)
 		s.forget(c)
 		if !c.handshaken {
-			s.event(Event{Kind: HandshakeFailed, Reason: reason, Confirm: confirm})
+			s.event(Event{Kind: endpoint.HandshakeFailed, Reason: reason, Confirm: confirm})
 		}
-		s.event(Event{Kind: Disconnected, Reason: reason, Confirm: confirm})
+		s.event(Event{Kind: endpoint.Disconnected, Reason: reason, Confirm: confirm})
 	}()
 }
 

@@ -13,43 +13,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
-// recorder collects connection events.
-type recorder struct {
-	mu     sync.Mutex
-	events []Event
-}
-
-func (r *recorder) add(e Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }
-
-func (r *recorder) all() []Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]Event(nil), r.events...)
-}
-
-func (r *recorder) count(kind EventKind, reason string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.events {
-		if e.Kind == kind && (reason == "" || e.Reason == reason) {
-			n++
-		}
-	}
-	return n
-}
-
-func listen(t testing.TB, mutate func(*Options)) (*Server, string, *recorder) {
+func listen(t testing.TB, mutate func(*Options)) (*Server, string, *testutil.Events) {
 	t.Helper()
 	ep := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
-	rec := &recorder{}
+	rec := &testutil.Events{}
 	o := Options{Endpoints: []string{ep}, MaxMessageBytes: 64 << 10, Budget: membudget.New(4 << 20),
-		MaxConnections: 64, HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 10 * time.Second, Event: rec.add}
+		MaxConnections: 64, HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 10 * time.Second, Event: rec.Add}
 	if mutate != nil {
 		mutate(&o)
 	}
@@ -119,7 +94,7 @@ ctx.term()
 	if m := got[200]; string(m.Topic) != "three" || string(m.Body) != "frames" || m.Frames != 3 || m.Size != 15 {
 		t.Errorf("three-frame message = %q %q frames %d size %d", m.Topic, m.Body, m.Frames, m.Size)
 	}
-	waitFor(t, "the oversize sender's disconnect", func() bool { return rec.count(Disconnected, ReasonOversize) == 1 })
+	waitFor(t, "the oversize sender's disconnect", func() bool { return rec.Count(endpoint.Disconnected, ReasonOversize) == 1 })
 	waitFor(t, "the budget to be released", func() bool { return s.opts.Budget.Used() == 0 })
 }
 
@@ -192,10 +167,10 @@ func TestEndlessMultipartStaysInBudget(t *testing.T) {
 	// Each is cut off as its message passes the limit, or evicted earlier
 	// for others while the budget is full.
 	waitFor(t, "20 disconnects", func() bool {
-		return rec.count(Disconnected, ReasonOversize)+rec.count(Disconnected, ReasonOverShare) == 20
+		return rec.Count(endpoint.Disconnected, ReasonOversize)+rec.Count(endpoint.Disconnected, ReasonOverShare) == 20
 	})
-	if rec.count(Disconnected, ReasonOversize) == 0 {
-		t.Errorf("no oversize disconnect: %+v", rec.all())
+	if rec.Count(endpoint.Disconnected, ReasonOversize) == 0 {
+		t.Errorf("no oversize disconnect: %+v", rec.All())
 	}
 	// A good peer after all that.
 	c := rawPeer(t, ep)
@@ -229,13 +204,13 @@ func TestStalledPeersAreEvictedForOthers(t *testing.T) {
 	}
 	got := collect(t, s, 12, 20*time.Second)
 	if len(got) != 12 {
-		t.Fatalf("got %d of the good peers' 12 messages; held %d; events %+v", len(got), s.Held(), rec.all())
+		t.Fatalf("got %d of the good peers' 12 messages; held %d; events %+v", len(got), s.Held(), rec.All())
 	}
 	if held := s.opts.Budget.Used(); held > budget {
 		t.Errorf("held %d > budget %d", held, budget)
 	}
-	if rec.count(Disconnected, ReasonOverShare) == 0 {
-		t.Errorf("no stalled peer was evicted: %+v", rec.all())
+	if rec.Count(endpoint.Disconnected, ReasonOverShare) == 0 {
+		t.Errorf("no stalled peer was evicted: %+v", rec.All())
 	}
 }
 
@@ -268,11 +243,11 @@ func TestPingAndHandshakeFailures(t *testing.T) {
 	}
 	defer garbage.Close()
 	garbage.Write(bytes.Repeat([]byte("GET / HTTP/1.0\r\n"), 8))
-	waitFor(t, "two failed handshakes", func() bool { return rec.count(HandshakeFailed, "") == 2 })
-	if rec.count(HandshakeFailed, ReasonTimeout) != 1 {
-		t.Errorf("events %+v: want one handshake timeout", rec.all())
+	waitFor(t, "two failed handshakes", func() bool { return rec.Count(endpoint.HandshakeFailed, "") == 2 })
+	if rec.Count(endpoint.HandshakeFailed, ReasonTimeout) != 1 {
+		t.Errorf("events %+v: want one handshake timeout", rec.All())
 	}
-	if n := rec.count(Disconnected, ""); n != 2 {
+	if n := rec.Count(endpoint.Disconnected, ""); n != 2 {
 		t.Errorf("%d disconnects, want the two failed handshakes", n)
 	}
 	if s.Connections() != 1 {
@@ -307,7 +282,7 @@ func TestHeartbeat(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "the silent peer's timeout", func() bool { return rec.count(Disconnected, ReasonTimeout) == 1 })
+	waitFor(t, "the silent peer's timeout", func() bool { return rec.Count(endpoint.Disconnected, ReasonTimeout) == 1 })
 	if _, err := io.ReadAll(silent); err != nil { // closed by the relay: EOF
 		t.Errorf("silent peer: %v", err)
 	}
@@ -387,7 +362,7 @@ func TestBackpressureIsNotADisconnect(t *testing.T) {
 	}()
 	waitFor(t, "the budget to fill", func() bool { return s.Held() > budget-20<<10 })
 	time.Sleep(2500 * time.Millisecond) // past the grace period (1 s)
-	if ev := rec.all(); rec.count(Disconnected, "") > 0 {
+	if ev := rec.All(); rec.Count(endpoint.Disconnected, "") > 0 {
 		t.Fatalf("disconnected while pushed back: %+v", ev)
 	}
 	got := collect(t, s, n, 20*time.Second)
@@ -438,7 +413,7 @@ func TestAnotherHolderLeavesInboundLessRoom(t *testing.T) {
 	if peak := stopSampling(); peak > limit {
 		t.Errorf("the budget held %d bytes at peak, limit %d", peak, limit)
 	}
-	if ev := rec.all(); rec.count(Disconnected, "") > 0 {
+	if ev := rec.All(); rec.Count(endpoint.Disconnected, "") > 0 {
 		t.Fatalf("disconnected while the other holder had the room: %+v", ev)
 	}
 	shared.Release(other)

@@ -47,24 +47,9 @@ type Options struct {
 	Event func(Event)
 }
 
-// EventKind says what happened to a connection.
-type EventKind int
-
-// Connection events.
-const (
-	Accepted        EventKind = iota // a TCP connection, before the handshake
-	HandshakeFailed                  // it ended before the handshake finished; Reason says why
-	Disconnected                     // it ended (after HandshakeFailed, if so); Reason says why
-)
-
-// Event is one connection event. Sent and Dropped are the subscriber's
-// messages, on Disconnected.
-type Event struct {
-	Kind          EventKind
-	Reason        string
-	Peer          string
-	Sent, Dropped uint64
-}
+// Event is one connection event; Peer names the subscriber, and on
+// Disconnected Sent and Dropped count its messages.
+type Event = endpoint.Event
 
 // Disconnect reasons: a fixed set, so they can be metric labels.
 const (
@@ -198,7 +183,7 @@ func (s *Server) start(nc net.Conn) {
 	c := &subscriber{srv: s, nc: nc, peer: peerName(nc, s.accepted.Add(1)), prefixes: map[string]int{},
 		wake: make(chan struct{}, 1), writerDone: make(chan struct{})}
 	c.Init(nc)
-	s.event(Event{Kind: Accepted, Peer: c.peer})
+	s.event(Event{Kind: endpoint.Accepted, Peer: c.peer})
 	s.mu.Lock()
 	refuse := ""
 	switch {
@@ -212,7 +197,7 @@ func (s *Server) start(nc net.Conn) {
 	s.mu.Unlock()
 	if refuse != "" {
 		nc.Close()
-		s.event(Event{Kind: Disconnected, Reason: refuse, Peer: c.peer})
+		s.event(Event{Kind: endpoint.Disconnected, Reason: refuse, Peer: c.peer})
 		return
 	}
 	c.r = bufio.NewReaderSize(nc, 4<<10)

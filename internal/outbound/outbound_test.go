@@ -9,53 +9,22 @@ import (
 	"net"
 	"os/exec"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
-// recorder collects connection events.
-type recorder struct {
-	mu     sync.Mutex
-	events []Event
-}
-
-func (r *recorder) add(e Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }
-
-func (r *recorder) find(kind EventKind, reason string) (Event, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, e := range r.events {
-		if e.Kind == kind && (reason == "" || e.Reason == reason) {
-			return e, true
-		}
-	}
-	return Event{}, false
-}
-
-func (r *recorder) count(kind EventKind, reason string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.events {
-		if e.Kind == kind && (reason == "" || e.Reason == reason) {
-			n++
-		}
-	}
-	return n
-}
-
-func listen(t *testing.T, mutate func(*Options)) (*Server, string, *recorder) {
+func listen(t *testing.T, mutate func(*Options)) (*Server, string, *testutil.Events) {
 	t.Helper()
 	ep := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
-	rec := &recorder{}
+	rec := &testutil.Events{}
 	o := Options{Endpoints: []string{ep}, Budget: membudget.New(8 << 20), MaxMessageBytes: 64 << 10, HWM: 10000,
-		MaxConnections: 64, HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 10 * time.Second, Event: rec.add}
+		MaxConnections: 64, HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 10 * time.Second, Event: rec.Add}
 	if mutate != nil {
 		mutate(&o)
 	}
@@ -236,7 +205,7 @@ func TestLibzmqHeartbeatingSubscriberStays(t *testing.T) {
 	if got, _ := p.recv("hb", 1, 2*time.Second); len(got) != 1 {
 		t.Fatalf("a libzmq SUB with ZMQ_HEARTBEAT_IVL got %q after idling, want the message", got)
 	}
-	if n := rec.count(Disconnected, ""); n != 0 {
+	if n := rec.Count(endpoint.Disconnected, ""); n != 0 {
 		t.Errorf("%d disconnects while idle with heartbeats on both sides, want 0", n)
 	}
 }
@@ -348,7 +317,7 @@ func TestHostileSubscribersAreCutOff(t *testing.T) {
 			t.Errorf("%s: the connection was not closed", tc.name)
 		}
 		testutil.WaitFor(t, 5*time.Second, tc.name+" counted as "+tc.reason, func() bool {
-			_, ok := rec.find(Disconnected, tc.reason)
+			_, ok := rec.Find(endpoint.Disconnected, tc.reason)
 			return ok
 		})
 	}
@@ -365,7 +334,7 @@ func TestHostileSubscribersAreCutOff(t *testing.T) {
 	}
 	defer nc.Close()
 	testutil.WaitFor(t, 5*time.Second, "the fourth subscriber refused", func() bool {
-		return rec.count(Disconnected, ReasonTooMany) == 1
+		return rec.Count(endpoint.Disconnected, ReasonTooMany) == 1
 	})
 }
 
@@ -428,10 +397,10 @@ func TestStalledSubscriberIsBoundedAndCutOff(t *testing.T) {
 		}
 	}
 	testutil.WaitFor(t, 5*time.Second, "the stalled subscriber cut off", func() bool {
-		_, ok := rec.find(Disconnected, ReasonStalled)
+		_, ok := rec.Find(endpoint.Disconnected, ReasonStalled)
 		return ok
 	})
-	ev, _ := rec.find(Disconnected, ReasonStalled)
+	ev, _ := rec.Find(endpoint.Disconnected, ReasonStalled)
 	// Cut off part way, it was offered fewer than n.
 	if ev.Peer != stalledPeer || stalledDrops == 0 || ev.Dropped < stalledDrops || ev.Sent+ev.Dropped > n {
 		t.Errorf("stalled event %+v: want peer %s, sent+dropped <= %d, dropped >= %d > 0", ev, stalledPeer, n, stalledDrops)

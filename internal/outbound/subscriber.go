@@ -111,9 +111,9 @@ func (c *subscriber) run() {
 		s.subscriptionsChanged(-int(n))
 	}
 	if !handshaken {
-		s.event(Event{Kind: HandshakeFailed, Reason: reason, Peer: c.peer})
+		s.event(Event{Kind: endpoint.HandshakeFailed, Reason: reason, Peer: c.peer})
 	}
-	s.event(Event{Kind: Disconnected, Reason: reason, Peer: c.peer, Sent: c.sent.Load(), Dropped: c.dropped.Load()})
+	s.event(Event{Kind: endpoint.Disconnected, Reason: reason, Peer: c.peer, Sent: c.sent.Load(), Dropped: c.dropped.Load()})
 }
 
 // serve runs the connection and returns why it ended.

@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
 	"github.com/fedora-infra/fedmsg-relay/internal/outbound"
@@ -124,39 +125,32 @@ func (s *stats) connEvent(ev transport.ConnEvent) {
 	}
 }
 
-// inboundEvent counts the Go inbound engine's connection events as the
-// libzmq monitor's are counted, and every end by its reason.
+// inboundEvent counts the Go inbound engine's connection events.
 func (s *stats) inboundEvent(ev inbound.Event) {
 	side := transport.SideInbound
 	if ev.Confirm {
 		side = transport.SideConfirm
 	}
-	switch ev.Kind {
-	case inbound.Accepted:
-		s.accepted[side].Inc()
-		s.connections[side].Add(1)
-	case inbound.HandshakeFailed:
-		s.handshakeFailures[side].Inc()
-	case inbound.Disconnected:
-		s.connections[side].Add(-1)
-		s.disconnects[ev.Reason].Inc()
-	case inbound.ReplyDropped:
-		s.repliesDropped[ev.Reason].Inc()
-	}
+	s.engineEvent(side, ev)
 }
 
-// outboundEvent counts the Go outbound engine's subscriber events as the
-// libzmq monitor's are counted, and every end by its reason.
-func (s *stats) outboundEvent(ev outbound.Event) {
+// outboundEvent counts the Go outbound engine's subscriber events.
+func (s *stats) outboundEvent(ev outbound.Event) { s.engineEvent(transport.SideOutbound, ev) }
+
+// engineEvent counts a Go engine's connection events as the libzmq
+// monitor's are counted, and every end by its reason.
+func (s *stats) engineEvent(side transport.Side, ev endpoint.Event) {
 	switch ev.Kind {
-	case outbound.Accepted:
-		s.accepted[transport.SideOutbound].Inc()
-		s.connections[transport.SideOutbound].Add(1)
-	case outbound.HandshakeFailed:
-		s.handshakeFailures[transport.SideOutbound].Inc()
-	case outbound.Disconnected:
-		s.connections[transport.SideOutbound].Add(-1)
+	case endpoint.Accepted:
+		s.accepted[side].Inc()
+		s.connections[side].Add(1)
+	case endpoint.HandshakeFailed:
+		s.handshakeFailures[side].Inc()
+	case endpoint.Disconnected:
+		s.connections[side].Add(-1)
 		s.disconnects[ev.Reason].Inc()
+	case endpoint.ReplyDropped:
+		s.repliesDropped[ev.Reason].Inc()
 	}
 }
 
@@ -261,7 +255,7 @@ func newDisconnectLogger(log hclog.Logger, interval time.Duration) *disconnectLo
 }
 
 func (d *disconnectLogger) note(ev inbound.Event) {
-	if ev.Kind != inbound.Disconnected || ev.Reason == inbound.ReasonPeerClosed || ev.Reason == inbound.ReasonShutdown {
+	if ev.Kind != endpoint.Disconnected || ev.Reason == inbound.ReasonPeerClosed || ev.Reason == inbound.ReasonShutdown {
 		return
 	}
 	ok, skipped := d.limit.allow(disconnectKey{ev.Reason, ev.Confirm})
@@ -286,7 +280,7 @@ const subscriberLeft = "left_with_drops"
 // most once per interval and reason, naming the peer; and a subscriber
 // that leaves having lost messages, with what it was sent and lost.
 func (d *disconnectLogger) noteOutbound(ev outbound.Event) {
-	if ev.Kind != outbound.Disconnected {
+	if ev.Kind != endpoint.Disconnected {
 		return
 	}
 	if ev.Reason != outbound.ReasonPeerClosed && ev.Reason != outbound.ReasonShutdown {
