@@ -157,11 +157,7 @@ func (c *conn) handshake() error {
 	if err := c.w.Flush(); err != nil {
 		return err
 	}
-	var peer [zmtp.GreetingSize]byte
-	if _, err := io.ReadFull(c.r, peer[:]); err != nil {
-		return err
-	}
-	if err := zmtp.CheckGreeting(peer[:]); err != nil {
+	if err := zmtp.ReadGreeting(c.r); err != nil {
 		return err
 	}
 	flags, body, err := c.readCommand()

@@ -169,11 +169,7 @@ func (c *subscriber) handshake() error {
 	if _, err := c.nc.Write(out); err != nil {
 		return err
 	}
-	var peer [zmtp.GreetingSize]byte
-	if _, err := io.ReadFull(c.r, peer[:]); err != nil {
-		return err
-	}
-	if err := zmtp.CheckGreeting(peer[:]); err != nil {
+	if err := zmtp.ReadGreeting(c.r); err != nil {
 		return err
 	}
 	flags, size, err := zmtp.ReadHeader(c.r)

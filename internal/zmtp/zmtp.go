@@ -45,6 +45,15 @@ func CheckGreeting(peer []byte) error {
 	return nil
 }
 
+// ReadGreeting reads a peer's greeting and checks it as CheckGreeting does.
+func ReadGreeting(r io.Reader) error {
+	var peer [GreetingSize]byte
+	if _, err := io.ReadFull(r, peer[:]); err != nil {
+		return err
+	}
+	return CheckGreeting(peer[:])
+}
+
 // ReadyCommand is the body of our READY command as socketType.
 func ReadyCommand(socketType string) []byte {
 	var b bytes.Buffer
