@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
-	zmq "github.com/pebbe/zmq4"
 
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
@@ -41,27 +40,7 @@ func TestGoOutboundCutsOffStalledSubscriber(t *testing.T) {
 	must(t, err)
 	stalledPeer := nc.LocalAddr().String()
 
-	fast := newSocket(t, zmq.SUB)
-	must(t, fast.SetRcvhwm(0))
-	must(t, fast.SetSubscribe(""))
-	must(t, fast.SetRcvtimeo(50*time.Millisecond))
-	must(t, fast.Connect(tr.outbound))
-	pub := newSocket(t, zmq.PUB)
-	must(t, pub.SetSndhwm(0))
-	must(t, pub.Connect(tr.inbound))
-	join := fedmsgBody(testTopic, -1, "")
-	for {
-		_, _ = pub.SendMessage(testTopic, join)
-		if _, err := fast.RecvMessageBytes(0); err == nil {
-			break
-		}
-	}
-	for { // drain joins
-		if _, err := fast.RecvMessageBytes(0); err != nil {
-			break
-		}
-	}
-	must(t, fast.SetRcvtimeo(3*time.Second))
+	fast, pub := fastSubscriber(t, tr)
 	pad := `, "pad": "` + strings.Repeat("z", 900) + `"`
 	stalledOff := func() bool { return tr.metric(t, `fedmsg_relay_disconnects_total{reason="stalled_subscriber"}`) != "0" }
 	sent := 0
