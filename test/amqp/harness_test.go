@@ -115,13 +115,36 @@ func bridgeQueue(t testing.TB, broker *amqptest.Broker) *amqptest.Collector {
 	t.Helper()
 	queue := "test." + strings.ReplaceAll(t.Name(), "/", ".")
 	amqptest.DeclareQueue(t, broker.URL(), bridgeExchange, queue)
+	deleteAtEnd(t, broker.URL(), queue)
+	return amqptest.StartCollector(t, broker.URL(), queue)
+}
+
+// consumedQueue declares queue, durable and empty, bound to topic on
+// amq.topic, for the relay to consume from; it is deleted when the test
+// ends.
+func consumedQueue(t testing.TB, broker *amqptest.Broker, queue, topic string) {
+	t.Helper()
+	amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+			return err
+		}
+		if err := ch.QueueBind(queue, topic, "amq.topic", false, nil); err != nil {
+			return err
+		}
+		_, err := ch.QueuePurge(queue, false)
+		return err
+	})
+	deleteAtEnd(t, broker.URL(), queue)
+}
+
+// deleteAtEnd deletes queue when the test ends.
+func deleteAtEnd(t testing.TB, url, queue string) {
 	t.Cleanup(func() {
-		amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
+		amqptest.WithChannel(t, url, func(ch *amqp091.Channel) error {
 			_, err := ch.QueueDelete(queue, false, false, false)
 			return err
 		})
 	})
-	return amqptest.StartCollector(t, broker.URL(), queue)
 }
 
 // message is one fedmsg message as a producer sends it.

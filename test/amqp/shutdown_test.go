@@ -25,22 +25,7 @@ func TestConsumeShutdown(t *testing.T) {
 		topic = "org.fedoraproject.prod.shutdown.event"
 		total = 20000
 	)
-	amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
-		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-			return err
-		}
-		if err := ch.QueueBind(queue, topic, "amq.topic", false, nil); err != nil {
-			return err
-		}
-		_, err := ch.QueuePurge(queue, false)
-		return err
-	})
-	t.Cleanup(func() {
-		amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
-			_, err := ch.QueueDelete(queue, false, false, false)
-			return err
-		})
-	})
+	consumedQueue(t, broker, queue, topic)
 	bridgeQueue(t, broker) // the relay bridges the probes
 	r := startRelay(t, broker, "  consume:", "    queue: "+queue)
 	r.WaitOutput(t, "amqp: consuming", 15*time.Second)
@@ -89,12 +74,7 @@ func TestConsumeShutdown(t *testing.T) {
 	}
 	published := <-seen
 
-	var ready int
-	amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
-		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-		ready = q.Messages
-		return err
-	})
+	ready := queueDepth(t, broker.URL(), queue)
 	twice := 0
 	for _, n := range published {
 		if n > 1 {
