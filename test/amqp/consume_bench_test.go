@@ -32,7 +32,7 @@ func BenchmarkConsume(b *testing.B) {
 	// consumer is refused (and retries) until it lets go.
 	blocker := exclusiveConsumer(b, broker.URL(), queue)
 	r := startRelay(b, broker, "  consume:", "    queue: "+queue)
-	sub := subscribe(b, r.outbound)
+	sub := subscribe(b, r.Outbound)
 	probeUntilLive(b, r, sub)
 	fillQueue(b, broker.URL(), topic, b.N)
 	blocker.Close()

@@ -31,8 +31,8 @@ const bridgeExchange = "zmq.topic"
 // relay is a running relay binary on free loopback ports with the bridge on.
 type relay struct {
 	*testutil.Process
-	exe, config                         string
-	inbound, outbound, confirm, metrics string
+	testutil.RelayEndpoints
+	exe, config string
 }
 
 // startRelay runs the relay with an amqp section pointing at the broker, a
@@ -46,18 +46,8 @@ func startRelay(t testing.TB, broker *amqptest.Broker, amqpExtra ...string) *rel
 // startRelayWith is startRelay with top-level YAML lines of its own.
 func startRelayWith(t testing.TB, broker *amqptest.Broker, top []string, amqpExtra ...string) *relay {
 	t.Helper()
-	r := &relay{
-		exe:      testutil.Binary(t, "fedmsg-relay"),
-		inbound:  fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
-		outbound: fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
-		confirm:  fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
-		metrics:  fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-	}
-	r.config = testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`relay_inbound: %s
-relay_outbound: %s
-relay_inbound_confirm: %s
-metrics_address: %s
-inbound_hwm: 100000
+	r := &relay{RelayEndpoints: testutil.FreeRelayEndpoints(t), exe: testutil.Binary(t, "fedmsg-relay")}
+	r.config = testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`%sinbound_hwm: 100000
 outbound_hwm: 100000
 %s
 amqp:
@@ -67,7 +57,7 @@ amqp:
   reconnect_min: 50ms
   reconnect_max: 500ms
 %s
-`, r.inbound, r.outbound, r.confirm, r.metrics, strings.Join(top, "\n"), broker.URL(), bridgeExchange, t.TempDir(), strings.Join(amqpExtra, "\n")))
+`, r.Config(), strings.Join(top, "\n"), broker.URL(), bridgeExchange, t.TempDir(), strings.Join(amqpExtra, "\n")))
 	r.start(t)
 	return r
 }
@@ -105,7 +95,7 @@ func (r *relay) kill(t testing.TB) {
 // metric returns the value of series in the relay's /metrics.
 func (r *relay) metric(t testing.TB, series string) float64 {
 	t.Helper()
-	return testutil.Metric(t, r.metrics, series)
+	return testutil.Metric(t, r.Metrics, series)
 }
 
 // bridgeQueue declares the bridge exchange and a queue of the test's own

@@ -29,7 +29,7 @@ func TestConsumeShutdown(t *testing.T) {
 	bridgeQueue(t, broker) // the relay bridges the probes
 	r := startRelay(t, broker, "  consume:", "    queue: "+queue)
 	r.WaitOutput(t, "amqp: consuming", 15*time.Second)
-	sub := subscribe(t, r.outbound)
+	sub := subscribe(t, r.Outbound)
 	probeUntilLive(t, r, sub)
 
 	// Collect every message id the bus publishes until the relay is gone.
@@ -93,7 +93,7 @@ func TestConsumeShutdown(t *testing.T) {
 // discards stray probes.
 func probeUntilLive(t testing.TB, r *relay, sub *subscriber) {
 	t.Helper()
-	producer := newConfirmedProducer(t, r.confirm)
+	producer := newConfirmedProducer(t, r.Confirm)
 	probe := message{topic: probeTopic, msgID: "2026-probe", msg: `{}`}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
