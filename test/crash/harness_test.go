@@ -32,10 +32,10 @@ const bridgeExchange = "zmq.topic"
 // host is a crash file system holding the relay's spool, and the relay's
 // config on it.
 type host struct {
-	testutil.RelayEndpoints
-	fs        *crashfs.FS
-	spool     string
-	configDir string // a fedmsg config dir for fedmsg-logger (empty)
+	fs                                  *crashfs.FS
+	spool                               string
+	inbound, outbound, confirm, metrics string
+	configDir                           string // a fedmsg config dir for fedmsg-logger (empty)
 }
 
 func newHost(t *testing.T) *host {
@@ -58,10 +58,13 @@ func newHost(t *testing.T) *host {
 		}
 	})
 	return &host{
-		RelayEndpoints: testutil.FreeRelayEndpoints(t),
-		fs:             c,
-		spool:          filepath.Join(mnt, "spool"),
-		configDir:      t.TempDir(),
+		fs:        c,
+		spool:     filepath.Join(mnt, "spool"),
+		inbound:   fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
+		outbound:  fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
+		confirm:   fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
+		metrics:   fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
+		configDir: t.TempDir(),
 	}
 }
 
@@ -71,7 +74,11 @@ func newHost(t *testing.T) *host {
 // under the test's traffic, without filling the spool.
 func (h *host) startRelay(t *testing.T, url, sync string) *testutil.Process {
 	t.Helper()
-	config := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`%sinbound_hwm: 100000
+	config := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`relay_inbound: %s
+relay_outbound: %s
+relay_inbound_confirm: %s
+metrics_address: %s
+inbound_hwm: 100000
 outbound_hwm: 100000
 amqp:
   url: %s
@@ -81,7 +88,7 @@ amqp:
   spool_sync: %s
   reconnect_min: 50ms
   reconnect_max: 200ms
-`, h.Config(), url, bridgeExchange, h.spool, sync))
+`, h.inbound, h.outbound, h.confirm, h.metrics, url, bridgeExchange, h.spool, sync))
 	relay := testutil.Start(t, testutil.Binary(t, "fedmsg-relay"), "--config", config)
 	relay.WaitOutput(t, "relaying", 10*time.Second)
 	return relay
@@ -134,7 +141,7 @@ func (h *host) startProducers(t *testing.T, loggers int) *producers {
 	t.Helper()
 	logger := testutil.Binary(t, "fedmsg-logger")
 	p := &producers{stop: make(chan struct{})}
-	p.pub = exec.Command(testutil.Python(t), "-c", pubScript, h.Inbound)
+	p.pub = exec.Command(testutil.Python(t), "-c", pubScript, h.inbound)
 	if err := p.pub.Start(); err != nil {
 		t.Fatalf("start PUB producer: %v", err)
 	}
@@ -168,7 +175,7 @@ func (h *host) startProducers(t *testing.T, loggers int) *producers {
 // only if the relay answered "ok".
 func (h *host) logger(exe, id string, timeout time.Duration) *exec.Cmd {
 	return exec.Command(exe, "--confirm", "--json-input", "--message", `{"n":"`+id+`"}`,
-		"--relay-confirm", h.Confirm, "--timeout", timeout.String(), "--config-dir", h.configDir)
+		"--relay-confirm", h.confirm, "--timeout", timeout.String(), "--config-dir", h.configDir)
 }
 
 // halt stops every producer (idempotent).

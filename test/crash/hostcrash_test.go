@@ -98,7 +98,7 @@ func TestHostCrash(t *testing.T) {
 
 			relay = h.startRelay(t, broker.URL(), sc.sync)
 			after := h.sendConfirmed(t, "after", 10)
-			drain(t, h.Metrics, queue)
+			drain(t, h.metrics, queue)
 			got := delivered(t, queue)
 
 			var lost []confirmed
@@ -125,7 +125,7 @@ func TestHostCrash(t *testing.T) {
 				}
 			}
 			// Scraped last: it also shows the relay still runs.
-			corrupt := testutil.Metric(t, h.Metrics, `fedmsg_relay_amqp_dropped_total{reason="corrupt"}`)
+			corrupt := testutil.Metric(t, h.metrics, `fedmsg_relay_amqp_dropped_total{reason="corrupt"}`)
 			window := lossWindow(frozeAt, lost)
 			t.Logf("%s: %d confirmed before the crash, %d lost (oldest confirmed %v before the crash), %d duplicates, %d unconfirmed PUB messages delivered, %d records counted corrupt, %d fsyncs, write-back seed %d; recovery said: %s",
 				name, len(oks), len(lost), window, duplicates, pub, int(corrupt), h.fs.Syncs(), seed, recoveryLog(relay.Output()))
