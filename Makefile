@@ -40,6 +40,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzPeerStream$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/client
 	$(GO) test -run '^$$' -fuzz '^FuzzReadRecord$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/spool
 	$(GO) test -run '^$$' -fuzz '^FuzzReadMessage$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/inbound
+	$(GO) test -run '^$$' -fuzz '^FuzzReadLoop$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./internal/outbound
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchtime 1x -count 1 ./bench/... ./test/clients/...

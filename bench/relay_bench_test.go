@@ -61,6 +61,14 @@ var relayTarget = configuredRelay(nil)
 // engine of earlier releases, measured beside the default.
 var libzmqInboundTarget = configuredRelay(func(*testing.B) string { return "inbound_engine: libzmq" })
 
+// goOutboundTarget and libzmqOutboundTarget name each outbound engine
+// explicitly (the default's inbound), so the comparison holds whichever is
+// the default.
+var (
+	goOutboundTarget     = configuredRelay(func(*testing.B) string { return "outbound_engine: go" })
+	libzmqOutboundTarget = configuredRelay(func(*testing.B) string { return "outbound_engine: libzmq" })
+)
+
 func proxyTarget(b *testing.B, inbound, outbound string) *testutil.Process {
 	p := testutil.Start(b, testutil.Python(b), testutil.PeerScript(), "proxy", inbound, outbound, "1000000")
 	p.WaitOutput(b, "ready", 10*time.Second)
@@ -154,9 +162,12 @@ func median(xs []float64) float64 {
 // median of three rounds each. Target relay/proxy >= 0.7.
 func BenchmarkThroughputVsZMQProxy(b *testing.B) {
 	m := compare(b, []target{{name: "zmq_proxy", start: proxyTarget}, {name: "fedmsg-relay", start: relayTarget},
-		{name: "relay-libzmq-in", start: libzmqInboundTarget}})
-	proxy, relay, libzmqIn := m[0], m[1], m[2]
+		{name: "relay-libzmq-in", start: libzmqInboundTarget},
+		{name: "relay-go-out", start: goOutboundTarget}, {name: "relay-libzmq-out", start: libzmqOutboundTarget}})
+	proxy, relay, libzmqIn, goOut, libzmqOut := m[0], m[1], m[2], m[3], m[4]
 	b.ReportMetric(libzmqIn.rate/proxy.rate, "relay-libzmq-inbound/proxy")
+	b.ReportMetric(goOut.rate/proxy.rate, "relay-go-outbound/proxy")
+	b.ReportMetric(libzmqOut.rate/proxy.rate, "relay-libzmq-outbound/proxy")
 	b.ReportMetric(proxy.rate, "proxy-msg/s")
 	b.ReportMetric(relay.rate, "relay-msg/s")
 	b.ReportMetric(relay.rate/proxy.rate, "relay/proxy")
@@ -165,6 +176,14 @@ func BenchmarkThroughputVsZMQProxy(b *testing.B) {
 	fmt.Fprintf(os.Stderr, "median CPU per message: zmq_proxy %.2f us, fedmsg-relay %.2f us, efficiency ratio %.2f\n", proxy.cpuPerMsg*1e6, relay.cpuPerMsg*1e6, proxy.cpuPerMsg/relay.cpuPerMsg)
 	fmt.Fprintf(os.Stderr, "inbound_engine libzmq: %.0f msg/s, throughput ratio %.2f, %.2f us CPU/msg, efficiency ratio %.2f\n",
 		libzmqIn.rate, libzmqIn.rate/proxy.rate, libzmqIn.cpuPerMsg*1e6, proxy.cpuPerMsg/libzmqIn.cpuPerMsg)
+	for _, e := range []struct {
+		name string
+		r    result
+	}{{"go", goOut}, {"libzmq", libzmqOut}} {
+		fmt.Fprintf(os.Stderr, "outbound_engine %s: %.0f msg/s, throughput ratio %.2f, %.2f us CPU/msg, efficiency ratio %.2f\n",
+			e.name, e.r.rate, e.r.rate/proxy.rate, e.r.cpuPerMsg*1e6, proxy.cpuPerMsg/e.r.cpuPerMsg)
+	}
+	fmt.Fprintf(os.Stderr, "outbound_engine go / libzmq throughput: %.2f\n", goOut.rate/libzmqOut.rate)
 }
 
 // compare pushes messages through every target, alternating, for rounds

@@ -58,6 +58,9 @@ func run() int {
 		return 1
 	}
 	if *checkOnly {
+		for _, w := range cfg.Warnings() {
+			fmt.Fprintf(os.Stderr, "%s: warning: %v\n", name, w)
+		}
 		fmt.Printf("%s: configuration ok\n", describeSource(cfg))
 		return 0
 	}
@@ -99,6 +102,9 @@ func describeSource(cfg *config.Config) string {
 
 func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	log.Info("starting", "version", version.Version, "config", describeSource(cfg), "pid", os.Getpid())
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration", "warning", w.Error())
+	}
 	setMemoryLimit(cfg, log)
 	reg := metrics.NewRegistry()
 	reg.GaugeFunc("fedmsg_relay_build_info", "Build information.", func() float64 { return 1 }, "version", version.Version)
@@ -113,7 +119,8 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	}
 	opts.Inherited = inherited
 	opts.Resume = resumeOptions(cfg, log)
-	opts.Budget = membudget.New(cfg.InboundBufferBytes)
+	opts.Budget = membudget.New(cfg.BufferBytes)
+	registerBudget(reg, opts.Budget)
 	r, err := relay.New(opts, log.Named(logging.NameRelay), reg)
 	if err != nil {
 		return err
@@ -188,6 +195,15 @@ func serve(cfg *config.Config, log hclog.Logger, logOut *logging.Output) error {
 	}
 }
 
+// registerBudget exports the one byte budget: its limit and what inbound,
+// confirm, the subscribers' queues and the bridge's hand-off hold of it.
+func registerBudget(reg *metrics.Registry, b *membudget.Budget) {
+	reg.GaugeFunc("fedmsg_relay_buffer_bytes", "The byte budget for everything the relay queues (buffer_bytes).",
+		func() float64 { return float64(b.Limit()) })
+	reg.GaugeFunc("fedmsg_relay_buffer_used_bytes", "Bytes of the budget held now (producers' messages, confirm requests, subscribers' queues, the bridge's hand-off).",
+		func() float64 { return float64(b.Used()) })
+}
+
 // reload is SIGHUP's one job: reopen the log file (after logrotate) and
 // reload key material.
 func reload(cfg *config.Config, k *keys, log hclog.Logger, logOut *logging.Output) {
@@ -233,20 +249,20 @@ func startWatchdog(r *relay.Relay, log hclog.Logger) (stop func()) {
 	return func() { close(quit) }
 }
 
-// memoryHeadroom is what the Go heap holds besides the inbound budget: the
-// forwarding batch, the bridge's hand-off, signing buffers, metrics.
+// memoryHeadroom is what the Go heap holds besides the byte budget: the
+// forwarding batch, signing buffers, the spool's reader, metrics.
 const memoryHeadroom = 32 << 20
 
-// setMemoryLimit makes the Go heap collect harder as it nears the inbound
-// budget plus headroom, so that peers filling the budget cannot also double
-// it through GC slack (GOGC=100). Measured with test/hostile: RSS grew by
-// up to 68 MiB without it, 39-44 MiB with it. It is a soft limit: the heap
-// may exceed it rather than fail. GOMEMLIMIT, when set, wins.
+// setMemoryLimit makes the Go heap collect harder as it nears buffer_bytes
+// plus headroom, so that peers filling the budget cannot also double it
+// through GC slack (GOGC=100). Measured with test/hostile: RSS grew by up
+// to 68 MiB without it, 39-44 MiB with it. It is a soft limit: the heap may
+// exceed it rather than fail. GOMEMLIMIT, when set, wins.
 func setMemoryLimit(cfg *config.Config, log hclog.Logger) {
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
-	limit := cfg.InboundBufferBytes + memoryHeadroom
+	limit := cfg.BufferBytes + memoryHeadroom
 	debug.SetMemoryLimit(limit)
 	log.Debug("go heap soft limit", "bytes", limit)
 }

@@ -24,6 +24,8 @@ func TestCheckConfig(t *testing.T) {
 	bin := relayBinary(t)
 	good := testutil.WriteFile(t, "good.yaml", "relay_inbound: tcp://127.0.0.1:2003\nrelay_outbound: tcp://127.0.0.1:4001\n")
 	bad := testutil.WriteFile(t, "bad.yaml", "relay_inbound: tcp://127.0.0.1:2003\nbogus: 1\nlog_level: loud\n")
+	old := testutil.WriteFile(t, "old.yaml", "relay_inbound: tcp://127.0.0.1:2003\ninbound_buffer_bytes: 33554432\n")
+	both := testutil.WriteFile(t, "both.yaml", "buffer_bytes: 33554432\ninbound_buffer_bytes: 33554432\n")
 	tests := []struct {
 		args     []string
 		exit     int
@@ -33,6 +35,8 @@ func TestCheckConfig(t *testing.T) {
 		{[]string{"--check-config", "--config="}, 0, []string{"built-in defaults: configuration ok"}},
 		{[]string{"--check-config", "--config", bad}, 1, []string{bad + ":2: bogus: unknown key"}},
 		{[]string{"--check-config", "--config", filepath.Join(t.TempDir(), "missing.yaml")}, 1, []string{"no such file"}},
+		{[]string{"--check-config", "--config", old}, 0, []string{"warning: " + old + ":2: inbound_buffer_bytes: deprecated: use buffer_bytes", "configuration ok"}},
+		{[]string{"--check-config", "--config", both}, 1, []string{both + ":2: inbound_buffer_bytes:", "line 1 sets"}},
 		{[]string{"--version"}, 0, []string{"fedmsg-relay "}},
 		{[]string{"--no-such-flag"}, 2, []string{"flag provided but not defined"}},
 	}
@@ -77,7 +81,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	logPath := filepath.Join(dir, "fedmsg-relay.log")
 	cfg := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(
-		"relay_inbound: %s\nrelay_outbound: [%s]\nlog_file: %s\nlog_level: debug\nmetrics_address: %s\n",
+		"relay_inbound: %s\nrelay_outbound: [%s]\nlog_file: %s\nlog_level: debug\nmetrics_address: %s\ninbound_buffer_bytes: 33554432\n",
 		inbound, outbound, logPath, metricsAddr))
 
 	cmd := exec.Command(bin, "--config", cfg)
@@ -128,6 +132,11 @@ func TestDaemonLifecycle(t *testing.T) {
 	if !strings.Contains(string(body), `fedmsg_relay_relayed_total `) {
 		t.Errorf("metrics lack relayed counter:\n%s", body)
 	}
+	// The deprecated name still sizes the one budget, with a warning.
+	if !strings.Contains(string(body), "\nfedmsg_relay_buffer_bytes 33554432\n") || !strings.Contains(string(body), "\nfedmsg_relay_buffer_used_bytes ") {
+		t.Errorf("metrics lack the budget's limit (33554432) or use:\n%s", body)
+	}
+	waitFile(t, logPath, "inbound_buffer_bytes: deprecated: use buffer_bytes")
 
 	// logrotate without copytruncate: move the file, then SIGHUP.
 	if err := os.Rename(logPath, logPath+".1"); err != nil {

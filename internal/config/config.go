@@ -40,11 +40,21 @@ type Config struct {
 	TopicMismatch string `yaml:"topic_mismatch"`
 
 	MaxMessageBytes int64 `yaml:"max_message_bytes"`
-	// InboundEngine terminates inbound ZMTP in Go ("go": one byte budget,
-	// inbound_buffer_bytes, for every connection together) or in libzmq.
+	// BufferBytes is the one byte budget for everything the relay queues:
+	// producers' messages, confirm requests, subscribers' queues and the
+	// bridge's hand-off. The Go heap's soft limit follows it.
+	BufferBytes int64 `yaml:"buffer_bytes"`
+	// InboundBufferBytes is buffer_bytes' name from when the budget held
+	// inbound only: still accepted, with a warning (Warnings).
+	InboundBufferBytes int64 `yaml:"inbound_buffer_bytes"`
+	// InboundEngine terminates inbound ZMTP in Go ("go": producers share
+	// buffer_bytes with the rest of the relay) or in libzmq.
 	InboundEngine         string `yaml:"inbound_engine"`
-	InboundBufferBytes    int64  `yaml:"inbound_buffer_bytes"`
 	MaxInboundConnections int    `yaml:"max_inbound_connections"`
+	// OutboundEngine publishes from Go ("go": subscribers' queues within
+	// the byte budget, drops counted per subscriber) or from libzmq's XPUB.
+	OutboundEngine         string `yaml:"outbound_engine"`
+	MaxOutboundConnections int    `yaml:"max_outbound_connections"`
 
 	InboundHWM        int           `yaml:"inbound_hwm"`
 	OutboundHWM       int           `yaml:"outbound_hwm"`
@@ -104,30 +114,44 @@ type Config struct {
 // addresses, so that a new user can run the relay without root or a file.
 func Default() *Config {
 	return &Config{
-		RelayInbound:          Endpoints{"tcp://127.0.0.1:2003"},
-		RelayOutbound:         Endpoints{"tcp://127.0.0.1:4001"},
-		TopicMismatch:         TopicMismatchDrop,
-		MaxMessageBytes:       1 << 20,
-		InboundEngine:         InboundEngineGo,
-		InboundBufferBytes:    16 << 20,
-		MaxInboundConnections: 1000,
-		InboundHWM:            10000,
-		OutboundHWM:           10000,
-		HandshakeTimeout:      10 * time.Second,
-		HeartbeatInterval:     30 * time.Second,
-		TCPKeepalive:          true,
-		DrainTimeout:          5 * time.Second,
-		ResumeHold:            2 * time.Second,
-		LogLevel:              "info",
-		LogFormat:             "text",
-		DropLogInterval:       10 * time.Second,
-		MonitoringInterval:    5 * time.Second,
-		MonitoringSocketMode:  0o770,
-		CertNames:             map[string]string{},
-		CRLCacheExpiry:        time.Hour,
-		CRLStale:              CRLStaleAccept,
-		AMQP:                  defaultAMQP(),
+		RelayInbound:           Endpoints{"tcp://127.0.0.1:2003"},
+		RelayOutbound:          Endpoints{"tcp://127.0.0.1:4001"},
+		TopicMismatch:          TopicMismatchDrop,
+		MaxMessageBytes:        1 << 20,
+		InboundEngine:          InboundEngineGo,
+		BufferBytes:            DefaultBufferBytes,
+		MaxInboundConnections:  1000,
+		OutboundEngine:         EngineLibzmq, // go measured 0.81-1.00 of it on a noisy 2-core VM (README)
+		MaxOutboundConnections: 1000,
+		InboundHWM:             10000,
+		OutboundHWM:            10000,
+		HandshakeTimeout:       10 * time.Second,
+		HeartbeatInterval:      30 * time.Second,
+		TCPKeepalive:           true,
+		DrainTimeout:           5 * time.Second,
+		ResumeHold:             2 * time.Second,
+		LogLevel:               "info",
+		LogFormat:              "text",
+		DropLogInterval:        10 * time.Second,
+		MonitoringInterval:     5 * time.Second,
+		MonitoringSocketMode:   0o770,
+		CertNames:              map[string]string{},
+		CRLCacheExpiry:         time.Hour,
+		CRLStale:               CRLStaleAccept,
+		AMQP:                   defaultAMQP(),
 	}
+}
+
+// DefaultBufferBytes is buffer_bytes' default, 16 MiB: what inbound alone
+// had before the budget was shared, so no part of the relay may now hold
+// more than it did. At 1 KiB a message that is some 16,000 messages in
+// flight, 16 of the largest; test/hostile's proof (RSS at most 64 MiB over
+// idle with every hostile peer at once) is made at this default.
+const DefaultBufferBytes = 16 << 20
+
+// deprecatedKeys maps each old key still accepted to the key that replaced it.
+var deprecatedKeys = []struct{ old, replacement string }{
+	{"inbound_buffer_bytes", "buffer_bytes"},
 }
 
 // Inbound engines (transport.EngineGo and EngineLibzmq; config does not
@@ -135,6 +159,12 @@ func Default() *Config {
 const (
 	InboundEngineGo     = "go"
 	InboundEngineLibzmq = "libzmq"
+)
+
+// Engines of either side: the same two (inbound_engine, outbound_engine).
+const (
+	EngineGo     = InboundEngineGo
+	EngineLibzmq = InboundEngineLibzmq
 )
 
 // Topic mismatch policies.
@@ -209,6 +239,7 @@ func Load(path string) (*Config, error) {
 	// Values that failed to decode keep their defaults, so validating the
 	// rest still finds its problems: all are reported together.
 	probs := cfg.decode(data)
+	cfg.applyDeprecated()
 	if err := cfg.Validate(); err != nil {
 		probs = append(probs, err.(Problems)...)
 	}
@@ -283,6 +314,32 @@ func (c *Config) decodeSection(prefix string, n *yaml.Node, dst reflect.Value) P
 		fv.Set(val.Elem())
 	}
 	return probs
+}
+
+// set reports whether the file sets key.
+func (c *Config) set(key string) bool {
+	_, ok := c.lines[key]
+	return ok
+}
+
+// applyDeprecated gives a deprecated key's value to the key that replaced
+// it, unless the file sets both (validateBufferBytes reports that).
+func (c *Config) applyDeprecated() {
+	if c.set("inbound_buffer_bytes") && !c.set("buffer_bytes") {
+		c.BufferBytes = c.InboundBufferBytes
+	}
+}
+
+// Warnings lists the deprecated keys the file sets, each at its line with
+// the key to use instead: printed by --check-config and logged at start-up.
+func (c *Config) Warnings() Problems {
+	var warns Problems
+	for _, d := range deprecatedKeys {
+		if c.set(d.old) {
+			warns = append(warns, c.problem(d.old, "deprecated: use %s instead (the same value)", d.replacement))
+		}
+	}
+	return warns
 }
 
 // line returns the line of a key the file set, else that of its closest

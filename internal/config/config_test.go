@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +101,8 @@ func TestValidationProblems(t *testing.T) {
 		{"mismatch policy", "\n\ntopic_mismatch: explode\n", 3, "topic_mismatch", "drop or pass"},
 		{"hwm zero", "outbound_hwm: 0\n", 1, "outbound_hwm", "1 to 10000000"},
 		{"tiny max", "max_message_bytes: 10\n", 1, "max_message_bytes", "64 to"},
+		{"outbound engine", "\noutbound_engine: zeromq\n", 2, "outbound_engine", "go or libzmq"},
+		{"no subscribers", "max_outbound_connections: 0\n", 1, "max_outbound_connections", "1 to 1000000"},
 		{"log level", "log_level: chatty\n", 1, "log_level", "trace, debug"},
 		{"relative log", "log_file: relay.log\n", 1, "log_file", "absolute"},
 		{"metrics", "metrics_address: nonsense\n", 1, "metrics_address", "HOST:PORT"},
@@ -111,6 +114,10 @@ func TestValidationProblems(t *testing.T) {
 		{"relative state", "state_directory: var/lib/x\n", 1, "state_directory", "absolute"},
 		{"not a mapping", "- a\n- b\n", 1, "", "mapping"},
 		{"twice", "log_level: info\nlog_level: debug\n", 2, "log_level", "twice"},
+		{"buffer below message", "max_message_bytes: 2097152\nbuffer_bytes: 1048576\n", 2, "buffer_bytes", "want max_message_bytes (2097152) to"},
+		{"buffer huge", "buffer_bytes: 1099511627776\n", 1, "buffer_bytes", "to 68719476736"},
+		{"old buffer name small", "\ninbound_buffer_bytes: 1000\n", 2, "inbound_buffer_bytes", "want max_message_bytes"},
+		{"both buffer names", "buffer_bytes: 33554432\n\ninbound_buffer_bytes: 33554432\n", 3, "inbound_buffer_bytes", "which line 1 sets"},
 	}
 	dir := t.TempDir()
 	for _, tt := range tests {
@@ -139,6 +146,37 @@ func loadFinds(t *testing.T, dir, name, yaml string, line int, key, frag string)
 		}
 	}
 	return false, err
+}
+
+// buffer_bytes' old name still sets the budget, with a warning at its line;
+// the new name alone warns of nothing.
+func TestDeprecatedBufferName(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		yaml  string
+		bytes int64
+		warns []string
+	}{
+		{"log_level: info\ninbound_buffer_bytes: 33554432\n", 33554432, []string{"inbound_buffer_bytes:2: deprecated: use buffer_bytes instead"}},
+		{"buffer_bytes: 8388608\n", 8388608, nil},
+		{"log_level: info\n", DefaultBufferBytes, nil},
+	} {
+		path := filepath.Join(dir, "relay.yaml")
+		if err := os.WriteFile(path, []byte(tt.yaml), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := Load(path)
+		if err != nil {
+			t.Fatalf("yaml %q: %v", tt.yaml, err)
+		}
+		var warns []string
+		for _, w := range cfg.Warnings() {
+			warns = append(warns, w.Key+":"+strconv.Itoa(w.Line)+": "+w.Msg)
+		}
+		if cfg.BufferBytes != tt.bytes || len(warns) != len(tt.warns) || len(warns) > 0 && !strings.HasPrefix(warns[0], tt.warns[0]) {
+			t.Errorf("yaml %q: buffer_bytes %d, warnings %q; want %d, %q", tt.yaml, cfg.BufferBytes, warns, tt.bytes, tt.warns)
+		}
+	}
 }
 
 func TestMissingFile(t *testing.T) {

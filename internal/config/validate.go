@@ -129,11 +129,15 @@ func (c *Config) validateLimits() []Problem {
 	if c.InboundEngine != InboundEngineGo && c.InboundEngine != InboundEngineLibzmq {
 		probs = append(probs, c.problem("inbound_engine", "%q: want go or libzmq", c.InboundEngine))
 	}
-	if c.InboundBufferBytes < c.MaxMessageBytes || c.InboundBufferBytes > 1<<40 {
-		probs = append(probs, c.problem("inbound_buffer_bytes", "%d: want max_message_bytes (%d) to 1099511627776", c.InboundBufferBytes, c.MaxMessageBytes))
-	}
+	probs = append(probs, c.validateBufferBytes()...)
 	if c.MaxInboundConnections < 1 || c.MaxInboundConnections > 1_000_000 {
 		probs = append(probs, c.problem("max_inbound_connections", "%d: want 1 to 1000000", c.MaxInboundConnections))
+	}
+	if c.OutboundEngine != EngineGo && c.OutboundEngine != EngineLibzmq {
+		probs = append(probs, c.problem("outbound_engine", "%q: want go or libzmq", c.OutboundEngine))
+	}
+	if c.MaxOutboundConnections < 1 || c.MaxOutboundConnections > 1_000_000 {
+		probs = append(probs, c.problem("max_outbound_connections", "%d: want 1 to 1000000", c.MaxOutboundConnections))
 	}
 	for key, hwm := range map[string]int{"inbound_hwm": c.InboundHWM, "outbound_hwm": c.OutboundHWM} {
 		if hwm < 1 || hwm > 10_000_000 {
@@ -152,6 +156,24 @@ func (c *Config) validateLimits() []Problem {
 		}
 	}
 	return probs
+}
+
+// maxBufferBytes bounds buffer_bytes at 64 GiB: a bus needing more in
+// memory has a stuck consumer, not a burst, and the bridge spools to disk.
+const maxBufferBytes = 64 << 30
+
+func (c *Config) validateBufferBytes() []Problem {
+	key := "buffer_bytes"
+	switch {
+	case c.set("buffer_bytes") && c.set("inbound_buffer_bytes"):
+		return []Problem{c.problem("inbound_buffer_bytes", "the deprecated name of buffer_bytes, which line %d sets: keep only buffer_bytes", c.line("buffer_bytes"))}
+	case c.set("inbound_buffer_bytes"):
+		key = "inbound_buffer_bytes"
+	}
+	if c.BufferBytes < c.MaxMessageBytes || c.BufferBytes > maxBufferBytes {
+		return []Problem{c.problem(key, "%d: want max_message_bytes (%d) to %d", c.BufferBytes, c.MaxMessageBytes, int64(maxBufferBytes))}
+	}
+	return nil
 }
 
 func (c *Config) validateLogging() []Problem {

@@ -1,39 +1,39 @@
 package inbound
 
 import (
-	"errors"
 	"sync"
 	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 )
 
-// errOverShare disconnects a peer that stayed over its share of the budget.
-var errOverShare = errors.New("over its share of the inbound buffer budget")
+// errOverShare disconnects a peer that stayed over its share of the buffer budget.
+var errOverShare = endpoint.Errorf(ReasonOverShare, "over its share of the buffer budget")
 
-// budget is the one byte budget for everything held inbound: connections'
-// fixed cost, messages being read and messages queued for the forwarding
-// loop. Each connection may hold its fair share (limit / connections, never
-// below floor) while the total stays within limit.
+// budget charges what inbound holds to the relay's one byte budget
+// (membudget), which the confirm endpoint, the subscribers' queues and the
+// bridge share: connections' fixed cost, messages being read and messages
+// queued for the forwarding loop. Each connection may hold its fair share
+// of the whole (never below floor) while the total stays within the limit.
+// Reserving and releasing are atomic; the lock is taken only to join, leave
+// and evict.
 type budget struct {
-	limit, floor int64
-	grace        time.Duration // how long a connection may wait for room
+	shared *membudget.Budget
+	floor  int64
+	grace  time.Duration // how long a connection may wait for room
 
-	mu      sync.Mutex
-	used    int64
-	conns   map[*conn]struct{}
-	changed chan struct{} // closed and replaced when bytes are released and someone waits
-	waiting int           // reserves waiting on changed
+	mu    sync.Mutex
+	conns map[*conn]struct{}
 }
 
-func newBudget(limit, floor int64, grace time.Duration) *budget {
-	return &budget{limit: limit, floor: floor, grace: grace, conns: map[*conn]struct{}{}, changed: make(chan struct{})}
+func newBudget(shared *membudget.Budget, floor int64, grace time.Duration) *budget {
+	return &budget{shared: shared, floor: floor, grace: grace, conns: map[*conn]struct{}{}}
 }
-
-// fair is each connection's equal part of the budget; b.mu held.
-func (b *budget) fair() int64 { return b.limit / int64(max(len(b.conns), 1)) }
 
 // share is what one connection may hold when there is room: its fair part,
-// but always enough for one message of the largest size; b.mu held.
-func (b *budget) share() int64 { return max(b.fair(), b.floor) }
+// but always enough for one message of the largest size.
+func (b *budget) share() int64 { return max(b.shared.Fair(), b.floor) }
 
 // join admits a connection with its fixed cost, making room as reserve
 // does, or refuses it when there is none.
@@ -41,54 +41,76 @@ func (b *budget) join(c *conn, cost int64) error {
 	b.mu.Lock()
 	b.conns[c] = struct{}{}
 	b.mu.Unlock()
-	return b.reserve(c, cost, false)
+	b.shared.Join()
+	c.joined = true
+	if err := b.reserve(c, cost, false); err != nil {
+		return err
+	}
+	c.cost = cost
+	return nil
 }
 
-// leave releases what the connection still holds but what it queued: the
-// forwarding loop releases that when it takes it.
+// leave releases the connection's fixed cost; what it queued the
+// forwarding loop releases when it takes it, and an unfinished message is
+// released by its reader.
 func (b *budget) leave(c *conn) {
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	delete(b.conns, c)
-	b.releaseLocked(c, c.held-c.queued)
+	b.mu.Unlock()
+	if c.joined {
+		b.shared.Leave()
+	}
+	b.settle(c)
+	b.release(c, c.cost, false)
+	c.cost = 0
 }
 
 // reserve waits until c may hold n more bytes (of an unfinished message
 // if partial). A connection at its share is simply not read (TCP pushes
 // back) for as long as the forwarding loop takes to free what it queued;
 // one whose unfinished message stays over its share for the grace period
-// while the budget is full is given up. A connection within its
-// share that finds the budget full evicts a peer over its fair part that is
+// while the budget is full is given up. A connection within its share
+// that finds the budget full evicts a peer over its fair part that is
 // holding an unfinished message (a stalled one would never give it back).
+// Room freed anywhere in the relay wakes it (membudget's Changed).
+//
+// A frame is taken from what the connection reserved ahead when it can:
+// no atomic operation, and so no memory barrier, per frame.
 func (b *budget) reserve(c *conn, n int64, partial bool) error {
+	if partial && n <= c.credit {
+		c.credit -= n
+		c.partial += n
+		return nil
+	}
+	b.settle(c)
 	var timer *time.Timer // only while over its share with the budget full
 	defer func() {
 		if timer != nil {
 			timer.Stop()
 		}
 	}()
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	var changed <-chan struct{}
 	for {
-		share := b.share()
-		over, full := c.held+n > share, b.used+n > b.limit
-		if !over && !full {
-			b.used += n
-			c.held += n
-			if partial {
-				c.partial += n
-			}
+		held, share := c.held(), b.share()
+		over := held+n > share
+		if !over && b.take(c, n, partial, held+n+creditAhead <= share) {
 			return nil
 		}
-		if !over {
-			b.evictLocked(c)
+		if changed == nil {
+			// Take the channel, then look again: a release in between wakes us.
+			changed = b.shared.Changed()
+			continue
+		}
+		full := b.shared.Free() < n
+		if !over && full {
+			b.evict(c)
 		}
 		// Waiting for the forwarding loop to take what the connection queued
 		// is backpressure, however long; an unfinished message over the
 		// share with the budget full is not. A new connection (its fixed
 		// cost, not partial) is refused rather than kept waiting: it holds a
 		// socket and a goroutine meanwhile.
-		stuck := c.held-c.queued+n > share
+		stuck := c.cost+c.partial+n > share
 		timed := stuck && full || !partial
 		switch {
 		case timed && timer == nil:
@@ -101,68 +123,102 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 		if timer != nil {
 			timeout = timer.C
 		}
-		c.flushNotify() // what it queued may be what frees room
-		changed := b.changed
-		b.waiting++
-		b.mu.Unlock()
-		var err error
+		c.flush() // what it queued may be what frees room
 		select {
 		case <-changed:
-		case <-c.gone:
-		case <-timeout:
-			err = errOverShare
-		}
-		b.mu.Lock()
-		b.waiting--
-		if err != nil {
-			return err
-		}
-		if c.isGone() {
+		case <-c.Gone():
 			return errClosed
+		case <-timeout:
+			return errOverShare
 		}
+		changed = nil
 	}
 }
 
-// evictLocked disconnects, for c, the connection furthest over its fair
-// part among those holding an unfinished message.
-func (b *budget) evictLocked(c *conn) {
-	fair := b.fair()
+// creditAhead is what a reader reserves ahead for the frames to come,
+// beyond the one it reads, when its share and the budget have room: it
+// gives back what is left before it may wait (settle), so the budget holds
+// at most this much unread per reader at work.
+const creditAhead = 16 << 10
+
+// take reserves n bytes for c now, and creditAhead more for its next
+// frames if ahead and the budget has room for both, and reports whether
+// it could.
+func (b *budget) take(c *conn, n int64, partial, ahead bool) bool {
+	credit := int64(0)
+	if partial && ahead && b.shared.Reserve(n+creditAhead) {
+		credit = creditAhead
+	} else if !b.shared.Reserve(n) {
+		return false
+	}
+	c.charged.Add(n + credit)
+	c.credit += credit
+	if partial {
+		c.partial += n
+	}
+	return true
+}
+
+// settle gives back what c reserved ahead and did not use, and shows
+// evictors how much of an unfinished message it holds: before the reader
+// may wait, for the peer or for room.
+func (b *budget) settle(c *conn) {
+	if c.credit > 0 {
+		c.charged.Add(-c.credit)
+		b.shared.Release(c.credit)
+		c.credit = 0
+	}
+	c.unfinished.Store(c.partial)
+}
+
+// reserveCost adds n to c's fixed cost if its share and the budget have
+// room now, without waiting, and reports whether they had.
+func (b *budget) reserveCost(c *conn, n int64) bool {
+	if c.held()+n > b.share() || !b.shared.Reserve(n) {
+		return false
+	}
+	c.charged.Add(n)
+	c.cost += n
+	return true
+}
+
+// evict disconnects, for c, the connection furthest over its fair part
+// among those holding an unfinished message.
+func (b *budget) evict(c *conn) {
+	fair := b.shared.Fair()
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	var victim *conn
+	var most int64
 	for o := range b.conns {
-		if o != c && o.held > fair && o.partial > 0 && !o.isGone() && (victim == nil || o.held > victim.held) {
-			victim = o
+		if held := o.held(); o != c && held > fair && held > most && o.unfinished.Load() > 0 && !o.IsGone() {
+			victim, most = o, held
 		}
 	}
 	if victim != nil {
-		victim.close(ReasonOverShare)
+		victim.Close(ReasonOverShare)
 	}
+}
+
+// connected is what the connections still connected hold now.
+func (b *budget) connected() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var sum int64
+	for c := range b.conns {
+		sum += c.held()
+	}
+	return sum
 }
 
 // release gives back n bytes of c, of an unfinished message if partial.
 func (b *budget) release(c *conn, n int64, partial bool) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if partial {
-		c.partial -= n
-	}
-	b.releaseLocked(c, n)
-}
-
-func (b *budget) releaseLocked(c *conn, n int64) {
 	if n == 0 {
 		return
 	}
-	b.used -= n
-	c.held -= n
-	if b.waiting > 0 {
-		close(b.changed)
-		b.changed = make(chan struct{})
+	if partial {
+		c.partial -= n
 	}
-}
-
-// Used is what the budget holds now, for metrics and tests.
-func (b *budget) Used() int64 {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.used
+	c.charged.Add(-n)
+	b.shared.Release(n)
 }

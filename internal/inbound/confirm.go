@@ -6,6 +6,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
@@ -41,7 +42,7 @@ func (cc *confirmConn) setPeer(ready []byte) {
 	cc.req = zmtp.ReadyProperty(props, "Socket-Type") == "REQ"
 }
 
-func (c *conn) cost() int64 {
+func (c *conn) fixedCost() int64 {
 	if c.confirm != nil {
 		return connCost + confirmCost
 	}
@@ -67,19 +68,19 @@ func (m *Message) ReplyTo() (ReplyTo, bool) {
 // reported as ReplyDropped.
 func (s *Server) Reply(to ReplyTo, text []byte) {
 	c := to.c
-	if c.isGone() {
+	if c.IsGone() {
 		reason := ReasonPeerClosed // or shut down: either way nobody to answer
-		if r := c.reason.Load(); r != nil && *r == ReasonStalled {
+		if c.ClosedFor() == ReasonStalled {
 			reason = ReasonStalled // its writer gave up on it
 		}
-		s.event(Event{Kind: ReplyDropped, Reason: reason, Confirm: true})
+		s.event(Event{Kind: endpoint.ReplyDropped, Reason: reason, Confirm: true})
 		return
 	}
 	select {
 	case c.confirm.replies <- text:
 	default:
-		s.event(Event{Kind: ReplyDropped, Reason: ReasonStalled, Confirm: true})
-		c.close(ReasonStalled)
+		s.event(Event{Kind: endpoint.ReplyDropped, Reason: ReasonStalled, Confirm: true})
+		c.Close(ReasonStalled)
 	}
 }
 
@@ -92,7 +93,7 @@ func (c *conn) writeReplies() {
 	for {
 		var text []byte
 		select {
-		case <-c.gone:
+		case <-c.Gone():
 			return
 		case text = <-replies:
 		}
@@ -114,9 +115,9 @@ func (c *conn) writeReplies() {
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				c.close(ReasonStalled)
+				c.Close(ReasonStalled)
 			} else {
-				c.close(ReasonPeerClosed)
+				c.Close(ReasonPeerClosed)
 			}
 			return
 		}

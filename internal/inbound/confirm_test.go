@@ -11,12 +11,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
 // listenConfirm listens on one producer and one confirm endpoint.
-func listenConfirm(t *testing.T, mutate func(*Options)) (s *Server, confirm string, rec *recorder) {
+func listenConfirm(t *testing.T, mutate func(*Options)) (s *Server, confirm string, rec *testutil.Events) {
 	t.Helper()
 	confirm = fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	s, _, rec = listen(t, func(o *Options) {
@@ -150,8 +152,8 @@ print(json.dumps(out))
 	if n := a.producerMessages(); n != 0 {
 		t.Errorf("%d confirm messages were taken as producers'", n)
 	}
-	waitFor(t, "both clients to leave", func() bool { return rec.count(Disconnected, ReasonPeerClosed) == 2 })
-	for _, e := range rec.all() {
+	waitFor(t, "both clients to leave", func() bool { return rec.Count(endpoint.Disconnected, ReasonPeerClosed) == 2 })
+	for _, e := range rec.All() {
 		if !e.Confirm {
 			t.Errorf("event %+v not marked as a confirm endpoint's", e)
 		}
@@ -165,11 +167,11 @@ func TestConfirmPeerTypes(t *testing.T) {
 	s, confirm, rec := listenConfirm(t, nil)
 	answer(t, s, func(Message) []byte { return []byte("ok") })
 	rawPeerAs(t, confirm, "PUB")
-	waitFor(t, "the PUB's handshake failure", func() bool { return rec.count(HandshakeFailed, ReasonHandshake) == 1 })
+	waitFor(t, "the PUB's handshake failure", func() bool { return rec.Count(endpoint.HandshakeFailed, ReasonHandshake) == 1 })
 	req := rawPeerAs(t, confirm, "REQ")
 	req.Write(append([]byte{zmtp.FlagMore, 1}, 't'))
 	req.Write(append([]byte{0, 2}, "{}"...))
-	waitFor(t, "the REQ's protocol error", func() bool { return rec.count(Disconnected, ReasonProtocol) == 1 })
+	waitFor(t, "the REQ's protocol error", func() bool { return rec.Count(endpoint.Disconnected, ReasonProtocol) == 1 })
 }
 
 // Replies never wait for the client: one that does not read them is cut
@@ -189,7 +191,7 @@ func TestConfirmReplyToStalledClient(t *testing.T) {
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	waitFor(t, "the stalled client's cut-off", func() bool { return rec.count(Disconnected, ReasonStalled) == 1 })
+	waitFor(t, "the stalled client's cut-off", func() bool { return rec.Count(endpoint.Disconnected, ReasonStalled) == 1 })
 	if slowest := a.slowest(); slowest > 50*time.Millisecond {
 		t.Errorf("a Reply took %v: it must never wait for the client", slowest)
 	}
@@ -210,10 +212,10 @@ func TestConfirmReplyAfterClientLeft(t *testing.T) {
 	}
 	s.Release(m[:])
 	c.Close()
-	waitFor(t, "the client to leave", func() bool { return rec.count(Disconnected, "") == 1 })
+	waitFor(t, "the client to leave", func() bool { return rec.Count(endpoint.Disconnected, "") == 1 })
 	s.Reply(to, []byte("ok"))
-	if n := rec.count(ReplyDropped, ReasonPeerClosed); n != 1 {
-		t.Errorf("%d replies counted as dropped, want 1: %+v", n, rec.all())
+	if n := rec.Count(endpoint.ReplyDropped, ReasonPeerClosed); n != 1 {
+		t.Errorf("%d replies counted as dropped, want 1: %+v", n, rec.All())
 	}
 }
 
@@ -221,9 +223,10 @@ func TestConfirmReplyAfterClientLeft(t *testing.T) {
 // senders off within the one budget, while a DEALER client is answered.
 func TestConfirmHostileClients(t *testing.T) {
 	const budget = 2 << 20
-	s, confirm, rec := listenConfirm(t, func(o *Options) { o.BudgetBytes = budget; o.MaxMessageBytes = 256 << 10 })
+	shared := membudget.New(budget)
+	s, confirm, rec := listenConfirm(t, func(o *Options) { o.Budget = shared; o.MaxMessageBytes = 256 << 10 })
 	answer(t, s, func(Message) []byte { return []byte("ok") })
-	stopSampling := testutil.SamplePeak(time.Millisecond, s.Held)
+	stopSampling := testutil.SamplePeak(time.Millisecond, shared.Used)
 	frame := bytes.Repeat([]byte("m"), 60<<10)
 	var wg sync.WaitGroup
 	for i := range 10 {
@@ -248,7 +251,7 @@ func TestConfirmHostileClients(t *testing.T) {
 		t.Errorf("held %d bytes at peak, budget %d", peak, budget)
 	}
 	waitFor(t, "10 disconnects", func() bool {
-		return rec.count(Disconnected, ReasonOversize)+rec.count(Disconnected, ReasonOverShare) == 10
+		return rec.Count(endpoint.Disconnected, ReasonOversize)+rec.Count(endpoint.Disconnected, ReasonOverShare) == 10
 	})
 	good := rawPeerAs(t, confirm, "DEALER")
 	good.Write(append([]byte{zmtp.FlagMore, 1}, 't'))

@@ -2,15 +2,15 @@ package inbound
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
-	"fmt"
 	"io"
-	"math"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
@@ -19,76 +19,85 @@ var errClosed = errors.New("connection closed by the relay")
 // maxCommand bounds a command frame (READY, PING): libzmq's are well under.
 const maxCommand = 1024
 
+// maxReadBatch bounds the messages a connection keeps before it queues
+// them, if one read from the socket brings more (tiny ones): the slice it
+// keeps them in is not charged to the budget.
+const maxReadBatch = 32
+
+// maxScratchTopic bounds a topic read into the connection's scratch space,
+// so that topic and body share one allocation once the body's size is
+// known; fedmsg topics are well under it, longer ones get their own.
+const maxScratchTopic = 256
+
 // conn is one producer connection (a SUB socket's view of a PUB peer) or,
 // with confirm set, one confirming client's (a ROUTER's view of a DEALER).
 type conn struct {
-	srv  *Server
-	nc   net.Conn
-	r    *bufio.Reader
-	wmu  sync.Mutex // PONGs from the reader, PINGs from the timer, replies
-	w    *bufio.Writer
-	ping *time.Timer
+	srv *Server
+	nc  net.Conn
+	r   *bufio.Reader
+	wmu sync.Mutex // PONGs from the reader, PINGs from the timer, replies
+	w   *bufio.Writer
 
 	confirm *confirmConn // nil for producers
 
-	// Bytes held, by state; guarded by srv.budget.mu, but partial, which
-	// only the reader changes, may be read by it without.
-	held, partial, queued int64
+	// Budget bytes: what the reader charged (its cost, the frames it read,
+	// what it reserved ahead), atomic for peers looking for one to evict;
+	// what the forwarding loop released of it is on a cache line of its
+	// own (released), so that neither stalls the other. unfinished is
+	// partial as of the reader's last wait, for evictors.
+	charged, unfinished atomic.Int64
+	partial             int64 // of charged, its unfinished message's; the reader's
+	credit              int64 // of charged, reserved ahead for its next frames; the reader's
+	cost                int64 // its fixed cost, once joined; the reader's
+	joined              bool  // counted as a holder of the budget; the reader's
 
-	notify bool        // a message was queued that the forwarding loop was not told of
-	heard  atomic.Bool // the peer sent something since the last heartbeat
-	silent int         // heartbeat intervals without a word, on the timer's goroutine
+	read   []Message             // complete messages not yet pushed to the queue; the reader's
+	filled bool                  // the last read from the socket filled the read buffer; the reader's
+	topic  [maxScratchTopic]byte // a topic frame, until the body's size is known; the reader's
 
-	gone       chan struct{}
-	goneOnce   sync.Once
-	reason     atomic.Pointer[string] // why the relay closed it, if it did
+	_        [64]byte     // keeps released off the reader's cache lines
+	released atomic.Int64 // by the forwarding loop's Release
+	_        [64]byte
+
+	endpoint.Peer
 	handshaken bool
 }
 
-func (c *conn) isGone() bool {
-	select {
-	case <-c.gone:
-		return true
-	default:
-		return false
+// held is what the connection holds of the budget now.
+func (c *conn) held() int64 { return c.charged.Load() - c.released.Load() }
+
+// flushingReader queues the messages read just before the reader may wait
+// for the peer, not each message: one lock and at most one wake-up of the
+// forwarding loop per read from the socket, as libzmq's I/O thread does.
+// It also settles what the reader reserved ahead.
+type flushingReader struct{ c *conn }
+
+func (r flushingReader) Read(p []byte) (int, error) {
+	r.c.flush()
+	r.c.srv.budget.settle(r.c)
+	n, err := r.c.nc.Read(p)
+	r.c.filled = n == len(p)
+	return n, err
+}
+
+// flush pushes the messages read to the server's queue.
+func (c *conn) flush() {
+	if len(c.read) == 0 {
+		return
 	}
-}
-
-// close disconnects the peer for reason; the reader notices and cleans up.
-func (c *conn) close(reason string) {
-	c.goneOnce.Do(func() {
-		c.reason.Store(&reason)
-		close(c.gone)
-		c.nc.Close()
-	})
-}
-
-// notifyingReader tells the forwarding loop of queued messages just before
-// the reader may wait for the peer, not for each message: one wake-up per
-// read from the socket, as libzmq's I/O thread does, instead of one per
-// message.
-type notifyingReader struct{ c *conn }
-
-func (r notifyingReader) Read(p []byte) (int, error) {
-	r.c.flushNotify()
-	return r.c.nc.Read(p)
-}
-
-func (c *conn) flushNotify() {
-	if c.notify {
-		c.notify = false
-		c.srv.opts.Notify()
-	}
+	c.srv.push(c.read)
+	clear(c.read) // the queue has them; do not keep their bytes alive
+	c.read = c.read[:0]
 }
 
 // serve runs the connection to its end and returns why it ended.
 func (c *conn) serve() string {
-	if err := c.srv.budget.join(c, c.cost()); err != nil {
-		return c.endReason(err, ReasonOverShare)
+	if err := c.srv.budget.join(c, c.fixedCost()); err != nil {
+		return c.EndReason(err, ReasonOverShare)
 	}
 	err := c.handshake()
 	if err != nil {
-		return c.endReason(err, ReasonHandshake)
+		return c.EndReason(err, ReasonHandshake)
 	}
 	c.handshaken = true
 	if c.confirm != nil {
@@ -96,49 +105,40 @@ func (c *conn) serve() string {
 		go c.writeReplies()
 	}
 	if ivl := c.srv.opts.HeartbeatInterval; ivl > 0 {
-		c.ping = time.AfterFunc(time.Duration(math.MaxInt64), c.heartbeat)
-		c.ping.Reset(ivl) // only now: heartbeat reads c.ping
-		defer c.ping.Stop()
+		c.StartHeartbeat(ivl, func() error { return c.writeCommand(zmtp.PingCommand) }, nil)
+		defer c.StopHeartbeat()
 	}
 	for {
 		err = c.readMessage()
 		if err != nil {
-			return c.endReason(err, ReasonProtocol)
+			return c.EndReason(err, ReasonProtocol)
+		}
+		if c.filled && c.r.Size() < streamBufferSize {
+			c.growReadBuffer()
 		}
 	}
 }
 
-// endReason names why the connection ended: the relay's own reason if it
-// closed it, else what the error says.
-func (c *conn) endReason(err error, otherwise string) string {
-	if r := c.reason.Load(); r != nil {
-		return *r
+// growReadBuffer gives a producer that keeps filling its read buffer a
+// larger one, if its share and the budget have room for it: a steady
+// stream then costs a read from the socket, a lock and a wake-up per 64 KiB
+// rather than per 8 KiB. The connection keeps it, charged as part of its
+// cost, until it disconnects; without room it tries again at the next
+// full read.
+func (c *conn) growReadBuffer() {
+	c.filled = false
+	if !c.srv.budget.reserveCost(c, streamBufferSize-readBufferSize) {
+		return
 	}
-	var re *reasonError
-	var ne net.Error
-	switch {
-	case errors.As(err, &re):
-		return re.reason
-	case errors.Is(err, errOverShare):
-		return ReasonOverShare
-	case errors.As(err, &ne) && ne.Timeout():
-		return ReasonTimeout
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed):
-		return ReasonPeerClosed
+	var src io.Reader = flushingReader{c}
+	if rest, _ := c.r.Peek(c.r.Buffered()); len(rest) > 0 {
+		src = io.MultiReader(bytes.NewReader(bytes.Clone(rest)), src)
 	}
-	return otherwise
+	c.r = bufio.NewReaderSize(src, streamBufferSize)
 }
-
-// reasonError is an error with the disconnect reason it counts as.
-type reasonError struct {
-	reason string
-	err    error
-}
-
-func (e *reasonError) Error() string { return e.err.Error() }
 
 func protocolError(format string, args ...any) error {
-	return &reasonError{ReasonProtocol, fmt.Errorf(format, args...)}
+	return endpoint.Errorf(ReasonProtocol, format, args...)
 }
 
 // handshake greets the peer as a SUB socket, expects a PUB or XPUB and
@@ -157,11 +157,7 @@ func (c *conn) handshake() error {
 	if err := c.w.Flush(); err != nil {
 		return err
 	}
-	var peer [zmtp.GreetingSize]byte
-	if _, err := io.ReadFull(c.r, peer[:]); err != nil {
-		return err
-	}
-	if err := zmtp.CheckGreeting(peer[:]); err != nil {
+	if err := zmtp.ReadGreeting(c.r); err != nil {
 		return err
 	}
 	flags, body, err := c.readCommand()
@@ -206,9 +202,12 @@ func (c *conn) readMessage() error {
 	var (
 		frames [2][]byte
 		count  int
-		size   int64
-		limit  = c.srv.opts.MaxMessageBytes
-		b      = c.srv.budget
+		// frames[0] is in c.topic until the body's buffer takes it
+		topicInScratch bool
+		pooled         *[]byte // the buffer of frames[0] and [1], if pooled
+		size           int64
+		limit          = c.srv.opts.MaxMessageBytes
+		b              = c.srv.budget
 		// A REQ peer's message starts with an empty delimiter frame.
 		delimiter = c.confirm != nil && c.confirm.req
 	)
@@ -223,7 +222,7 @@ func (c *conn) readMessage() error {
 		if err != nil {
 			return err
 		}
-		c.heard.Store(true)
+		c.Heard()
 		if flags&zmtp.FlagCommand != 0 {
 			if count > 0 {
 				return protocolError("command inside a message")
@@ -245,7 +244,7 @@ func (c *conn) readMessage() error {
 		// with more to come, is refused before it is read: the message can
 		// only be oversize, and its sender is cut off (as libzmq does).
 		if n > uint64(limit) || (more && size+int64(n) > limit) {
-			return &reasonError{ReasonOversize, fmt.Errorf("message over %d bytes", limit)}
+			return endpoint.Errorf(ReasonOversize, "message over %d bytes", limit)
 		}
 		size += int64(n)
 		if count >= 2 || size > limit {
@@ -255,21 +254,52 @@ func (c *conn) readMessage() error {
 				return err
 			}
 		} else {
-			if err := b.reserve(c, int64(n), true); err != nil {
+			// A short topic waits in c.topic; its body then takes one
+			// buffer for both, charged whole if pooled.
+			scratch := count == 0 && more && n <= maxScratchTopic
+			join := count == 1 && topicInScratch
+			charge := int64(n)
+			if join {
+				_, size := bufferClass(len(frames[0]) + int(n))
+				charge = int64(size - len(frames[0]))
+			}
+			if err := b.reserve(c, charge, true); err != nil {
 				return err
 			}
-			frames[count] = make([]byte, n)
-			if _, err := io.ReadFull(c.r, frames[count]); err != nil {
+			var dst []byte
+			switch {
+			case scratch:
+				dst, topicInScratch = c.topic[:n], true
+			case join:
+				t := len(frames[0])
+				var buf []byte
+				buf, pooled = getBuffer(t + int(n))
+				copy(buf, frames[0])
+				frames[0], dst, topicInScratch = buf[:t:t], buf[t:], false
+			default:
+				dst = make([]byte, n)
+			}
+			if _, err := io.ReadFull(c.r, dst); err != nil {
 				return err
 			}
+			frames[count] = dst
 		}
 		count++
 		if !more {
 			break
 		}
 	}
-	c.srv.push(c, Message{Topic: frames[0], Body: frames[1], Frames: count, Size: int(size)})
+	if topicInScratch { // no body stored: an oversize message, kept for its drop
+		frames[0] = bytes.Clone(frames[0])
+	}
+	// What its frames hold moves from the unfinished message to the queue.
+	held := c.partial
+	c.partial = 0
+	c.read = append(c.read, Message{Topic: frames[0], Body: frames[1], Frames: count, Size: int(size), conn: c, held: held, buf: pooled})
 	stored = true
+	if len(c.read) == maxReadBatch {
+		c.flush()
+	}
 	return nil
 }
 
@@ -285,7 +315,7 @@ func (c *conn) command(flags byte, n uint64) error {
 	}
 	name, data, err := zmtp.ParseCommand(body)
 	if err != nil {
-		return &reasonError{ReasonProtocol, err}
+		return &endpoint.ReasonError{Reason: ReasonProtocol, Err: err}
 	}
 	if name == "PING" {
 		return c.writeCommand(zmtp.PongCommand(data))
@@ -299,25 +329,4 @@ func (c *conn) writeCommand(body []byte) error {
 	c.nc.SetWriteDeadline(time.Now().Add(c.writeTimeout()))
 	zmtp.WriteFrame(c.w, zmtp.FlagCommand, body)
 	return c.w.Flush()
-}
-
-// heartbeat runs every interval on a timer: it pings the peer (its PONG is
-// a word from it even when it has nothing to send) and gives up a peer
-// silent for three intervals. A flag the reader sets, not a read deadline
-// per frame, keeps clock reads and timer updates off the message path.
-func (c *conn) heartbeat() {
-	if c.isGone() {
-		return
-	}
-	if c.heard.Swap(false) {
-		c.silent = 0
-	} else if c.silent++; c.silent >= 3 {
-		c.close(ReasonTimeout)
-		return
-	}
-	if c.writeCommand(zmtp.PingCommand) != nil {
-		c.close(ReasonTimeout)
-		return
-	}
-	c.ping.Reset(c.srv.opts.HeartbeatInterval)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
@@ -26,7 +27,7 @@ func FuzzReadMessage(f *testing.F) {
 	f.Add([]byte{zmtp.FlagMore, 1, 't', 0, 2, '{', '}'}, true)
 	const limit = 64
 	f.Fuzz(func(t *testing.T, data []byte, req bool) {
-		s, err := Listen(Options{MaxMessageBytes: limit, BudgetBytes: 1 << 20, HandshakeTimeout: time.Second})
+		s, err := Listen(Options{MaxMessageBytes: limit, Budget: membudget.New(1 << 20), HandshakeTimeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,17 +36,19 @@ func FuzzReadMessage(f *testing.F) {
 		defer peer.Close()
 		go func() { peer.Write(data); peer.Close() }()
 		go io.Copy(io.Discard, peer) // PONGs
-		c := &conn{srv: s, nc: ours, r: bufio.NewReader(ours), w: bufio.NewWriter(ours), gone: make(chan struct{})}
+		c := &conn{srv: s, nc: ours, r: bufio.NewReader(ours), w: bufio.NewWriter(ours)}
+		c.Init(ours)
 		if req {
 			c.confirm = newConfirmConn()
 			c.confirm.req = true
 		}
-		if err := s.budget.join(c, c.cost()); err != nil {
+		if err := s.budget.join(c, c.fixedCost()); err != nil {
 			t.Fatal(err)
 		}
 		for c.readMessage() == nil {
 		}
-		c.close(ReasonPeerClosed)
+		c.flush()
+		c.Close(ReasonPeerClosed)
 		s.budget.leave(c)
 		buf := make([]Message, 8)
 		for n := s.Take(buf, 1<<20); n > 0; n = s.Take(buf, 1<<20) {
@@ -56,7 +59,7 @@ func FuzzReadMessage(f *testing.F) {
 			}
 			s.Release(buf[:n])
 		}
-		if held := s.Held(); held != 0 {
+		if held := s.opts.Budget.Used(); held != 0 {
 			t.Fatalf("budget still holds %d bytes", held)
 		}
 	})

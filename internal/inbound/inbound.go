@@ -5,20 +5,20 @@
 // grow a libzmq SUB socket without bound. Here each PUB producer is read by
 // its own goroutine that checks a message's size before it reads a frame
 // body, stores only the two frames a fedmsg message has, and holds what it
-// reads within one byte budget shared fairly by all connections. Complete
-// messages wait in one queue that the forwarding loop takes in batches.
+// reads within the relay's one byte budget (membudget), shared fairly by
+// all connections and the rest of the relay. Complete messages wait in one
+// queue that the forwarding loop takes in batches.
 package inbound
 
 import (
 	"bufio"
-	"context"
 	"errors"
-	"fmt"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 )
 
 // Options configure the listener.
@@ -32,8 +32,10 @@ type Options struct {
 	// message is answered through Reply.
 	ConfirmEndpoints []string
 
-	MaxMessageBytes   int64 // all frames of one message together
-	BudgetBytes       int64 // everything held inbound, all connections together
+	MaxMessageBytes int64 // all frames of one message together
+	// Budget is the relay's byte budget, which every connection's bytes
+	// are charged to and whose fair share bounds each connection.
+	Budget            *membudget.Budget
 	MaxConnections    int
 	HandshakeTimeout  time.Duration
 	HeartbeatInterval time.Duration
@@ -42,34 +44,20 @@ type Options struct {
 	// Notify is called when the queue of complete messages becomes
 	// non-empty after a Take found it empty. It must not block.
 	Notify func()
-	// Event reports connections accepted and ended. It must not block.
+	// Event reports connections accepted and ended, and confirm replies
+	// dropped. It must not block.
 	Event func(Event)
 }
 
-// EventKind says what happened to a connection.
-type EventKind int
-
-// Connection events.
-const (
-	Accepted        EventKind = iota // a TCP connection, before the handshake
-	HandshakeFailed                  // it ended before the handshake finished; Reason says why
-	Disconnected                     // it ended (after HandshakeFailed, if so); Reason says why
-	ReplyDropped                     // a confirm reply was not sent: its client had left or stopped reading
-)
-
-// Event is one connection event.
-type Event struct {
-	Kind    EventKind
-	Reason  string
-	Confirm bool // on a confirm endpoint
-}
+// Event is one connection event; Confirm says it is a confirming client's.
+type Event = endpoint.Event
 
 // Disconnect reasons: a fixed set, so they can be metric labels.
 const (
-	ReasonPeerClosed = "peer_closed"
+	ReasonPeerClosed = endpoint.ReasonPeerClosed
 	ReasonHandshake  = "handshake"
 	ReasonProtocol   = "protocol"
-	ReasonTimeout    = "timeout"
+	ReasonTimeout    = endpoint.ReasonTimeout
 	ReasonOversize   = "oversize"
 	ReasonOverShare  = "over_share"
 	ReasonTooMany    = "too_many_connections"
@@ -94,8 +82,17 @@ type Message struct {
 	Frames      int
 	Size        int
 	conn        *conn
-	held        int64 // budget bytes, released by Release
+	held        int64   // budget bytes, released by Release
+	buf         *[]byte // Topic's and Body's buffer, pooled: Release gives it back
 }
+
+// readBufferSize is a connection's read buffer: one read from the socket
+// takes up to this much, several messages of the usual size. A producer
+// that keeps it full gets streamBufferSize, if the budget has room.
+const (
+	readBufferSize   = 8 << 10
+	streamBufferSize = 64 << 10
+)
 
 // Server accepts producers and confirming clients on every endpoint until Stop.
 type Server struct {
@@ -104,7 +101,7 @@ type Server struct {
 	budget    *budget
 	wg        sync.WaitGroup
 
-	// Guarded by budget.mu.
+	mu       sync.Mutex // taken once per read from a socket, not per message
 	pending  []Message
 	head     int
 	armed    bool // a Take found the queue empty: the next push notifies
@@ -121,9 +118,12 @@ func Listen(o Options) (_ *Server, err error) {
 	if o.Event == nil {
 		o.Event = func(Event) {}
 	}
+	if o.Budget == nil {
+		return nil, errors.New("inbound: no byte budget given")
+	}
 	// A connection may always hold one whole message of the largest size.
 	floor := o.MaxMessageBytes + connCost
-	s := &Server{opts: o, budget: newBudget(o.BudgetBytes, floor, max(o.HandshakeTimeout, time.Second)), connSet: map[*conn]struct{}{}}
+	s := &Server{opts: o, budget: newBudget(o.Budget, floor, max(o.HandshakeTimeout, time.Second)), connSet: map[*conn]struct{}{}}
 	defer func() {
 		if err != nil {
 			s.Stop()
@@ -131,7 +131,7 @@ func Listen(o Options) (_ *Server, err error) {
 	}()
 	for confirm, eps := range [][]string{o.Endpoints, o.ConfirmEndpoints} {
 		for _, ep := range eps {
-			l, err := s.listen(ep)
+			l, err := endpoint.Listen(ep, endpoint.Options{Inherited: o.Inherited, IPv6: o.IPv6, TCPKeepalive: o.TCPKeepalive})
 			if err != nil {
 				return nil, err
 			}
@@ -151,90 +151,19 @@ type listener struct {
 	confirm bool
 }
 
-// listen opens ep, on the inherited listening socket if there is one.
-func (s *Server) listen(ep string) (net.Listener, error) {
-	if fd, ok := s.opts.Inherited[ep]; ok {
-		f := os.NewFile(uintptr(fd), ep)
-		l, err := net.FileListener(f) // a dup: systemd's descriptor stays ours to keep
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("adopt inherited fd %d for %s: %w", fd, ep, err)
-		}
-		return l, nil
-	}
-	lc := net.ListenConfig{KeepAlive: -1}
-	if s.opts.TCPKeepalive {
-		lc.KeepAlive = 0 // the system's defaults, as libzmq's ZMQ_TCP_KEEPALIVE=1
-	}
-	network, addr, err := splitEndpoint(ep, s.opts.IPv6)
-	if err != nil {
-		return nil, err
-	}
-	if network == "unix" {
-		removeStaleSocket(addr)
-	}
-	l, err := lc.Listen(context.Background(), network, addr)
-	if err != nil {
-		return nil, fmt.Errorf("bind %s: %w", ep, err)
-	}
-	return l, nil
-}
-
-// splitEndpoint maps a ZeroMQ endpoint to a Go network and address.
-func splitEndpoint(ep string, ipv6 bool) (network, addr string, err error) {
-	if path, ok := strings.CutPrefix(ep, "ipc://"); ok {
-		return "unix", path, nil
-	}
-	hostport, ok := strings.CutPrefix(ep, "tcp://")
-	if !ok {
-		return "", "", fmt.Errorf("bind %s: unsupported endpoint (want tcp:// or ipc://)", ep)
-	}
-	host, port, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return "", "", fmt.Errorf("bind %s: %w", ep, err)
-	}
-	network = "tcp4"
-	if ipv6 || strings.Contains(host, ":") {
-		network = "tcp"
-	}
-	if host == "*" {
-		host = ""
-	}
-	return network, net.JoinHostPort(host, port), nil
-}
-
-// removeStaleSocket removes a socket file left by an earlier run, as libzmq
-// does before it binds an ipc:// endpoint; anything else is left to fail.
-func removeStaleSocket(path string) {
-	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
-		os.Remove(path)
-	}
-}
-
 func (s *Server) accept(l listener) {
 	defer s.wg.Done()
-	for {
-		nc, err := l.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// fd exhaustion and the like: do not spin.
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		s.start(nc, l.confirm)
-	}
+	endpoint.Accept(l, func(nc net.Conn) { s.start(nc, l.confirm) })
 }
 
 func (s *Server) start(nc net.Conn, confirm bool) {
-	c := &conn{srv: s, nc: nc, gone: make(chan struct{})}
+	c := &conn{srv: s, nc: nc}
+	c.Init(nc)
 	if confirm {
 		c.confirm = newConfirmConn()
 	}
-	s.event(Event{Kind: Accepted, Confirm: confirm})
-	b := s.budget
-	b.mu.Lock()
+	s.event(Event{Kind: endpoint.Accepted, Confirm: confirm})
+	s.mu.Lock()
 	refuse := ""
 	switch {
 	case s.stopped:
@@ -245,32 +174,32 @@ func (s *Server) start(nc net.Conn, confirm bool) {
 		s.numConns++
 		s.connSet[c] = struct{}{}
 	}
-	b.mu.Unlock()
+	s.mu.Unlock()
 	if refuse != "" {
 		nc.Close()
-		s.event(Event{Kind: Disconnected, Reason: refuse, Confirm: confirm})
+		s.event(Event{Kind: endpoint.Disconnected, Reason: refuse, Confirm: confirm})
 		return
 	}
-	c.r = bufio.NewReaderSize(notifyingReader{c}, 8<<10)
+	c.r = bufio.NewReaderSize(flushingReader{c}, readBufferSize)
 	c.w = bufio.NewWriterSize(nc, 256)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		reason := c.serve()
-		c.flushNotify()
-		c.close(reason)
-		b.leave(c)
+		c.flush()
+		c.Close(reason)
+		s.budget.leave(c)
 		s.forget(c)
 		if !c.handshaken {
-			s.event(Event{Kind: HandshakeFailed, Reason: reason, Confirm: confirm})
+			s.event(Event{Kind: endpoint.HandshakeFailed, Reason: reason, Confirm: confirm})
 		}
-		s.event(Event{Kind: Disconnected, Reason: reason, Confirm: confirm})
+		s.event(Event{Kind: endpoint.Disconnected, Reason: reason, Confirm: confirm})
 	}()
 }
 
 func (s *Server) forget(c *conn) {
-	s.budget.mu.Lock()
-	defer s.budget.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if _, ok := s.connSet[c]; ok {
 		delete(s.connSet, c)
 		s.numConns--
@@ -279,19 +208,17 @@ func (s *Server) forget(c *conn) {
 
 func (s *Server) event(e Event) { s.opts.Event(e) }
 
-// push queues a complete message: what its frames hold moves from the
-// connection's unfinished message to its queue.
-func (s *Server) push(c *conn, m Message) {
-	b := s.budget
-	m.conn, m.held = c, c.partial
-	b.mu.Lock()
-	c.queued += c.partial
-	c.partial = 0
-	s.pending = append(s.pending, m)
-	if s.armed { // delivered before the reader next waits for the peer
-		c.notify, s.armed = true, false
+// push adds the messages a connection read to the queue, and tells the
+// forwarding loop if it found the queue empty since it was last told.
+func (s *Server) push(msgs []Message) {
+	s.mu.Lock()
+	s.pending = append(s.pending, msgs...)
+	notify := s.armed
+	s.armed = false
+	s.mu.Unlock()
+	if notify {
+		s.opts.Notify()
 	}
-	b.mu.Unlock()
 }
 
 // Take moves up to len(dst) queued messages, and not many more than
@@ -299,9 +226,8 @@ func (s *Server) push(c *conn, m Message) {
 // messages stay counted in the budget until Release. When the queue is
 // empty, the next message queued calls Notify.
 func (s *Server) Take(dst []Message, maxBytes int) int {
-	b := s.budget
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	n, bytes := 0, 0
 	for n < len(dst) && s.head < len(s.pending) && (n == 0 || bytes < maxBytes) {
 		m := s.pending[s.head]
@@ -321,26 +247,40 @@ func (s *Server) Take(dst []Message, maxBytes int) int {
 }
 
 // Release returns the budget taken messages held, once the caller no
-// longer needs their bytes.
+// longer needs their bytes (their buffers are reused): one release of the
+// shared budget for them all.
 func (s *Server) Release(msgs []Message) {
-	b := s.budget
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	var total, run int64 // run: what the last connection's consecutive messages held
+	var last *conn
 	for i := range msgs {
 		m := &msgs[i]
-		m.conn.queued -= m.held
-		b.releaseLocked(m.conn, m.held)
+		if m.conn != last {
+			if last != nil {
+				last.released.Add(run)
+			}
+			last, run = m.conn, 0
+		}
+		run += m.held
+		total += m.held
+		putBuffer(m.buf)
 		*m = Message{}
+	}
+	if last != nil {
+		last.released.Add(run)
+	}
+	if total > 0 {
+		s.budget.shared.Release(total)
 	}
 }
 
-// Held is how many bytes the budget holds now.
-func (s *Server) Held() int64 { return s.budget.Used() }
+// Held is how many bytes the producers connected hold of the budget now
+// (for tests; the budget's Used counts everything).
+func (s *Server) Held() int64 { return s.budget.connected() }
 
 // Connections is how many producers are connected (handshakes included).
 func (s *Server) Connections() int {
-	s.budget.mu.Lock()
-	defer s.budget.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	return s.numConns
 }
 
@@ -350,15 +290,15 @@ func (s *Server) Stop() {
 	for _, l := range s.listeners {
 		l.Close()
 	}
-	s.budget.mu.Lock()
+	s.mu.Lock()
 	s.stopped = true
 	conns := make([]*conn, 0, len(s.connSet))
 	for c := range s.connSet {
 		conns = append(conns, c)
 	}
-	s.budget.mu.Unlock()
+	s.mu.Unlock()
 	for _, c := range conns {
-		c.close(ReasonShutdown)
+		c.Close(ReasonShutdown)
 	}
 	s.wg.Wait()
 }
@@ -370,8 +310,8 @@ func (s *Server) Stop() {
 // are left to close once answered. It returns how many producers and
 // confirming clients are still connected.
 func (s *Server) HalfClose() int {
-	s.budget.mu.Lock()
-	defer s.budget.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	for c := range s.connSet {
 		if c.confirm != nil {
 			continue

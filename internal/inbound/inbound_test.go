@@ -13,42 +13,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
+	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
 	"github.com/fedora-infra/fedmsg-relay/internal/testutil"
 	"github.com/fedora-infra/fedmsg-relay/internal/zmtp"
 )
 
-// recorder collects connection events.
-type recorder struct {
-	mu     sync.Mutex
-	events []Event
-}
-
-func (r *recorder) add(e Event) { r.mu.Lock(); r.events = append(r.events, e); r.mu.Unlock() }
-
-func (r *recorder) all() []Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]Event(nil), r.events...)
-}
-
-func (r *recorder) count(kind EventKind, reason string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.events {
-		if e.Kind == kind && (reason == "" || e.Reason == reason) {
-			n++
-		}
-	}
-	return n
-}
-
-func listen(t *testing.T, mutate func(*Options)) (*Server, string, *recorder) {
+func listen(t testing.TB, mutate func(*Options)) (*Server, string, *testutil.Events) {
 	t.Helper()
 	ep := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
-	rec := &recorder{}
-	o := Options{Endpoints: []string{ep}, MaxMessageBytes: 64 << 10, BudgetBytes: 4 << 20,
-		MaxConnections: 64, HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 10 * time.Second, Event: rec.add}
+	rec := &testutil.Events{}
+	o := Options{Endpoints: []string{ep}, MaxMessageBytes: 64 << 10, Budget: membudget.New(4 << 20),
+		MaxConnections: 64, HandshakeTimeout: 2 * time.Second, HeartbeatInterval: 10 * time.Second, Event: rec.Add}
 	if mutate != nil {
 		mutate(&o)
 	}
@@ -68,9 +44,10 @@ func collect(t *testing.T, s *Server, want int, within time.Duration) []Message 
 	deadline := time.Now().Add(within)
 	for len(got) < want && time.Now().Before(deadline) {
 		n := s.Take(buf, 1<<20)
-		for _, m := range buf[:n] {
+		for _, m := range buf[:n] { // copied: Release reuses their buffers
 			c := m
-			c.conn, c.held = nil, 0
+			c.conn, c.held, c.buf = nil, 0, nil
+			c.Topic, c.Body = bytes.Clone(m.Topic), bytes.Clone(m.Body)
 			got = append(got, c)
 		}
 		s.Release(buf[:n])
@@ -117,8 +94,8 @@ ctx.term()
 	if m := got[200]; string(m.Topic) != "three" || string(m.Body) != "frames" || m.Frames != 3 || m.Size != 15 {
 		t.Errorf("three-frame message = %q %q frames %d size %d", m.Topic, m.Body, m.Frames, m.Size)
 	}
-	waitFor(t, "the oversize sender's disconnect", func() bool { return rec.count(Disconnected, ReasonOversize) == 1 })
-	waitFor(t, "the budget to be released", func() bool { return s.Held() == 0 })
+	waitFor(t, "the oversize sender's disconnect", func() bool { return rec.Count(endpoint.Disconnected, ReasonOversize) == 1 })
+	waitFor(t, "the budget to be released", func() bool { return s.opts.Budget.Used() == 0 })
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -133,13 +110,13 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // rawPeer does a PUB handshake by hand, for what libzmq would never send.
-func rawPeer(t *testing.T, ep string) net.Conn {
+func rawPeer(t testing.TB, ep string) net.Conn {
 	t.Helper()
 	return rawPeerAs(t, ep, "PUB")
 }
 
 // rawPeerAs does the handshake of a socketType peer by hand.
-func rawPeerAs(t *testing.T, ep, socketType string) net.Conn {
+func rawPeerAs(t testing.TB, ep, socketType string) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", ep[len("tcp://"):])
 	if err != nil {
@@ -167,10 +144,10 @@ func frameHeader(flags byte, n int) []byte {
 // through.
 func TestEndlessMultipartStaysInBudget(t *testing.T) {
 	const budget = 2 << 20
-	s, ep, rec := listen(t, func(o *Options) { o.BudgetBytes = budget; o.MaxMessageBytes = 256 << 10 })
+	s, ep, rec := listen(t, func(o *Options) { o.Budget = membudget.New(budget); o.MaxMessageBytes = 256 << 10 })
 	frame := bytes.Repeat([]byte("m"), 60<<10)
 	var wg sync.WaitGroup
-	stopSampling := testutil.SamplePeak(time.Millisecond, s.Held)
+	stopSampling := testutil.SamplePeak(time.Millisecond, s.opts.Budget.Used)
 	for range 20 {
 		c := rawPeer(t, ep)
 		wg.Add(1)
@@ -190,10 +167,10 @@ func TestEndlessMultipartStaysInBudget(t *testing.T) {
 	// Each is cut off as its message passes the limit, or evicted earlier
 	// for others while the budget is full.
 	waitFor(t, "20 disconnects", func() bool {
-		return rec.count(Disconnected, ReasonOversize)+rec.count(Disconnected, ReasonOverShare) == 20
+		return rec.Count(endpoint.Disconnected, ReasonOversize)+rec.Count(endpoint.Disconnected, ReasonOverShare) == 20
 	})
-	if rec.count(Disconnected, ReasonOversize) == 0 {
-		t.Errorf("no oversize disconnect: %+v", rec.all())
+	if rec.Count(endpoint.Disconnected, ReasonOversize) == 0 {
+		t.Errorf("no oversize disconnect: %+v", rec.All())
 	}
 	// A good peer after all that.
 	c := rawPeer(t, ep)
@@ -210,7 +187,7 @@ func TestEndlessMultipartStaysInBudget(t *testing.T) {
 // the budget never overflows.
 func TestStalledPeersAreEvictedForOthers(t *testing.T) {
 	const budget = 1 << 20
-	s, ep, rec := listen(t, func(o *Options) { o.BudgetBytes = budget; o.MaxMessageBytes = 200 << 10 })
+	s, ep, rec := listen(t, func(o *Options) { o.Budget = membudget.New(budget); o.MaxMessageBytes = 200 << 10 })
 	// Four peers each start a 190 KiB message and stall after most of it.
 	for range 4 {
 		c := rawPeer(t, ep)
@@ -227,13 +204,13 @@ func TestStalledPeersAreEvictedForOthers(t *testing.T) {
 	}
 	got := collect(t, s, 12, 20*time.Second)
 	if len(got) != 12 {
-		t.Fatalf("got %d of the good peers' 12 messages; held %d; events %+v", len(got), s.Held(), rec.all())
+		t.Fatalf("got %d of the good peers' 12 messages; held %d; events %+v", len(got), s.Held(), rec.All())
 	}
-	if held := s.Held(); held > budget {
+	if held := s.opts.Budget.Used(); held > budget {
 		t.Errorf("held %d > budget %d", held, budget)
 	}
-	if rec.count(Disconnected, ReasonOverShare) == 0 {
-		t.Errorf("no stalled peer was evicted: %+v", rec.all())
+	if rec.Count(endpoint.Disconnected, ReasonOverShare) == 0 {
+		t.Errorf("no stalled peer was evicted: %+v", rec.All())
 	}
 }
 
@@ -266,11 +243,11 @@ func TestPingAndHandshakeFailures(t *testing.T) {
 	}
 	defer garbage.Close()
 	garbage.Write(bytes.Repeat([]byte("GET / HTTP/1.0\r\n"), 8))
-	waitFor(t, "two failed handshakes", func() bool { return rec.count(HandshakeFailed, "") == 2 })
-	if rec.count(HandshakeFailed, ReasonTimeout) != 1 {
-		t.Errorf("events %+v: want one handshake timeout", rec.all())
+	waitFor(t, "two failed handshakes", func() bool { return rec.Count(endpoint.HandshakeFailed, "") == 2 })
+	if rec.Count(endpoint.HandshakeFailed, ReasonTimeout) != 1 {
+		t.Errorf("events %+v: want one handshake timeout", rec.All())
 	}
-	if n := rec.count(Disconnected, ""); n != 2 {
+	if n := rec.Count(endpoint.Disconnected, ""); n != 2 {
 		t.Errorf("%d disconnects, want the two failed handshakes", n)
 	}
 	if s.Connections() != 1 {
@@ -305,7 +282,7 @@ func TestHeartbeat(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "the silent peer's timeout", func() bool { return rec.count(Disconnected, ReasonTimeout) == 1 })
+	waitFor(t, "the silent peer's timeout", func() bool { return rec.Count(endpoint.Disconnected, ReasonTimeout) == 1 })
 	if _, err := io.ReadAll(silent); err != nil { // closed by the relay: EOF
 		t.Errorf("silent peer: %v", err)
 	}
@@ -369,7 +346,7 @@ func TestInheritedAndIPCEndpoints(t *testing.T) {
 func TestBackpressureIsNotADisconnect(t *testing.T) {
 	const budget, n = 1 << 20, 300
 	s, ep, rec := listen(t, func(o *Options) {
-		o.BudgetBytes, o.MaxMessageBytes, o.HandshakeTimeout = budget, 64<<10, 300*time.Millisecond
+		o.Budget, o.MaxMessageBytes, o.HandshakeTimeout = membudget.New(budget), 64<<10, 300*time.Millisecond
 	})
 	c := rawPeer(t, ep)
 	sent := make(chan error, 1)
@@ -385,7 +362,7 @@ func TestBackpressureIsNotADisconnect(t *testing.T) {
 	}()
 	waitFor(t, "the budget to fill", func() bool { return s.Held() > budget-20<<10 })
 	time.Sleep(2500 * time.Millisecond) // past the grace period (1 s)
-	if ev := rec.all(); rec.count(Disconnected, "") > 0 {
+	if ev := rec.All(); rec.Count(endpoint.Disconnected, "") > 0 {
 		t.Fatalf("disconnected while pushed back: %+v", ev)
 	}
 	got := collect(t, s, n, 20*time.Second)
@@ -399,5 +376,81 @@ func TestBackpressureIsNotADisconnect(t *testing.T) {
 	}
 	if err := <-sent; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Inbound shares the relay's one budget: while another holder (subscribers'
+// queues, the bridge's hand-off) has most of it, a producer is read only
+// into what is left, past the grace period without a disconnect, and goes
+// on once the other holder gives its bytes back.
+func TestAnotherHolderLeavesInboundLessRoom(t *testing.T) {
+	const limit, other, n = 1 << 20, 800 << 10, 100
+	shared := membudget.New(limit)
+	if !shared.Reserve(other) {
+		t.Fatal("the other holder's reserve failed")
+	}
+	s, ep, rec := listen(t, func(o *Options) {
+		o.Budget, o.MaxMessageBytes, o.HandshakeTimeout = shared, 64<<10, 300*time.Millisecond
+	})
+	stopSampling := testutil.SamplePeak(time.Millisecond, shared.Used)
+	c := rawPeer(t, ep)
+	sent := make(chan error, 1)
+	go func() {
+		var b bytes.Buffer
+		for i := range n {
+			body := fmt.Sprintf("%d %s", i, bytes.Repeat([]byte("o"), 10<<10))
+			b.Write(append([]byte{zmtp.FlagMore, 1}, 't'))
+			b.Write(append(frameHeader(0, len(body)), body...))
+		}
+		_, err := c.Write(b.Bytes())
+		sent <- err
+	}()
+	waitFor(t, "inbound to fill what is left", func() bool { return s.Held() > limit-other-30<<10 })
+	time.Sleep(1500 * time.Millisecond) // past the grace period (1 s)
+	if held := s.Held(); held > limit-other {
+		t.Errorf("inbound holds %d bytes, more than the %d the other holder left", held, limit-other)
+	}
+	if peak := stopSampling(); peak > limit {
+		t.Errorf("the budget held %d bytes at peak, limit %d", peak, limit)
+	}
+	if ev := rec.All(); rec.Count(endpoint.Disconnected, "") > 0 {
+		t.Fatalf("disconnected while the other holder had the room: %+v", ev)
+	}
+	shared.Release(other)
+	got := collect(t, s, n, 20*time.Second)
+	if len(got) != n {
+		t.Fatalf("got %d of %d messages once the room was given back", len(got), n)
+	}
+	for i, m := range got {
+		if !bytes.HasPrefix(m.Body, []byte(fmt.Sprintf("%d ", i))) {
+			t.Fatalf("message %d is %.10q", i, m.Body)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitFor(t, "the budget to be released", func() bool { return shared.Used() == 0 })
+}
+
+// A topic waits in the connection's scratch space until its body is read;
+// a message whose last frame makes it oversize (its body never stored, the
+// message kept for the relay to drop and count) keeps its own topic after
+// the next message reuses that space.
+func TestOversizeMessageKeepsItsTopic(t *testing.T) {
+	s, ep, _ := listen(t, func(o *Options) { o.MaxMessageBytes = 1 << 10 })
+	c := rawPeer(t, ep)
+	var b bytes.Buffer
+	b.Write(append([]byte{zmtp.FlagMore, 5}, "first"...))
+	b.Write(append(frameHeader(0, 1020), bytes.Repeat([]byte("x"), 1020)...)) // 1025 bytes in all
+	b.Write(append([]byte{zmtp.FlagMore, 6}, "second"...))
+	b.Write(append([]byte{0, 4}, "body"...))
+	if _, err := c.Write(b.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	got := collect(t, s, 2, 10*time.Second)
+	if len(got) != 2 || string(got[0].Topic) != "first" || got[0].Body != nil || got[0].Size != 1025 ||
+		string(got[1].Topic) != "second" || string(got[1].Body) != "body" {
+		t.Fatalf("got %+v", got)
 	}
 }

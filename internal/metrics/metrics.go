@@ -54,6 +54,13 @@ type family struct {
 	name, help string
 	kind       kind
 	series     []series
+	collect    func() []Sample // series listed at scrape time, after the fixed ones
+}
+
+// Sample is one series a collector lists at scrape time.
+type Sample struct {
+	Labels []string // label pairs ("key", "value", ...)
+	Value  float64
 }
 
 // Registry holds named metric families. Registration takes a lock; updates do not.
@@ -93,6 +100,27 @@ func (r *Registry) GaugeFunc(name, help string, fn func() float64, labelPairs ..
 	r.register(name, help, kindGauge, labelPairs, fn, nil)
 }
 
+// CounterFunc registers a counter whose value is read at scrape time from a
+// count kept elsewhere.
+func (r *Registry) CounterFunc(name, help string, fn func() float64, labelPairs ...string) {
+	r.register(name, help, kindCounter, labelPairs, fn, nil)
+}
+
+// Collect registers a family whose series come and go (one per connected
+// peer, say): fn lists them at each scrape. The caller bounds how many.
+func (r *Registry) Collect(name, help string, counter bool, fn func() []Sample) {
+	k := kindGauge
+	if counter {
+		k = kindCounter
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.families[name]; ok {
+		panic(fmt.Sprintf("metrics: %s registered twice", name))
+	}
+	r.families[name] = &family{name: name, help: help, kind: k, collect: fn}
+}
+
 func (r *Registry) register(name, help string, k kind, labelPairs []string, value func() float64, owner any) any {
 	if len(labelPairs)%2 != 0 {
 		panic(fmt.Sprintf("metrics: %s: odd number of label strings", name))
@@ -110,7 +138,7 @@ func (r *Registry) register(name, help string, k kind, labelPairs []string, valu
 		f = &family{name: name, help: help, kind: k}
 		r.families[name] = f
 	}
-	if f.kind != k {
+	if f.kind != k || f.collect != nil {
 		panic(fmt.Sprintf("metrics: %s registered as %s and %s", name, f.kind, k))
 	}
 	f.series = append(f.series, series{labels: labels, value: value})
@@ -148,7 +176,7 @@ func (r *Registry) WriteText(w io.Writer) error {
 	fams := make([]family, 0, len(names))
 	for _, n := range names {
 		f := r.families[n]
-		fams = append(fams, family{name: f.name, help: f.help, kind: f.kind, series: append([]series(nil), f.series...)})
+		fams = append(fams, family{name: f.name, help: f.help, kind: f.kind, series: append([]series(nil), f.series...), collect: f.collect})
 	}
 	r.mu.Unlock()
 
@@ -158,6 +186,14 @@ func (r *Registry) WriteText(w io.Writer) error {
 		}
 		for _, s := range f.series {
 			if _, err := fmt.Fprintf(w, "%s%s %s\n", f.name, s.labels, strconv.FormatFloat(s.value(), 'f', -1, 64)); err != nil {
+				return err
+			}
+		}
+		if f.collect == nil {
+			continue
+		}
+		for _, s := range f.collect() {
+			if _, err := fmt.Fprintf(w, "%s%s %s\n", f.name, renderLabels(s.Labels), strconv.FormatFloat(s.Value, 'f', -1, 64)); err != nil {
 				return err
 			}
 		}

@@ -77,3 +77,38 @@ func TestHandler(t *testing.T) {
 		t.Errorf("/healthz when unhealthy = %d %q", code, body)
 	}
 }
+
+func TestCollectListsSeriesAtScrape(t *testing.T) {
+	r := NewRegistry()
+	peers := map[string]float64{"10.0.0.1:5000": 3}
+	r.Collect("relay_peer_dropped_total", "Dropped per peer.", true, func() []Sample {
+		var out []Sample
+		for p, v := range peers {
+			out = append(out, Sample{Labels: []string{"peer", p}, Value: v})
+		}
+		return out
+	})
+	n := 7.0
+	r.CounterFunc("relay_sent_total", "Sent.", func() float64 { return n })
+	scrape := func() string {
+		var b strings.Builder
+		if err := r.WriteText(&b); err != nil {
+			t.Fatal(err)
+		}
+		return b.String()
+	}
+	want := `# HELP relay_peer_dropped_total Dropped per peer.
+# TYPE relay_peer_dropped_total counter
+relay_peer_dropped_total{peer="10.0.0.1:5000"} 3
+# HELP relay_sent_total Sent.
+# TYPE relay_sent_total counter
+relay_sent_total 7
+`
+	if got := scrape(); got != want {
+		t.Fatalf("got:\n%s\nwant:\n%s", got, want)
+	}
+	delete(peers, "10.0.0.1:5000") // the peer left: its series goes with it
+	if got := scrape(); strings.Contains(got, "10.0.0.1") {
+		t.Fatalf("a departed peer's series is still listed:\n%s", got)
+	}
+}

@@ -59,7 +59,7 @@ func startDurableBus(t *testing.T, engine string) *durableBus {
 	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	opts := testOptions(t)
 	opts.Confirm = []string{confirm}
-	opts.InboundEngine, opts.InboundBufferBytes, opts.MaxInboundConnections = engine, 16<<20, 100
+	opts.InboundEngine, opts.BufferBytes, opts.MaxInboundConnections = engine, 16<<20, 100
 	d := &durableBus{next: make(chan *gate, 4)}
 	d.tr = runRelay(t, opts, logtest.ForTest(t), func(r *Relay) {
 		r.SetTap(gatedTap(d.next), []string{"budget", "spool_error"})

@@ -24,7 +24,7 @@ import (
 // off, counted and logged by reason.
 func TestGoInboundEngine(t *testing.T) {
 	opts := testOptions(t)
-	opts.InboundEngine, opts.InboundBufferBytes, opts.MaxInboundConnections = transport.EngineGo, 16<<20, 100
+	opts.InboundEngine, opts.BufferBytes, opts.MaxInboundConnections = transport.EngineGo, 16<<20, 100
 	opts.MaxMessageBytes = 4096
 	var logBuf testutil.SyncBuffer
 	tr := runRelay(t, opts, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info}), nil)
@@ -91,7 +91,7 @@ func rawConfirmPeer(t *testing.T, ep string) net.Conn {
 func TestGoEngineConfirmHostileClients(t *testing.T) {
 	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	opts := testOptions(t)
-	opts.InboundEngine, opts.InboundBufferBytes, opts.MaxInboundConnections = transport.EngineGo, 1<<20, 100
+	opts.InboundEngine, opts.BufferBytes, opts.MaxInboundConnections = transport.EngineGo, 1<<20, 100
 	opts.MaxMessageBytes, opts.Confirm = 4096, []string{confirm}
 	var logBuf testutil.SyncBuffer
 	tr := runRelay(t, opts, hclog.New(&hclog.LoggerOptions{Output: &logBuf, Level: hclog.Info}), nil)
@@ -141,7 +141,7 @@ func BenchmarkConfirmRoundTrip(b *testing.B) {
 		b.Run(engine, func(b *testing.B) {
 			confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(b))
 			opts := testOptions(b)
-			opts.InboundEngine, opts.InboundBufferBytes, opts.MaxInboundConnections = engine, 16<<20, 100
+			opts.InboundEngine, opts.BufferBytes, opts.MaxInboundConnections = engine, 16<<20, 100
 			opts.Confirm = []string{confirm}
 			runRelay(b, opts, hclog.NewNullLogger(), nil)
 			conn, err := client.DialConfirmer([]string{confirm}, 5*time.Second, hclog.NewNullLogger())

@@ -182,33 +182,12 @@ func TestStalledSubscriberDoesNotStallOthers(t *testing.T) {
 	must(t, stalled.Connect(tr.outbound))
 	assertRelays(t, tr) // also joins one fast subscriber... which we do not keep
 
-	fast := newSocket(t, zmq.SUB)
-	must(t, fast.SetRcvhwm(0))
-	must(t, fast.SetSubscribe(""))
-	must(t, fast.SetRcvtimeo(50*time.Millisecond))
-	must(t, fast.Connect(tr.outbound))
-	pub := newSocket(t, zmq.PUB)
-	must(t, pub.SetSndhwm(0))
-	must(t, pub.Connect(tr.inbound))
-	// Join the fast subscriber.
-	join := fedmsgBody(testTopic, -1, "")
-	for {
-		_, _ = pub.SendMessage(testTopic, join)
-		if _, err := fast.RecvMessageBytes(0); err == nil {
-			break
-		}
-	}
-	for { // drain joins
-		if _, err := fast.RecvMessageBytes(0); err != nil {
-			break
-		}
-	}
+	fast, pub := fastSubscriber(t, tr)
 	rssBefore := rssKiB(t)
 	// Bursts below the HWM, each read by the fast subscriber before the next:
 	// any loss would be the stalled subscriber's fault.
 	const n, burst = 30000, 500
 	pad := `, "pad": "` + strings.Repeat("z", 900) + `"`
-	must(t, fast.SetRcvtimeo(3*time.Second))
 	got := 0
 	for sent := 0; sent < n; {
 		for i := 0; i < burst; i++ {
@@ -230,6 +209,34 @@ func TestStalledSubscriberDoesNotStallOthers(t *testing.T) {
 		t.Errorf("RSS grew by %d KiB while a subscriber stalled", grown)
 	}
 	tr.waitMetric(t, `fedmsg_relay_connections{side="outbound"}`, "2")
+}
+
+// fastSubscriber connects a libzmq SUB that takes everything and a PUB
+// producer to tr and returns them once messages flow from one to the other,
+// the joins sent meanwhile drained; the SUB then waits 3 s for a message.
+func fastSubscriber(t *testing.T, tr *testRelay) (*zmq.Socket, *zmq.Socket) {
+	fast := newSocket(t, zmq.SUB)
+	must(t, fast.SetRcvhwm(0))
+	must(t, fast.SetSubscribe(""))
+	must(t, fast.SetRcvtimeo(50*time.Millisecond))
+	must(t, fast.Connect(tr.outbound))
+	pub := newSocket(t, zmq.PUB)
+	must(t, pub.SetSndhwm(0))
+	must(t, pub.Connect(tr.inbound))
+	join := fedmsgBody(testTopic, -1, "")
+	for {
+		_, _ = pub.SendMessage(testTopic, join)
+		if _, err := fast.RecvMessageBytes(0); err == nil {
+			break
+		}
+	}
+	for { // drain joins
+		if _, err := fast.RecvMessageBytes(0); err != nil {
+			break
+		}
+	}
+	must(t, fast.SetRcvtimeo(3*time.Second))
+	return fast, pub
 }
 
 func rssKiB(t *testing.T) int {

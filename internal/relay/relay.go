@@ -17,6 +17,7 @@ import (
 
 	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+	"github.com/fedora-infra/fedmsg-relay/internal/outbound"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 	"github.com/fedora-infra/fedmsg-relay/internal/wire"
 )
@@ -102,6 +103,10 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) 
 		st.inboundEvent(ev)
 		disconnects.note(ev)
 	}
+	sockOpts.OutboundEvent = func(ev outbound.Event) {
+		st.outboundEvent(ev)
+		disconnects.noteOutbound(ev)
+	}
 	sockets, err := transport.Open(sockOpts)
 	if err != nil {
 		return nil, err
@@ -124,6 +129,9 @@ func New(opts Options, log hclog.Logger, reg *metrics.Registry) (*Relay, error) 
 	if err := sockets.Monitor(r.stats.connEvent); err != nil {
 		sockets.Close()
 		return nil, err
+	}
+	if out := sockets.Outbound(); out != nil {
+		registerSubscribers(reg, out)
 	}
 	reg.GaugeFunc("fedmsg_relay_backlog", "Messages that were waiting in the last receive batch.",
 		func() float64 { return float64(r.backlog.Load()) })
@@ -185,7 +193,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	r.log.Info("relaying", "inbound", strings.Join(r.opts.Inbound, ","),
 		"outbound", strings.Join(r.opts.Outbound, ","),
 		"confirm", strings.Join(r.opts.Confirm, ","), "inherited_sockets", len(r.opts.Inherited),
-		"inbound_engine", r.opts.InboundEngine)
+		"inbound_engine", r.opts.InboundEngine, "outbound_engine", r.opts.OutboundEngine)
 	r.holdForListeners(ctx)
 	for ctx.Err() == nil {
 		r.lastLoop.Store(time.Now().UnixNano())

@@ -38,14 +38,16 @@ type testRelay struct {
 func testOptions(t testing.TB) Options {
 	return Options{
 		Options: transport.Options{
-			Inbound:           []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
-			Outbound:          []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
-			MaxMessageBytes:   1 << 20,
-			InboundHWM:        10000,
-			OutboundHWM:       10000,
-			HandshakeTimeout:  10 * time.Second,
-			HeartbeatInterval: 30 * time.Second,
-			TCPKeepalive:      true,
+			Inbound:                []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
+			Outbound:               []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
+			MaxMessageBytes:        1 << 20,
+			InboundHWM:             10000,
+			OutboundHWM:            10000,
+			HandshakeTimeout:       10 * time.Second,
+			HeartbeatInterval:      30 * time.Second,
+			TCPKeepalive:           true,
+			BufferBytes:            16 << 20, // the one byte budget (Budget nil: made of this)
+			MaxOutboundConnections: 1000,
 		},
 		DrainTimeout:    time.Second,
 		DropLogInterval: 10 * time.Second,
@@ -248,7 +250,7 @@ func TestConfirmedDelivery(t *testing.T) {
 			confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 			tr := startRelay(t, func(c *Options) {
 				c.Confirm = []string{confirm}
-				c.InboundEngine, c.InboundBufferBytes, c.MaxInboundConnections = engine, 16<<20, 100
+				c.InboundEngine, c.BufferBytes, c.MaxInboundConnections = engine, 16<<20, 100
 			})
 			testConfirmedDelivery(t, tr, py, confirm, engine == transport.EngineGo)
 		})

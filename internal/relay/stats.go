@@ -6,8 +6,10 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/fedora-infra/fedmsg-relay/internal/endpoint"
 	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
 	"github.com/fedora-infra/fedmsg-relay/internal/metrics"
+	"github.com/fedora-infra/fedmsg-relay/internal/outbound"
 	"github.com/fedora-infra/fedmsg-relay/internal/transport"
 	"github.com/fedora-infra/fedmsg-relay/internal/wire"
 )
@@ -47,7 +49,7 @@ type stats struct {
 	accepted          map[transport.Side]*metrics.Counter
 	handshakeFailures map[transport.Side]*metrics.Counter
 	acceptFailures    map[transport.Side]*metrics.Counter
-	disconnects       map[string]*metrics.Counter // the Go inbound engine's, by reason
+	disconnects       map[string]*metrics.Counter // the Go engines', by reason
 	repliesDropped    map[string]*metrics.Counter // the Go engine's confirm replies not sent, by reason
 }
 
@@ -65,9 +67,9 @@ func newStats(reg *metrics.Registry) *stats {
 		disconnects:       map[string]*metrics.Counter{},
 		repliesDropped:    map[string]*metrics.Counter{},
 	}
-	for _, reason := range inbound.Reasons() {
+	for _, reason := range append(inbound.Reasons(), outbound.Reasons()...) {
 		s.disconnects[reason] = reg.Counter("fedmsg_relay_disconnects_total",
-			"Inbound and confirm connections ended, by reason (Go inbound engine).", "reason", reason)
+			"Connections ended, by reason (the Go engines: producers and confirming clients inbound, subscribers outbound).", "reason", reason)
 	}
 	for _, reason := range []string{inbound.ReasonPeerClosed, inbound.ReasonStalled} {
 		s.repliesDropped[reason] = reg.Counter("fedmsg_relay_confirm_replies_dropped_total",
@@ -123,25 +125,60 @@ func (s *stats) connEvent(ev transport.ConnEvent) {
 	}
 }
 
-// inboundEvent counts the Go inbound engine's connection events as the
-// libzmq monitor's are counted, and every end by its reason.
+// inboundEvent counts the Go inbound engine's connection events.
 func (s *stats) inboundEvent(ev inbound.Event) {
 	side := transport.SideInbound
 	if ev.Confirm {
 		side = transport.SideConfirm
 	}
+	s.engineEvent(side, ev)
+}
+
+// outboundEvent counts the Go outbound engine's subscriber events.
+func (s *stats) outboundEvent(ev outbound.Event) { s.engineEvent(transport.SideOutbound, ev) }
+
+// engineEvent counts a Go engine's connection events as the libzmq
+// monitor's are counted, and every end by its reason.
+func (s *stats) engineEvent(side transport.Side, ev endpoint.Event) {
 	switch ev.Kind {
-	case inbound.Accepted:
+	case endpoint.Accepted:
 		s.accepted[side].Inc()
 		s.connections[side].Add(1)
-	case inbound.HandshakeFailed:
+	case endpoint.HandshakeFailed:
 		s.handshakeFailures[side].Inc()
-	case inbound.Disconnected:
+	case endpoint.Disconnected:
 		s.connections[side].Add(-1)
 		s.disconnects[ev.Reason].Inc()
-	case inbound.ReplyDropped:
+	case endpoint.ReplyDropped:
 		s.repliesDropped[ev.Reason].Inc()
 	}
+}
+
+// registerSubscribers adds the Go outbound engine's drop counters and its
+// per-subscriber series, which go when the subscriber does (at most
+// max_outbound_connections of them).
+func registerSubscribers(reg *metrics.Registry, out *outbound.Server) {
+	for i, reason := range outbound.DropReasons() {
+		reg.CounterFunc("fedmsg_relay_outbound_dropped_total",
+			"Messages not delivered to a subscriber, summed over subscribers, by reason (Go outbound engine).",
+			func() float64 { return float64(out.Dropped()[i]) }, "reason", reason)
+	}
+	perPeer := func(value func(outbound.SubscriberStats) float64) func() []metrics.Sample {
+		return func() []metrics.Sample {
+			subs := out.Subscribers()
+			samples := make([]metrics.Sample, len(subs))
+			for i, st := range subs {
+				samples[i] = metrics.Sample{Labels: []string{"peer", st.Peer}, Value: value(st)}
+			}
+			return samples
+		}
+	}
+	reg.Collect("fedmsg_relay_subscriber_sent_total", "Messages written to each connected subscriber (Go outbound engine).", true,
+		perPeer(func(st outbound.SubscriberStats) float64 { return float64(st.Sent) }))
+	reg.Collect("fedmsg_relay_subscriber_dropped_total", "Messages each connected subscriber lost (Go outbound engine).", true,
+		perPeer(func(st outbound.SubscriberStats) float64 { return float64(st.Dropped) }))
+	reg.Collect("fedmsg_relay_subscriber_queued_bytes", "Bytes queued for each connected subscriber, as charged to the byte budget (Go outbound engine).", false,
+		perPeer(func(st outbound.SubscriberStats) float64 { return float64(st.QueuedBytes) }))
 }
 
 // logLimit lets one log line per key through per interval and counts the
@@ -218,7 +255,7 @@ func newDisconnectLogger(log hclog.Logger, interval time.Duration) *disconnectLo
 }
 
 func (d *disconnectLogger) note(ev inbound.Event) {
-	if ev.Kind != inbound.Disconnected || ev.Reason == inbound.ReasonPeerClosed || ev.Reason == inbound.ReasonShutdown {
+	if ev.Kind != endpoint.Disconnected || ev.Reason == inbound.ReasonPeerClosed || ev.Reason == inbound.ReasonShutdown {
 		return
 	}
 	ok, skipped := d.limit.allow(disconnectKey{ev.Reason, ev.Confirm})
@@ -234,4 +271,36 @@ func (d *disconnectLogger) note(ev inbound.Event) {
 		what = "confirming client disconnected"
 	}
 	d.log.Warn(what, args...)
+}
+
+// subscriberLeft is the limiter key of subscribers that leave with drops.
+const subscriberLeft = "left_with_drops"
+
+// noteOutbound logs the Go outbound engine's cutting off of subscribers, at
+// most once per interval and reason, naming the peer; and a subscriber
+// that leaves having lost messages, with what it was sent and lost.
+func (d *disconnectLogger) noteOutbound(ev outbound.Event) {
+	if ev.Kind != endpoint.Disconnected {
+		return
+	}
+	if ev.Reason != outbound.ReasonPeerClosed && ev.Reason != outbound.ReasonShutdown {
+		if ok, skipped := d.limit.allow(disconnectKey{reason: "outbound:" + ev.Reason}); ok {
+			args := []any{"reason", ev.Reason, "peer", ev.Peer, "sent", ev.Sent, "dropped", ev.Dropped}
+			if skipped > 0 {
+				args = append(args, "similar_disconnects_not_logged", skipped)
+			}
+			d.log.Warn("subscriber disconnected", args...)
+		}
+		return
+	}
+	if ev.Dropped == 0 {
+		return
+	}
+	if ok, skipped := d.limit.allow(disconnectKey{reason: subscriberLeft}); ok {
+		args := []any{"peer", ev.Peer, "reason", ev.Reason, "sent", ev.Sent, "dropped", ev.Dropped}
+		if skipped > 0 {
+			args = append(args, "similar_not_logged", skipped)
+		}
+		d.log.Info("subscriber left having lost messages", args...)
+	}
 }

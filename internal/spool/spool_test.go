@@ -191,16 +191,15 @@ func TestSpoolConfirmedSegmentsRemoved(t *testing.T) {
 	}
 }
 
-// FuzzReadRecord feeds arbitrary segment bytes to the record reader: it must
-// never panic, and whatever it accepts must re-encode to the same bytes.
-func FuzzReadRecord(f *testing.F) {
+// seedSegment is the segment file a fresh spool writes with what add
+// appends, a fuzz seed.
+func seedSegment(f *testing.F, add func(*Spool)) []byte {
 	dir := f.TempDir()
 	s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Log: hclog.NewNullLogger(), Events: Events{Appended: func(int) {}, Dropped: func(string, uint64) {}}})
 	if err != nil {
 		f.Fatal(err)
 	}
-	s.appendOne([]byte("org.fedoraproject.prod.git.receive"), []byte(`{"msg": {"a": 1}}`), time.Unix(1700000000, 0))
-	s.appendOne([]byte("t"), nil, time.Unix(0, 0))
+	add(s)
 	if err := s.Close(); err != nil {
 		f.Fatal(err)
 	}
@@ -208,6 +207,16 @@ func FuzzReadRecord(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	return seg
+}
+
+// FuzzReadRecord feeds arbitrary segment bytes to the record reader: it must
+// never panic, and whatever it accepts must re-encode to the same bytes.
+func FuzzReadRecord(f *testing.F) {
+	seg := seedSegment(f, func(s *Spool) {
+		s.appendOne([]byte("org.fedoraproject.prod.git.receive"), []byte(`{"msg": {"a": 1}}`), time.Unix(1700000000, 0))
+		s.appendOne([]byte("t"), nil, time.Unix(0, 0))
+	})
 	f.Add(seg)
 	f.Add(seg[:len(seg)-3])  // torn payload
 	f.Add(seg[:5])           // torn header
@@ -521,21 +530,11 @@ func TestAppendChargesBudget(t *testing.T) {
 // and recovery share: it must never panic, always move forward, and stay
 // within the file.
 func FuzzSegmentFile(f *testing.F) {
-	dir := f.TempDir()
-	s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Log: hclog.NewNullLogger(), Events: Events{Appended: func(int) {}, Dropped: func(string, uint64) {}}})
-	if err != nil {
-		f.Fatal(err)
-	}
-	for i := range 4 {
-		s.appendOne([]byte("org.fedoraproject.prod.git.receive"), fmt.Appendf(nil, `{"msg": {"n": %d}}`, i), time.Unix(1700000000, 0))
-	}
-	if err := s.Close(); err != nil {
-		f.Fatal(err)
-	}
-	seg, err := os.ReadFile(lastSegment(f, dir))
-	if err != nil {
-		f.Fatal(err)
-	}
+	seg := seedSegment(f, func(s *Spool) {
+		for i := range 4 {
+			s.appendOne([]byte("org.fedoraproject.prod.git.receive"), fmt.Appendf(nil, `{"msg": {"n": %d}}`, i), time.Unix(1700000000, 0))
+		}
+	})
 	f.Add(seg)
 	lengthFlipped := slices.Clone(seg)
 	lengthFlipped[len(seg)/4+3] ^= 0xff

@@ -166,3 +166,22 @@ func WriteFile(t testing.TB, name, content string) string {
 	}
 	return path
 }
+
+// RelayEndpoints are a relay's sockets on loopback ports that were free.
+type RelayEndpoints struct {
+	Inbound, Outbound, Confirm string // tcp://127.0.0.1:PORT
+	Metrics                    string // 127.0.0.1:PORT
+}
+
+// FreeRelayEndpoints picks a free port for each of a relay's sockets.
+func FreeRelayEndpoints(t testing.TB) RelayEndpoints {
+	t.Helper()
+	tcp := func() string { return fmt.Sprintf("tcp://127.0.0.1:%d", FreePort(t)) }
+	return RelayEndpoints{Inbound: tcp(), Outbound: tcp(), Confirm: tcp(), Metrics: fmt.Sprintf("127.0.0.1:%d", FreePort(t))}
+}
+
+// Config is the relay.yaml lines that bind them.
+func (e RelayEndpoints) Config() string {
+	return fmt.Sprintf("relay_inbound: %s\nrelay_outbound: %s\nrelay_inbound_confirm: %s\nmetrics_address: %s\n",
+		e.Inbound, e.Outbound, e.Confirm, e.Metrics)
+}

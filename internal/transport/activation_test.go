@@ -50,13 +50,20 @@ func (h holder) fds(t *testing.T) map[string]int {
 }
 
 func TestAdoptsInheritedListenersAcrossGenerations(t *testing.T) {
+	for _, engine := range engines {
+		t.Run("outbound_engine="+engine, func(t *testing.T) { adoptsAcrossGenerations(t, engine) })
+	}
+}
+
+func adoptsAcrossGenerations(t *testing.T, engine string) {
 	in := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	out := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	h := newHolder(t, in, out) // confirm is not inherited: bound as usual
 	for gen := 1; gen <= 2; gen++ {
 		o := Options{Inbound: []string{in}, Outbound: []string{out}, Confirm: []string{confirm},
-			Inherited: h.fds(t), MaxMessageBytes: 1 << 20, InboundHWM: 1000, OutboundHWM: 1000}
+			Inherited: h.fds(t), MaxMessageBytes: 1 << 20, InboundHWM: 1000, OutboundHWM: 1000,
+			OutboundEngine: engine, BufferBytes: 16 << 20}
 		s, err := Open(o)
 		if err != nil {
 			t.Fatalf("generation %d: %v", gen, err)
@@ -91,7 +98,13 @@ func portOf(t *testing.T, ep string) int {
 }
 
 func TestSubscriptionsCountsPeers(t *testing.T) {
-	s, o := open(t, fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)))
+	for _, engine := range engines {
+		t.Run("outbound_engine="+engine, func(t *testing.T) { subscriptionsCountsPeers(t, engine) })
+	}
+}
+
+func subscriptionsCountsPeers(t *testing.T, engine string) {
+	s, o := openEngine(t, fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)), engine)
 	waitSubs := func(want int) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
@@ -236,7 +249,7 @@ func TestGoEngineConfirmAcrossHandOver(t *testing.T) {
 	open := func() *Sockets {
 		s, err := Open(Options{Inbound: []string{in}, Confirm: []string{confirm},
 			Outbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, Inherited: h.fds(t),
-			InboundEngine: EngineGo, InboundBufferBytes: 4 << 20, MaxInboundConnections: 10,
+			InboundEngine: EngineGo, BufferBytes: 4 << 20, MaxInboundConnections: 10,
 			MaxMessageBytes: 1 << 20, InboundHWM: 1000, OutboundHWM: 1000})
 		if err != nil {
 			t.Fatal(err)

@@ -196,6 +196,7 @@ static int readable(fwd_t *f) {
 // [0, topic] unsubscribes; anything else is ignored. Reading also keeps
 // libzmq's queue of them from growing.
 static void read_subscriptions(fwd_t *f) {
+    if (f->pub == NULL) return;
     zmq_msg_t m;
     zmq_msg_init(&m);
     int part = 0; // inside a multipart message: not a subscription
@@ -218,6 +219,7 @@ long fwd_subscriptions(fwd_t *f, int timeout_ms) {
     // so its messages queue for the relay instead of being dropped.
     readable(f);
     read_subscriptions(f);
+    if (f->pub == NULL) return 0;
     zmq_pollitem_t item = {f->pub, 0, ZMQ_POLLIN, 0};
     if (zmq_poll(&item, 1, timeout_ms) > 0) read_subscriptions(f);
     return f->subscriptions;
@@ -295,7 +297,13 @@ int fwd_flush(fwd_t *f) {
     for (int i = 0; i < f->n; i++) {
         int kind = f->source[f->src[i]] != NULL ? f->kind[f->src[i]] : -1; // Go answers fed sources
         int v = f->verdict[i];
-        if (v == FWD_SEND || v == FWD_SEND_REPLACED) {
+        if ((v == FWD_SEND || v == FWD_SEND_REPLACED) && f->pub == NULL) {
+            // Go published it (and copied it) already.
+            zmq_msg_close(&f->topic[i]);
+            zmq_msg_close(&f->body[i]);
+            sent++;
+            if (kind == FWD_ROUTER) reply(f, i, "ok");
+        } else if (v == FWD_SEND || v == FWD_SEND_REPLACED) {
             // PUB never blocks: at a subscriber's HWM libzmq drops for that
             // subscriber only. zmq_msg_send takes ownership on success (and
             // leaves an empty message behind, safe to close).

@@ -22,7 +22,9 @@ enum { FWD_SUB = 0, FWD_ROUTER = 1, FWD_PULL = 2 };
 enum { FWD_SEND_FAILED = -1, FWD_SEND = 0, FWD_SEND_REPLACED = 1, FWD_DROP = 2 };
 
 typedef struct {
-    void *pub; // an XPUB with ZMQ_XPUB_VERBOSER: every (un)subscription is read
+    // An XPUB with ZMQ_XPUB_VERBOSER: every (un)subscription is read. NULL
+    // with the Go outbound engine: Go published the batch before fwd_flush.
+    void *pub;
     int nsources;
     void *source[FWD_MAX_SOURCES];
     int kind[FWD_MAX_SOURCES];

@@ -13,10 +13,10 @@ import (
 	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
 )
 
-// Inbound engines.
+// Engines, inbound and outbound.
 const (
-	EngineGo     = "go"     // inbound ZMTP terminated in Go (internal/inbound), one byte budget
-	EngineLibzmq = "libzmq" // a libzmq SUB socket
+	EngineGo     = "go"     // ZMTP terminated in Go (internal/inbound, internal/outbound), one byte budget
+	EngineLibzmq = "libzmq" // a libzmq SUB or XPUB socket
 )
 
 // maxTakeBytes bounds the bytes of one batch taken from the Go listener: they
@@ -90,7 +90,7 @@ func (s *Sockets) openGoInbound(o Options) error {
 	one := []byte{1, 0, 0, 0, 0, 0, 0, 0}
 	srv, err := inbound.Listen(inbound.Options{
 		Endpoints: o.Inbound, ConfirmEndpoints: o.Confirm, Inherited: o.Inherited, IPv6: o.IPv6,
-		MaxMessageBytes: o.MaxMessageBytes, BudgetBytes: o.InboundBufferBytes, MaxConnections: o.MaxInboundConnections,
+		MaxMessageBytes: o.MaxMessageBytes, Budget: o.Budget, MaxConnections: o.MaxInboundConnections,
 		HandshakeTimeout: o.HandshakeTimeout, HeartbeatInterval: o.HeartbeatInterval, TCPKeepalive: o.TCPKeepalive,
 		Notify: func() { syscall.Write(g.wake, one) },
 		Event:  o.InboundEvent,

@@ -47,10 +47,16 @@ func (m *monitorSocket) stop() {
 // sockets to fn, from one goroutine per socket, until Close. Call it before
 // the forwarding loop starts.
 func (s *Sockets) Monitor(fn func(ConnEvent)) error {
-	sides := []struct {
+	var sides []struct {
 		sock *zmq.Socket
 		side Side
-	}{{s.pub, SideOutbound}}
+	}
+	if s.pub != nil { // the Go engine reports its own (Options.OutboundEvent)
+		sides = append(sides, struct {
+			sock *zmq.Socket
+			side Side
+		}{s.pub, SideOutbound})
+	}
 	if s.sub != nil { // the Go engine reports its own (Options.InboundEvent)
 		sides = append(sides, struct {
 			sock *zmq.Socket

@@ -37,6 +37,7 @@ import (
 
 	"github.com/fedora-infra/fedmsg-relay/internal/inbound"
 	"github.com/fedora-infra/fedmsg-relay/internal/membudget"
+	"github.com/fedora-infra/fedmsg-relay/internal/outbound"
 )
 
 // Options configure the sockets. Zero durations leave libzmq's defaults.
@@ -50,16 +51,23 @@ type Options struct {
 	Inherited map[string]int
 
 	// InboundEngine terminates inbound ZMTP in Go (EngineGo, bounded by
-	// InboundBufferBytes and MaxInboundConnections) or in a libzmq SUB
-	// socket (EngineLibzmq, bounded per connection by InboundHWM).
-	InboundEngine      string
-	InboundBufferBytes int64
+	// Budget and MaxInboundConnections) or in a libzmq SUB socket
+	// (EngineLibzmq, bounded per connection by InboundHWM).
+	InboundEngine string
 	// Budget is the relay's one byte budget, shared with the bridge; nil
-	// makes one of InboundBufferBytes.
+	// makes one of BufferBytes.
 	Budget                *membudget.Budget
+	BufferBytes           int64
 	MaxInboundConnections int
 	// InboundEvent reports the Go engine's connection events.
 	InboundEvent func(inbound.Event)
+	// OutboundEngine publishes from Go (EngineGo: internal/outbound, queues
+	// within Budget, drops counted per subscriber, at most
+	// MaxOutboundConnections) or from a libzmq XPUB socket (EngineLibzmq).
+	OutboundEngine         string
+	MaxOutboundConnections int
+	// OutboundEvent reports the Go engine's subscriber events.
+	OutboundEvent func(outbound.Event)
 
 	MaxMessageBytes   int64 // per frame with libzmq, per message with the Go engine, enforced before allocating
 	InboundHWM        int
@@ -88,6 +96,8 @@ const MaxBatch = int(C.FWD_BATCH)
 const (
 	Send = int(C.FWD_SEND)
 	Drop = int(C.FWD_DROP)
+	// sendReplaced is Send with a body ReplaceBody swapped in.
+	sendReplaced = int(C.FWD_SEND_REPLACED)
 	// MaxReasons bounds Drop+reason.
 	MaxReasons = int(C.FWD_MAX_REASONS) - int(C.FWD_DROP)
 )
@@ -107,6 +117,7 @@ type Sockets struct {
 	bound     map[*zmq.Socket][]string // as libzmq resolved them (ZMQ_LAST_ENDPOINT)
 	inherited map[string]int           // endpoint -> systemd's listening socket
 	goIn      *goInbound               // the Go engine's listener, nil with libzmq's
+	goOut     *goOutbound              // the Go engine's publisher, nil with libzmq's
 	fwd       *C.fwd_t
 	monitor   []*monitorSocket
 	closed    atomic.Bool
@@ -120,7 +131,7 @@ func Open(o Options) (_ *Sockets, err error) {
 	}
 	s := &Sockets{ctx: ctx, bound: map[*zmq.Socket][]string{}}
 	if o.Budget == nil {
-		o.Budget = membudget.New(o.InboundBufferBytes)
+		o.Budget = membudget.New(o.BufferBytes)
 	}
 	defer func() {
 		if err != nil {
@@ -128,22 +139,19 @@ func Open(o Options) (_ *Sockets, err error) {
 		}
 	}()
 
-	// XPUB, not PUB: its peers' subscriptions are readable, which is how a
-	// restarted relay knows its listeners are back (Subscriptions).
-	if s.pub, err = s.socket(zmq.XPUB, o, o.Outbound); err != nil {
-		return nil, err
-	}
-	if err = s.pub.SetSndhwm(o.OutboundHWM); err != nil {
-		return nil, fmt.Errorf("set outbound hwm: %w", err)
-	}
-	if err = s.pub.SetXpubVerboser(1); err != nil { // every subscribe and unsubscribe, not only the first and last per topic
-		return nil, fmt.Errorf("set outbound xpub_verboser: %w", err)
-	}
 	s.inherited = o.Inherited
-	if err = s.bind(s.pub, o.Outbound); err != nil {
-		return nil, err
+	var pub unsafe.Pointer // the loop publishes on it; nil: Flush hands the batch to the Go engine
+	if o.OutboundEngine == EngineGo {
+		if s.goOut, err = openGoOutbound(o); err != nil {
+			return nil, err
+		}
+	} else {
+		if err = s.openXPUB(o); err != nil {
+			return nil, err
+		}
+		pub = rawSocket(s.pub)
 	}
-	s.fwd = C.fwd_new(rawSocket(s.pub))
+	s.fwd = C.fwd_new(pub)
 	if s.fwd == nil {
 		return nil, errors.New("allocate forwarder")
 	}
@@ -175,6 +183,22 @@ func Open(o Options) (_ *Sockets, err error) {
 		}
 	}
 	return s, nil
+}
+
+// openXPUB binds the outbound endpoints on a libzmq XPUB socket.
+func (s *Sockets) openXPUB(o Options) (err error) {
+	// XPUB, not PUB: its peers' subscriptions are readable, which is how a
+	// restarted relay knows its listeners are back (Subscriptions).
+	if s.pub, err = s.socket(zmq.XPUB, o, o.Outbound); err != nil {
+		return err
+	}
+	if err = s.pub.SetSndhwm(o.OutboundHWM); err != nil {
+		return fmt.Errorf("set outbound hwm: %w", err)
+	}
+	if err = s.pub.SetXpubVerboser(1); err != nil { // every subscribe and unsubscribe, not only the first and last per topic
+		return fmt.Errorf("set outbound xpub_verboser: %w", err)
+	}
+	return s.bind(s.pub, o.Outbound)
 }
 
 // openSUB binds the inbound endpoints on a libzmq SUB socket.
@@ -375,12 +399,19 @@ func (s *Sockets) ReplaceBody(i int, body []byte) error {
 // at most timeout for one, and returns how many subscriptions they hold: a
 // listener subscribed to "" holds one. Recv reads them too, once per batch.
 func (s *Sockets) Subscriptions(timeout time.Duration) int {
+	if s.goOut != nil {
+		C.fwd_subscriptions(s.fwd, 0) // the inbound sockets' commands, as below
+		return s.goOut.srv.Subscriptions(timeout)
+	}
 	return int(C.fwd_subscriptions(s.fwd, C.int(timeout.Milliseconds())))
 }
 
 // Flush sends the batch's accepted messages, answers confirming clients and
 // releases the rest. It returns how many were sent and how many sends failed.
 func (s *Sockets) Flush() (sent int, failed int) {
+	if s.goOut != nil {
+		s.goOut.publish(s)
+	}
 	sent = int(C.fwd_flush(s.fwd))
 	if s.goIn != nil {
 		s.goIn.reply(s.fwd)
@@ -423,6 +454,9 @@ func (s *Sockets) NewInjector() (*zmq.Socket, error) {
 // SetLinger changes how long Close waits for queued output, so a relay that
 // spent part of its drain_timeout draining waits only for the rest.
 func (s *Sockets) SetLinger(d time.Duration) error {
+	if s.goOut != nil {
+		s.goOut.linger.Store(int64(d))
+	}
 	var errs []error
 	for sock := range s.bound {
 		errs = append(errs, sock.SetLinger(d))
@@ -439,6 +473,14 @@ func (s *Sockets) Close() {
 	for _, m := range s.monitor {
 		m.stop()
 	}
+	lingered := make(chan struct{})
+	go func() { // beside libzmq's lingering sockets, not after them
+		defer close(lingered)
+		if s.goOut != nil {
+			s.goOut.close()
+		}
+	}()
+	defer func() { <-lingered }()
 	for sock := range s.bound {
 		sock.Close()
 	}

@@ -25,7 +25,18 @@ import (
 // the production wildcard form.
 func open(t *testing.T, inbound string) (*Sockets, Options) {
 	t.Helper()
+	return openEngine(t, inbound, EngineLibzmq)
+}
+
+// engines are the outbound engines tests that concern outbound run with.
+var engines = []string{EngineLibzmq, EngineGo}
+
+// openEngine is open with the given outbound engine.
+func openEngine(t *testing.T, inbound, outboundEngine string) (*Sockets, Options) {
+	t.Helper()
 	o := Options{
+		OutboundEngine:  outboundEngine,
+		BufferBytes:     16 << 20,
 		Inbound:         []string{inbound},
 		Confirm:         []string{fmt.Sprintf("tcp://*:%d", testutil.FreePort(t))},
 		Outbound:        []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))},
@@ -328,7 +339,7 @@ func failedBodySend(t *testing.T, topic string) {
 	// With the Go engine, Go answers its confirming client "refused:send".
 	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	g, err := Open(Options{Inbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, Confirm: []string{confirm},
-		Outbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, InboundEngine: EngineGo, InboundBufferBytes: 4 << 20, MaxInboundConnections: 10,
+		Outbound: []string{fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))}, InboundEngine: EngineGo, BufferBytes: 4 << 20, MaxInboundConnections: 10,
 		MaxMessageBytes: 1 << 20, InboundHWM: 1000, OutboundHWM: 1000})
 	if err != nil {
 		t.Fatal(err)

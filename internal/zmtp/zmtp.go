@@ -45,6 +45,15 @@ func CheckGreeting(peer []byte) error {
 	return nil
 }
 
+// ReadGreeting reads a peer's greeting and checks it as CheckGreeting does.
+func ReadGreeting(r io.Reader) error {
+	var peer [GreetingSize]byte
+	if _, err := io.ReadFull(r, peer[:]); err != nil {
+		return err
+	}
+	return CheckGreeting(peer[:])
+}
+
 // ReadyCommand is the body of our READY command as socketType.
 func ReadyCommand(socketType string) []byte {
 	var b bytes.Buffer
@@ -152,9 +161,45 @@ func ReadHeader(r *bufio.Reader) (flags byte, size uint64, err error) {
 		}
 		return flags, uint64(b), nil
 	}
-	var b [8]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
+	// Peek, not io.ReadFull into an array: the array would escape to the
+	// heap, an allocation per long frame.
+	b, err := r.Peek(8)
+	if err != nil {
+		if err == io.EOF && len(b) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
 		return 0, 0, err
 	}
-	return flags, binary.BigEndian.Uint64(b[:]), nil
+	size = binary.BigEndian.Uint64(b)
+	r.Discard(8)
+	return flags, size, nil
 }
+
+// FrameSize is the encoded size of a frame with an n-byte body.
+func FrameSize(n int) int {
+	if n > 255 {
+		return 9 + n
+	}
+	return 2 + n
+}
+
+// AppendFrame appends one encoded frame to dst: the outbound engine encodes
+// a message once, headers and bodies in one buffer, for all subscribers.
+func AppendFrame(dst []byte, flags byte, body []byte) []byte {
+	if len(body) > 255 {
+		dst = append(dst, flags|FlagLong)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(len(body)))
+	} else {
+		dst = append(dst, flags, byte(len(body)))
+	}
+	return append(dst, body...)
+}
+
+// Subscription commands (ZMTP 3.1); ZMTP 3.0 peers send a message whose
+// first byte is SubscribeByte or CancelByte instead.
+const (
+	SubscribeCommand = "SUBSCRIBE"
+	CancelCommand    = "CANCEL"
+	SubscribeByte    = 1
+	CancelByte       = 0
+)

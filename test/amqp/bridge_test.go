@@ -39,7 +39,7 @@ func TestFedoraMessagingFormat(t *testing.T) {
 	}
 	before := time.Now().UTC().Truncate(time.Second)
 	received := testutil.RunScenario(t, testutil.Scenario{
-		Inbound: r.inbound, Outbound: r.outbound, Subscribers: 1,
+		Inbound: r.Inbound, Outbound: r.Outbound, Subscribers: 1,
 		Producers: [][][][]byte{frames}, Expect: n, Idle: 10,
 	})
 	if len(received[0]) != n {
@@ -136,7 +136,7 @@ func TestConsumeIntoBus(t *testing.T) {
 	})
 	r.WaitOutput(t, "amqp: consuming", 15*time.Second)
 
-	sub := subscribe(t, r.outbound)
+	sub := subscribe(t, r.Outbound)
 	probeUntilLive(t, r, sub)
 
 	const topic = "org.fedoraproject.prod.reverse.hello"
@@ -188,7 +188,7 @@ func TestConsumeIntoBus(t *testing.T) {
 	// Not bridged back: a sentinel published after it reaches the bridge
 	// exchange, in order, and nothing from amqp-bridge came before it.
 	sentinel := message{topic: "org.fedoraproject.prod.e2e.sentinel", msgID: "2026-sentinel", msg: `{}`}
-	producer := newConfirmedProducer(t, r.confirm)
+	producer := newConfirmedProducer(t, r.Confirm)
 	if err := producer.send([]message{sentinel}, time.Now().Add(10*time.Second)); err != nil {
 		t.Fatal(err)
 	}

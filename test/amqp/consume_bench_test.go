@@ -25,29 +25,14 @@ func BenchmarkConsume(b *testing.B) {
 		topic = "org.fedoraproject.prod.bench.consume"
 	)
 	amqptest.WithChannel(b, broker.URL(), func(ch *amqp091.Channel) error {
-		if err := ch.ExchangeDeclare(bridgeExchange, amqp091.ExchangeTopic, true, false, false, false, nil); err != nil {
-			return err
-		}
-		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-			return err
-		}
-		if err := ch.QueueBind(queue, topic, "amq.topic", false, nil); err != nil {
-			return err
-		}
-		_, err := ch.QueuePurge(queue, false)
-		return err
+		return ch.ExchangeDeclare(bridgeExchange, amqp091.ExchangeTopic, true, false, false, false, nil)
 	})
-	b.Cleanup(func() {
-		amqptest.WithChannel(b, broker.URL(), func(ch *amqp091.Channel) error {
-			_, err := ch.QueueDelete(queue, false, false, false)
-			return err
-		})
-	})
+	consumedQueue(b, broker, queue, topic)
 	// An exclusive consumer holds the queue while it fills: the relay's
 	// consumer is refused (and retries) until it lets go.
 	blocker := exclusiveConsumer(b, broker.URL(), queue)
 	r := startRelay(b, broker, "  consume:", "    queue: "+queue)
-	sub := subscribe(b, r.outbound)
+	sub := subscribe(b, r.Outbound)
 	probeUntilLive(b, r, sub)
 	fillQueue(b, broker.URL(), topic, b.N)
 	blocker.Close()

@@ -33,7 +33,7 @@ func TestFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			got := bridgeQueue(t, broker)
 			r := startRelay(t, broker)
-			producer := newConfirmedProducer(t, r.confirm)
+			producer := newConfirmedProducer(t, r.Confirm)
 
 			// The producer streams in its own goroutine; the fault happens in
 			// the test's goroutine once a tenth of the stream is acknowledged.

@@ -31,8 +31,8 @@ const bridgeExchange = "zmq.topic"
 // relay is a running relay binary on free loopback ports with the bridge on.
 type relay struct {
 	*testutil.Process
-	exe, config                         string
-	inbound, outbound, confirm, metrics string
+	testutil.RelayEndpoints
+	exe, config string
 }
 
 // startRelay runs the relay with an amqp section pointing at the broker, a
@@ -46,18 +46,8 @@ func startRelay(t testing.TB, broker *amqptest.Broker, amqpExtra ...string) *rel
 // startRelayWith is startRelay with top-level YAML lines of its own.
 func startRelayWith(t testing.TB, broker *amqptest.Broker, top []string, amqpExtra ...string) *relay {
 	t.Helper()
-	r := &relay{
-		exe:      testutil.Binary(t, "fedmsg-relay"),
-		inbound:  fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
-		outbound: fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
-		confirm:  fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t)),
-		metrics:  fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t)),
-	}
-	r.config = testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`relay_inbound: %s
-relay_outbound: %s
-relay_inbound_confirm: %s
-metrics_address: %s
-inbound_hwm: 100000
+	r := &relay{RelayEndpoints: testutil.FreeRelayEndpoints(t), exe: testutil.Binary(t, "fedmsg-relay")}
+	r.config = testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`%sinbound_hwm: 100000
 outbound_hwm: 100000
 %s
 amqp:
@@ -67,7 +57,7 @@ amqp:
   reconnect_min: 50ms
   reconnect_max: 500ms
 %s
-`, r.inbound, r.outbound, r.confirm, r.metrics, strings.Join(top, "\n"), broker.URL(), bridgeExchange, t.TempDir(), strings.Join(amqpExtra, "\n")))
+`, r.Config(), strings.Join(top, "\n"), broker.URL(), bridgeExchange, t.TempDir(), strings.Join(amqpExtra, "\n")))
 	r.start(t)
 	return r
 }
@@ -105,7 +95,7 @@ func (r *relay) kill(t testing.TB) {
 // metric returns the value of series in the relay's /metrics.
 func (r *relay) metric(t testing.TB, series string) float64 {
 	t.Helper()
-	return testutil.Metric(t, r.metrics, series)
+	return testutil.Metric(t, r.Metrics, series)
 }
 
 // bridgeQueue declares the bridge exchange and a queue of the test's own
@@ -115,13 +105,36 @@ func bridgeQueue(t testing.TB, broker *amqptest.Broker) *amqptest.Collector {
 	t.Helper()
 	queue := "test." + strings.ReplaceAll(t.Name(), "/", ".")
 	amqptest.DeclareQueue(t, broker.URL(), bridgeExchange, queue)
+	deleteAtEnd(t, broker.URL(), queue)
+	return amqptest.StartCollector(t, broker.URL(), queue)
+}
+
+// consumedQueue declares queue, durable and empty, bound to topic on
+// amq.topic, for the relay to consume from; it is deleted when the test
+// ends.
+func consumedQueue(t testing.TB, broker *amqptest.Broker, queue, topic string) {
+	t.Helper()
+	amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
+		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+			return err
+		}
+		if err := ch.QueueBind(queue, topic, "amq.topic", false, nil); err != nil {
+			return err
+		}
+		_, err := ch.QueuePurge(queue, false)
+		return err
+	})
+	deleteAtEnd(t, broker.URL(), queue)
+}
+
+// deleteAtEnd deletes queue when the test ends.
+func deleteAtEnd(t testing.TB, url, queue string) {
 	t.Cleanup(func() {
-		amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
+		amqptest.WithChannel(t, url, func(ch *amqp091.Channel) error {
 			_, err := ch.QueueDelete(queue, false, false, false)
 			return err
 		})
 	})
-	return amqptest.StartCollector(t, broker.URL(), queue)
 }
 
 // message is one fedmsg message as a producer sends it.

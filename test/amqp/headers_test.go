@@ -57,7 +57,7 @@ func TestEnvelopeHeadersReachAMQP(t *testing.T) {
 		{topic: "org.fedoraproject.prod.e2e.headers", msgID: "2026-empty-headers", msg: `{}`, headers: `{}`},
 		{topic: "org.fedoraproject.prod.e2e.headers", msgID: "2026-no-headers", msg: `{}`},
 	}
-	if err := newConfirmedProducer(t, r.confirm).send(sent, time.Now().Add(15*time.Second)); err != nil {
+	if err := newConfirmedProducer(t, r.Confirm).send(sent, time.Now().Add(15*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(py, "-c", pikaReader, broker.URL(), queue,

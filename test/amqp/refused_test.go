@@ -72,7 +72,7 @@ func TestConsumeRefusedDeadLettered(t *testing.T) {
 		})
 	}
 	// The subscriber joins late (PUB/SUB): consumed probes until it gets one.
-	sub := subscribe(t, r.outbound)
+	sub := subscribe(t, r.Outbound)
 	deadline := time.Now().Add(15 * time.Second)
 	for probes := 0; ; probes++ {
 		publish(allowed+".probe", fmt.Sprintf("probe-%d", probes), `{}`)

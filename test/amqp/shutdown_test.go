@@ -25,26 +25,11 @@ func TestConsumeShutdown(t *testing.T) {
 		topic = "org.fedoraproject.prod.shutdown.event"
 		total = 20000
 	)
-	amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
-		if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
-			return err
-		}
-		if err := ch.QueueBind(queue, topic, "amq.topic", false, nil); err != nil {
-			return err
-		}
-		_, err := ch.QueuePurge(queue, false)
-		return err
-	})
-	t.Cleanup(func() {
-		amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
-			_, err := ch.QueueDelete(queue, false, false, false)
-			return err
-		})
-	})
+	consumedQueue(t, broker, queue, topic)
 	bridgeQueue(t, broker) // the relay bridges the probes
 	r := startRelay(t, broker, "  consume:", "    queue: "+queue)
 	r.WaitOutput(t, "amqp: consuming", 15*time.Second)
-	sub := subscribe(t, r.outbound)
+	sub := subscribe(t, r.Outbound)
 	probeUntilLive(t, r, sub)
 
 	// Collect every message id the bus publishes until the relay is gone.
@@ -89,12 +74,7 @@ func TestConsumeShutdown(t *testing.T) {
 	}
 	published := <-seen
 
-	var ready int
-	amqptest.WithChannel(t, broker.URL(), func(ch *amqp091.Channel) error {
-		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-		ready = q.Messages
-		return err
-	})
+	ready := queueDepth(t, broker.URL(), queue)
 	twice := 0
 	for _, n := range published {
 		if n > 1 {
@@ -113,7 +93,7 @@ func TestConsumeShutdown(t *testing.T) {
 // discards stray probes.
 func probeUntilLive(t testing.TB, r *relay, sub *subscriber) {
 	t.Helper()
-	producer := newConfirmedProducer(t, r.confirm)
+	producer := newConfirmedProducer(t, r.Confirm)
 	probe := message{topic: probeTopic, msgID: "2026-probe", msg: `{}`}
 	deadline := time.Now().Add(10 * time.Second)
 	for {

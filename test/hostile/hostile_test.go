@@ -1,5 +1,5 @@
-// Package hostile attacks a running fedmsg-relay (the Go inbound engine,
-// default budget) from every side at once and checks that its memory stays
+// Package hostile attacks a running fedmsg-relay (the Go engines, default
+// budget) from every side at once and checks that its memory stays
 // bounded while a well-behaved producer and listener lose nothing.
 package hostile
 
@@ -22,7 +22,7 @@ import (
 )
 
 // rssBound is the growth over the idle figure the relay must stay under
-// with the default inbound_buffer_bytes (16 MiB).
+// with the default buffer_bytes (16 MiB).
 const rssBound = 64 << 20
 
 func rss(t *testing.T, pid int) int64 {
@@ -76,6 +76,7 @@ relay_inbound: %s
 relay_outbound: %s
 relay_inbound_confirm: %s
 inbound_engine: go
+outbound_engine: go
 handshake_timeout: 2s
 log_level: warn
 `, in, out, confirm))
