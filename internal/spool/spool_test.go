@@ -427,11 +427,7 @@ func TestSpoolDamage(t *testing.T) {
 func TestAppendWritten(t *testing.T) {
 	for _, policy := range []SyncPolicy{SyncAlways, SyncInterval, SyncNever} {
 		dir := t.TempDir()
-		s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Sync: policy, Log: logtest.ForTest(t),
-			Events: Events{Appended: func(int) {}, Dropped: func(string, uint64) {}}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := openWithPolicy(t, dir, policy)
 		for i := range 50 {
 			body := fmt.Appendf(nil, "policy %d message %d", policy, i)
 			if !s.appendOne([]byte("t"), body, time.Now()) {
@@ -591,11 +587,7 @@ func TestAppendBurstWaits(t *testing.T) {
 func TestCompletionWaitsForStalledWriter(t *testing.T) {
 	for _, policy := range []SyncPolicy{SyncAlways, SyncInterval, SyncNever} {
 		dir := t.TempDir()
-		s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Sync: policy, Log: logtest.ForTest(t),
-			Events: Events{Appended: func(int) {}, Dropped: func(string, uint64) {}}})
-		if err != nil {
-			t.Fatal(err)
-		}
+		s := openWithPolicy(t, dir, policy)
 		s.mu.Lock() // the writer's next write waits for it
 		var written []*Completion
 		start := time.Now()
@@ -637,4 +629,15 @@ func TestCompletionWaitsForStalledWriter(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// openWithPolicy opens a 1 MiB spool in dir that syncs as policy says.
+func openWithPolicy(t *testing.T, dir string, policy SyncPolicy) *Spool {
+	t.Helper()
+	s, err := Open(Options{Dir: dir, MaxBytes: 1 << 20, Sync: policy, Log: logtest.ForTest(t),
+		Events: Events{Appended: func(int) {}, Dropped: func(string, uint64) {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
