@@ -70,3 +70,34 @@ func TestFairShare(t *testing.T) {
 		t.Fatalf("3 holders: fair %d, want %d", got, want)
 	}
 }
+
+// A part that finds no room asks for it; the reclaimer frees what a
+// stranger held and the Release wakes the part waiting on Changed.
+func TestReclaimFreesRoomForWaiter(t *testing.T) {
+	b := New(100)
+	b.Reclaim(10) // no reclaimer yet: nothing happens
+	if !b.Reserve(80) { // a stranger's unfinished message
+		t.Fatal("reserve the stranger's bytes")
+	}
+	var asked int64
+	b.SetReclaimer(func(need int64) {
+		asked = need
+		go b.Release(80) // as a disconnected peer's reader does, later
+	})
+	ch := b.Changed()
+	if b.Reserve(50) {
+		t.Fatal("reserved beyond the limit")
+	}
+	b.Reclaim(50)
+	if asked != 50 {
+		t.Fatalf("reclaimer asked for %d, want 50", asked)
+	}
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reclaimed release did not wake the waiter")
+	}
+	if !b.Reserve(50) {
+		t.Fatalf("no room after reclaim: used %d", b.Used())
+	}
+}
