@@ -75,7 +75,7 @@ func TestFairShare(t *testing.T) {
 // stranger held and the Release wakes the part waiting on Changed.
 func TestReclaimFreesRoomForWaiter(t *testing.T) {
 	b := New(100)
-	b.Reclaim(10) // no reclaimer yet: nothing happens
+	b.Reclaim(10)       // no reclaimer yet: nothing happens
 	if !b.Reserve(80) { // a stranger's unfinished message
 		t.Fatal("reserve the stranger's bytes")
 	}
