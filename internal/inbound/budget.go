@@ -103,7 +103,7 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 		}
 		full := b.shared.Free() < n
 		if !over && full {
-			b.evict(c)
+			b.evict(c, n)
 		}
 		// Waiting for the forwarding loop to take what the connection queued
 		// is backpressure, however long; an unfinished message over the
@@ -182,22 +182,36 @@ func (b *budget) reserveCost(c *conn, n int64) bool {
 	return true
 }
 
-// evict disconnects, for c, the connection furthest over its fair part
-// among those holding an unfinished message.
-func (b *budget) evict(c *conn) {
+// evict disconnects, for c (nil: for the rest of the relay, as the
+// budget's reclaimer), the connections furthest over their fair part among
+// those holding an unfinished message, until what they hold, with what
+// those already disconnected have yet to give back, reaches need; it
+// reports whether any bytes are coming back.
+func (b *budget) evict(c *conn, need int64) bool {
 	fair := b.shared.Fair()
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var victim *conn
-	var most int64
+	var coming int64
 	for o := range b.conns {
-		if held := o.held(); o != c && held > fair && held > most && o.unfinished.Load() > 0 && !o.IsGone() {
-			victim, most = o, held
+		if o.IsGone() {
+			coming += o.held()
 		}
 	}
-	if victim != nil {
+	for coming < need {
+		var victim *conn
+		var most int64
+		for o := range b.conns {
+			if held := o.held(); o != c && held > fair && held > most && o.unfinished.Load() > 0 && !o.IsGone() {
+				victim, most = o, held
+			}
+		}
+		if victim == nil {
+			break
+		}
 		victim.Close(ReasonOverShare)
+		coming += most
 	}
+	return coming > 0
 }
 
 // connected is what the connections still connected hold now.

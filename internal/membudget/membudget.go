@@ -30,7 +30,7 @@ type Budget struct {
 	mu      sync.Mutex
 	changed chan struct{}
 
-	reclaimer atomic.Pointer[func(need int64)]
+	reclaimer atomic.Pointer[func(need int64) bool]
 }
 
 // New returns a budget of limit bytes (at least 1).
@@ -96,14 +96,17 @@ func (b *Budget) Holders() int64 { return b.holders.Load() }
 // Fair is each connection's equal part of the budget.
 func (b *Budget) Fair() int64 { return b.limit / max(b.holders.Load(), 1) }
 
-// SetReclaimer registers what Reclaim calls: it should free, soon and
-// without waiting, at least need bytes held by those who may lose them.
-func (b *Budget) SetReclaimer(f func(need int64)) { b.reclaimer.Store(&f) }
+// SetReclaimer registers what Reclaim calls: it should start freeing, without
+// waiting, at least need bytes held by those who may lose them, and report
+// whether any are on their way.
+func (b *Budget) SetReclaimer(f func(need int64) bool) { b.reclaimer.Store(&f) }
 
-// Reclaim asks the reclaimer, if any, to free need bytes. It does not wait
-// for them: what is freed comes back through Release (and Changed).
-func (b *Budget) Reclaim(need int64) {
+// Reclaim asks the reclaimer, if any, to free need bytes and reports
+// whether any are coming. It does not wait for them: they come back
+// through Release (and Changed).
+func (b *Budget) Reclaim(need int64) bool {
 	if f := b.reclaimer.Load(); f != nil {
-		(*f)(need)
+		return (*f)(need)
 	}
+	return false
 }
