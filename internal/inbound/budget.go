@@ -183,12 +183,19 @@ func (b *budget) reserveCost(c *conn, n int64) bool {
 }
 
 // evict disconnects, for c (nil: for the rest of the relay, as the
-// budget's reclaimer), the connections furthest over their fair part among
-// those holding an unfinished message, until what they hold, with what
-// those already disconnected have yet to give back, reaches need; it
-// reports whether any bytes are coming back.
+// budget's reclaimer), the connections holding the largest unfinished
+// messages over their fair part, until what they hold, with what those
+// already disconnected have yet to give back, reaches need; it reports
+// whether any bytes are coming back.
+//
+// It weighs the unfinished message with the fixed cost of a connection,
+// not all a connection holds: a producer at work holds a larger read
+// buffer and the messages queued for the forwarding loop, often over the
+// fair part when many share the budget, and is in the middle of a message
+// whenever a read ends inside one; disconnecting it would lose what its
+// libzmq had queued. Less than a read buffer unfinished is never worth it.
 func (b *budget) evict(c *conn, need int64) bool {
-	fair := b.shared.Fair()
+	over := max(b.shared.Fair()-connCost, readBufferSize) // unfinished bytes over the fair part
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var coming int64
@@ -201,15 +208,15 @@ func (b *budget) evict(c *conn, need int64) bool {
 		var victim *conn
 		var most int64
 		for o := range b.conns {
-			if held := o.held(); o != c && held > fair && held > most && o.unfinished.Load() > 0 && !o.IsGone() {
-				victim, most = o, held
+			if unfinished := o.unfinished.Load(); o != c && unfinished > over && unfinished > most && !o.IsGone() {
+				victim, most = o, unfinished
 			}
 		}
 		if victim == nil {
 			break
 		}
 		victim.Close(ReasonOverShare)
-		coming += most
+		coming += victim.held()
 	}
 	return coming > 0
 }
