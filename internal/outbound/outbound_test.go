@@ -9,8 +9,8 @@ import (
 	"net"
 	"os/exec"
 	"strings"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
