@@ -103,7 +103,7 @@ func (b *budget) reserve(c *conn, n int64, partial bool) error {
 		}
 		full := b.shared.Free() < n
 		if !over && full {
-			b.evict(c)
+			b.evict(c, n)
 		}
 		// Waiting for the forwarding loop to take what the connection queued
 		// is backpressure, however long; an unfinished message over the
@@ -182,22 +182,43 @@ func (b *budget) reserveCost(c *conn, n int64) bool {
 	return true
 }
 
-// evict disconnects, for c, the connection furthest over its fair part
-// among those holding an unfinished message.
-func (b *budget) evict(c *conn) {
-	fair := b.shared.Fair()
+// evict disconnects, for c (nil: for the rest of the relay, as the
+// budget's reclaimer), the connections holding the largest unfinished
+// messages over their fair part, until what they hold, with what those
+// already disconnected have yet to give back, reaches need; it reports
+// whether any bytes are coming back.
+//
+// It weighs the unfinished message with the fixed cost of a connection,
+// not all a connection holds: a producer at work holds a larger read
+// buffer and the messages queued for the forwarding loop, often over the
+// fair part when many share the budget, and is in the middle of a message
+// whenever a read ends inside one; disconnecting it would lose what its
+// libzmq had queued. Less than a read buffer unfinished is never worth it.
+func (b *budget) evict(c *conn, need int64) bool {
+	over := max(b.shared.Fair()-connCost, readBufferSize) // unfinished bytes over the fair part
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var victim *conn
-	var most int64
+	var coming int64
 	for o := range b.conns {
-		if held := o.held(); o != c && held > fair && held > most && o.unfinished.Load() > 0 && !o.IsGone() {
-			victim, most = o, held
+		if o.IsGone() {
+			coming += o.held()
 		}
 	}
-	if victim != nil {
+	for coming < need {
+		var victim *conn
+		var most int64
+		for o := range b.conns {
+			if unfinished := o.unfinished.Load(); o != c && unfinished > over && unfinished > most && !o.IsGone() {
+				victim, most = o, unfinished
+			}
+		}
+		if victim == nil {
+			break
+		}
 		victim.Close(ReasonOverShare)
+		coming += victim.held()
 	}
+	return coming > 0
 }
 
 // connected is what the connections still connected hold now.

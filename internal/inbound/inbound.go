@@ -124,6 +124,9 @@ func Listen(o Options) (_ *Server, err error) {
 	// A connection may always hold one whole message of the largest size.
 	floor := o.MaxMessageBytes + connCost
 	s := &Server{opts: o, budget: newBudget(o.Budget, floor, max(o.HandshakeTimeout, time.Second)), connSet: map[*conn]struct{}{}}
+	// Messages accepted for delivery come before unfinished ones: the rest
+	// of the relay, short of room, takes it back from stalled peers.
+	o.Budget.SetReclaimer(func(need int64) bool { return s.budget.evict(nil, need) })
 	defer func() {
 		if err != nil {
 			s.Stop()

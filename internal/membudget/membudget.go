@@ -8,6 +8,11 @@
 // The hot path reserves and releases with one atomic operation each; a
 // lock is taken only by those who wait for room, and by the release that
 // wakes them.
+//
+// Bytes a part has accepted for delivery come before bytes still being
+// read from strangers: a part that finds no room may ask the budget to
+// Reclaim it, which calls the reclaimer inbound registered (it disconnects
+// the peers holding the most unfinished messages over their fair part).
 package membudget
 
 import (
@@ -24,6 +29,8 @@ type Budget struct {
 	waiting atomic.Bool // someone holds changed: the next Release closes it
 	mu      sync.Mutex
 	changed chan struct{}
+
+	reclaimer atomic.Pointer[func(need int64) bool]
 }
 
 // New returns a budget of limit bytes (at least 1).
@@ -88,3 +95,18 @@ func (b *Budget) Holders() int64 { return b.holders.Load() }
 
 // Fair is each connection's equal part of the budget.
 func (b *Budget) Fair() int64 { return b.limit / max(b.holders.Load(), 1) }
+
+// SetReclaimer registers what Reclaim calls: it should start freeing, without
+// waiting, at least need bytes held by those who may lose them, and report
+// whether any are on their way.
+func (b *Budget) SetReclaimer(f func(need int64) bool) { b.reclaimer.Store(&f) }
+
+// Reclaim asks the reclaimer, if any, to free need bytes and reports
+// whether any are coming. It does not wait for them: they come back
+// through Release (and Changed).
+func (b *Budget) Reclaim(need int64) bool {
+	if f := b.reclaimer.Load(); f != nil {
+		return (*f)(need)
+	}
+	return false
+}

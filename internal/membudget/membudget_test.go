@@ -70,3 +70,39 @@ func TestFairShare(t *testing.T) {
 		t.Fatalf("3 holders: fair %d, want %d", got, want)
 	}
 }
+
+// A part that finds no room asks for it; the reclaimer frees what a
+// stranger held and the Release wakes the part waiting on Changed.
+func TestReclaimFreesRoomForWaiter(t *testing.T) {
+	b := New(100)
+	if b.Reclaim(10) {
+		t.Fatal("no reclaimer, yet something is coming")
+	}
+	if !b.Reserve(80) { // a stranger's unfinished message
+		t.Fatal("reserve the stranger's bytes")
+	}
+	var asked int64
+	b.SetReclaimer(func(need int64) bool {
+		asked = need
+		go b.Release(80) // as a disconnected peer's reader does, later
+		return true
+	})
+	ch := b.Changed()
+	if b.Reserve(50) {
+		t.Fatal("reserved beyond the limit")
+	}
+	if !b.Reclaim(50) {
+		t.Fatal("the reclaimer's bytes are not coming")
+	}
+	if asked != 50 {
+		t.Fatalf("reclaimer asked for %d, want 50", asked)
+	}
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the reclaimed release did not wake the waiter")
+	}
+	if !b.Reserve(50) {
+		t.Fatalf("no room after reclaim: used %d", b.Used())
+	}
+}

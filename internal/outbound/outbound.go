@@ -102,6 +102,11 @@ const (
 	// stallWithoutHeartbeat bounds a write without progress when
 	// heartbeats are off.
 	stallWithoutHeartbeat = 30 * time.Second
+	// roomWait bounds how long Publish waits, per batch, for the budget to
+	// take back strangers' unfinished messages (membudget's Reclaim) before
+	// it drops a message for want of room. The forwarding loop waiting is
+	// backpressure: inbound is not taken meanwhile, TCP pushes producers back.
+	roomWait = 100 * time.Millisecond
 )
 
 // message is one encoded message, shared by the queues of every subscriber
@@ -138,7 +143,8 @@ type Server struct {
 	lingerUntil   atomic.Int64  // unix nanoseconds: writes end by then once closing
 	drops         [numDrops]atomic.Uint64
 
-	scratch []*message // Publish's, one slot per message of the batch
+	scratch   []*message // Publish's, one slot per message of the batch
+	roomUntil time.Time  // Publish's: when this batch stops waiting for room
 }
 
 // Listen binds (or adopts) every endpoint and starts accepting.
@@ -255,6 +261,7 @@ func (s *Server) Publish(topics, bodies [][]byte) {
 		s.scratch = make([]*message, len(topics))
 	}
 	msgs := s.scratch[:len(topics)]
+	s.roomUntil = time.Time{}
 	share := max(s.budget.Fair(), s.opts.MaxMessageBytes)
 	var drops [numDrops]uint64
 	for _, c := range subs {
@@ -288,6 +295,42 @@ func (s *Server) encode(topic, body []byte) *message {
 	m := &message{buf: buf}
 	m.refs.Store(1) // the publisher's, until the batch is distributed
 	return m
+}
+
+// encodeWhenRoom is encode once the budget took back room from those
+// holding unfinished messages (membudget's Reclaim), waiting for it at most
+// roomWait per batch; noRoom if there is none to take back or it did not
+// come in time.
+func (s *Server) encodeWhenRoom(topic, body []byte) *message {
+	need := int64(zmtp.FrameSize(len(topic))+zmtp.FrameSize(len(body))) + messageCost
+	if s.roomUntil.IsZero() {
+		s.roomUntil = time.Now().Add(roomWait)
+	}
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		changed := s.budget.Changed() // before encode: a release in between wakes us
+		if m := s.encode(topic, body); m != noRoom {
+			return m
+		}
+		left := time.Until(s.roomUntil)
+		if left <= 0 || !s.budget.Reclaim(need) {
+			return noRoom
+		}
+		if timer == nil {
+			timer = time.NewTimer(left)
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			s.roomUntil = time.Now() // spent: the rest of the batch does not wait
+			return s.encode(topic, body)
+		}
+	}
 }
 
 // unref drops one reference; the last gives the bytes back to the budget.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -427,5 +428,51 @@ func TestCloseLingersToDeliverQueued(t *testing.T) {
 	}
 	if used := s.budget.Used(); used != 0 {
 		t.Errorf("budget holds %d bytes after Close", used)
+	}
+}
+
+// A message the budget has no room for waits, at most roomWait a batch,
+// for the room the reclaimer takes back from strangers (inbound's stalled
+// peers in the relay) instead of being dropped for every subscriber.
+func TestPublishWaitsForReclaimedRoom(t *testing.T) {
+	budget := membudget.New(1 << 20)
+	s, ep, _ := listen(t, func(o *Options) { o.Budget = budget })
+	p := startPeers(t)
+	p.newSub("all", ep, 0, "")
+	waitSubscriptions(t, s, 1)
+	stranger := budget.Free()
+	if !budget.Reserve(stranger) {
+		t.Fatal("the stranger could not fill the budget")
+	}
+
+	// Nothing to reclaim: dropped at once, counted, as before.
+	start := time.Now()
+	publish(s, "org.a.1", "org.a.2")
+	if d := s.Dropped()[dropBudget]; d != 2 || time.Since(start) > roomWait/2 {
+		t.Fatalf("no reclaimer: %d dropped for budget in %v, want 2 at once", d, time.Since(start))
+	}
+
+	// A reclaimer whose bytes never come: the batch waits roomWait, no more.
+	budget.SetReclaimer(func(int64) bool { return true })
+	start = time.Now()
+	publish(s, "org.a.3", "org.a.4", "org.a.5")
+	if d, took := s.Dropped()[dropBudget], time.Since(start); d != 5 || took < roomWait || took > roomWait+time.Second {
+		t.Fatalf("nothing reclaimed: %d dropped for budget after %v, want 5 after %v", d, took, roomWait)
+	}
+
+	// The stranger is disconnected: its bytes come back a little later.
+	var calls atomic.Int32
+	budget.SetReclaimer(func(int64) bool {
+		if calls.Add(1) == 1 {
+			time.AfterFunc(20*time.Millisecond, func() { budget.Release(stranger) })
+		}
+		return true
+	})
+	publish(s, "org.a.6", "org.a.7")
+	if got, _ := p.recv("all", 2, 2*time.Second); strings.Join(got, " ") != "org.a.6 org.a.7" {
+		t.Errorf("after reclaim the subscriber got %q, want org.a.6 org.a.7", got)
+	}
+	if d := s.Dropped()[dropBudget]; d != 5 || calls.Load() == 0 {
+		t.Errorf("after reclaim: %d dropped for budget (want still 5), reclaimer called %d times", d, calls.Load())
 	}
 }

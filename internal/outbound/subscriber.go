@@ -358,6 +358,21 @@ func (c *subscriber) enqueue(topics, bodies [][]byte, msgs []*message, share int
 		m := msgs[i]
 		if m == nil {
 			m = s.encode(topic, bodies[i])
+			if m == noRoom {
+				// Waiting for room, let the writer free what it writes.
+				c.queuedBytes.Store(queued)
+				if len(c.queue) > was {
+					c.signal()
+				}
+				c.mu.Unlock()
+				m = s.encodeWhenRoom(topic, bodies[i])
+				c.mu.Lock()
+				msgs[i] = m
+				if c.closing || c.IsGone() { // its queue is being given back
+					break
+				}
+				was, queued = len(c.queue), c.queuedBytes.Load()
+			}
 			msgs[i] = m
 		}
 		reason := -1

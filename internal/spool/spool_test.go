@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,9 +492,16 @@ func TestAppendChargesBudget(t *testing.T) {
 	if !budget.Reserve(budget.Limit()) {
 		t.Fatal("reserve the whole budget")
 	}
+	// It is asked to give room back for the hand-offs to come (inbound
+	// evicts stalled peers); Append does not wait for it.
+	var asked atomic.Int64
+	budget.SetReclaimer(func(need int64) bool { asked.Add(need); return false })
 	topics, bodies := batch(10)
 	if kept, _ := s.Append(topics, bodies, time.Now(), false); kept != 0 || drops() != 10 {
 		t.Fatalf("budget full: kept %d, %d dropped as %q; want 0 and 10", kept, drops(), DropBudget)
+	}
+	if asked.Load() < 10*recordBytes {
+		t.Fatalf("budget full: reclaim asked for %d bytes, want at least the batch's %d", asked.Load(), 10*recordBytes)
 	}
 	// Room for three records of the next batch.
 	budget.Release(3 * recordBytes)

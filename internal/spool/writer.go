@@ -187,7 +187,17 @@ func (s *Spool) budgetUsed() int64 {
 
 // reserve charges n bytes to the budget, if there is one, and reports
 // whether they fit.
-func (s *Spool) reserve(n int64) bool { return s.budget == nil || s.budget.Reserve(n) }
+// reserve charges n bytes to the budget if it has room. If it has not, it
+// asks the budget to take room back from strangers' unfinished messages
+// (membudget's Reclaim) for the hand-offs to come, without waiting for it:
+// Append never blocks the forwarding loop on the budget.
+func (s *Spool) reserve(n int64) bool {
+	if s.budget == nil || s.budget.Reserve(n) {
+		return true
+	}
+	s.budget.Reclaim(n)
+	return false
+}
 
 func (s *Spool) release(n int64) {
 	if s.budget != nil {

@@ -71,15 +71,17 @@ func TestHostilePeersBoundedMemory(t *testing.T) {
 	in := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	out := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
 	confirm := fmt.Sprintf("tcp://127.0.0.1:%d", testutil.FreePort(t))
+	metricsAddr := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
 	cfg := testutil.WriteFile(t, "relay.yaml", fmt.Sprintf(`
 relay_inbound: %s
 relay_outbound: %s
 relay_inbound_confirm: %s
+metrics_address: %s
 inbound_engine: go
 outbound_engine: go
 handshake_timeout: 2s
 log_level: warn
-`, in, out, confirm))
+`, in, out, confirm, metricsAddr))
 	relay := testutil.Start(t, testutil.Binary(t, "fedmsg-relay"), "--config", cfg)
 	pid := relay.Cmd.Process.Pid
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -205,16 +207,28 @@ log_level: warn
 	open.Range(func(c, _ any) bool { c.(net.Conn).Close(); return true })
 	wg.Wait()
 	peak := stopSampling()
+	// Why a message was lost, as the relay counts it: a budget drop means
+	// strangers' unfinished messages kept room from accepted ones.
+	var drops []string
+	for _, reason := range []string{"hwm", "share", "budget", "disconnected"} {
+		drops = append(drops, fmt.Sprintf("%s=%v", reason,
+			testutil.Metric(t, metricsAddr, fmt.Sprintf(`fedmsg_relay_outbound_dropped_total{reason=%q}`, reason))))
+	}
+	overShare := testutil.Metric(t, metricsAddr, `fedmsg_relay_disconnects_total{reason="over_share"}`)
 	if len(got) != n {
-		t.Errorf("listener got %d of %d messages", len(got), n)
+		// Only the producer completes messages on relay_inbound: fewer
+		// received than it sent means it was cut off before the relay had them.
+		t.Errorf("listener got %d of %d messages; relay received %v on relay_inbound, relayed %v (with the %d confirmed); outbound drops %s",
+			len(got), n, testutil.Metric(t, metricsAddr, `fedmsg_relay_received_total{source="inbound"}`),
+			testutil.Metric(t, metricsAddr, "fedmsg_relay_relayed_total"), 50, strings.Join(drops, " "))
 	}
 	for i, m := range got {
 		if !bytes.Equal(m[1], msgs[i][1]) {
 			t.Fatalf("message %d = %q, want %q", i, m[1], msgs[i][1])
 		}
 	}
-	t.Logf("RSS idle %.1f MiB, peak %.1f MiB (+%.1f MiB); %d endless senders cut off, %d stalled messages started",
-		float64(idle)/(1<<20), float64(peak)/(1<<20), float64(peak-idle)/(1<<20), cutOff.Load(), stalled.Load())
+	t.Logf("RSS idle %.1f MiB, peak %.1f MiB (+%.1f MiB); %d endless senders cut off, %d stalled messages started, %v evicted over share; outbound drops %s",
+		float64(idle)/(1<<20), float64(peak)/(1<<20), float64(peak-idle)/(1<<20), cutOff.Load(), stalled.Load(), overShare, strings.Join(drops, " "))
 	if peak-idle > rssBound {
 		t.Errorf("RSS grew by %.1f MiB, bound %d MiB", float64(peak-idle)/(1<<20), rssBound>>20)
 	}
