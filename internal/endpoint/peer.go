@@ -11,11 +11,25 @@ import (
 	"time"
 )
 
-// Disconnect reasons Peer gives itself; the engines list them among theirs.
+// Disconnect reasons both Go engines give (Peer itself gives the first
+// two); each engine adds its own in its Reasons. A fixed set, so they can
+// be metric labels.
 const (
 	ReasonPeerClosed = "peer_closed"
 	ReasonTimeout    = "timeout"
+	ReasonHandshake  = "handshake"
+	ReasonProtocol   = "protocol"
+	ReasonOversize   = "oversize"
+	ReasonOverShare  = "over_share"
+	ReasonTooMany    = "too_many_connections"
+	ReasonShutdown   = "shutdown"
 )
+
+// Reasons lists the disconnect reasons both engines give.
+func Reasons() []string {
+	return []string{ReasonPeerClosed, ReasonTimeout, ReasonHandshake, ReasonProtocol,
+		ReasonOversize, ReasonOverShare, ReasonTooMany, ReasonShutdown}
+}
 
 // Peer is the life of one connection accepted by a Go engine: it ends once,
 // for the first reason given, and a heartbeat gives up a peer that falls

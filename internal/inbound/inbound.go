@@ -52,24 +52,22 @@ type Options struct {
 // Event is one connection event; Confirm says it is a confirming client's.
 type Event = endpoint.Event
 
-// Disconnect reasons: a fixed set, so they can be metric labels.
+// Disconnect reasons: endpoint's, which both engines give, and the
+// confirming clients' own.
 const (
 	ReasonPeerClosed = endpoint.ReasonPeerClosed
-	ReasonHandshake  = "handshake"
-	ReasonProtocol   = "protocol"
+	ReasonHandshake  = endpoint.ReasonHandshake
+	ReasonProtocol   = endpoint.ReasonProtocol
 	ReasonTimeout    = endpoint.ReasonTimeout
-	ReasonOversize   = "oversize"
-	ReasonOverShare  = "over_share"
-	ReasonTooMany    = "too_many_connections"
-	ReasonShutdown   = "shutdown"
+	ReasonOversize   = endpoint.ReasonOversize
+	ReasonOverShare  = endpoint.ReasonOverShare
+	ReasonTooMany    = endpoint.ReasonTooMany
+	ReasonShutdown   = endpoint.ReasonShutdown
 	ReasonStalled    = "reply_stalled" // a confirming client that does not read its replies
 )
 
 // Reasons lists every disconnect reason, for registering metrics up front.
-func Reasons() []string {
-	return []string{ReasonPeerClosed, ReasonHandshake, ReasonProtocol, ReasonTimeout,
-		ReasonOversize, ReasonOverShare, ReasonTooMany, ReasonShutdown, ReasonStalled}
-}
+func Reasons() []string { return append(endpoint.Reasons(), ReasonStalled) }
 
 // connCost is what a connection costs before it holds any message: its
 // goroutine's stack, buffers and bookkeeping, counted in the budget.

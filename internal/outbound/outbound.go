@@ -51,24 +51,24 @@ type Options struct {
 // Disconnected Sent and Dropped count its messages.
 type Event = endpoint.Event
 
-// Disconnect reasons: a fixed set, so they can be metric labels.
+// Disconnect reasons: endpoint's, which both engines give, and the
+// subscribers' own.
 const (
 	ReasonPeerClosed      = endpoint.ReasonPeerClosed
-	ReasonHandshake       = "handshake"
-	ReasonProtocol        = "protocol"
+	ReasonHandshake       = endpoint.ReasonHandshake
+	ReasonProtocol        = endpoint.ReasonProtocol
 	ReasonTimeout         = endpoint.ReasonTimeout
-	ReasonOversize        = "oversize" // a subscription (or upstream) frame over maxFrame
-	ReasonOverShare       = "over_share"
-	ReasonTooMany         = "too_many_connections"
-	ReasonShutdown        = "shutdown"
+	ReasonOversize        = endpoint.ReasonOversize // a subscription (or upstream) frame over maxFrame
+	ReasonOverShare       = endpoint.ReasonOverShare
+	ReasonTooMany         = endpoint.ReasonTooMany
+	ReasonShutdown        = endpoint.ReasonShutdown
 	ReasonStalled         = "stalled_subscriber"
 	ReasonTooManyPrefixes = "too_many_subscriptions"
 )
 
 // Reasons lists every disconnect reason, for registering metrics up front.
 func Reasons() []string {
-	return []string{ReasonPeerClosed, ReasonHandshake, ReasonProtocol, ReasonTimeout, ReasonOversize,
-		ReasonOverShare, ReasonTooMany, ReasonShutdown, ReasonStalled, ReasonTooManyPrefixes}
+	return append(endpoint.Reasons(), ReasonStalled, ReasonTooManyPrefixes)
 }
 
 // Drop reasons: why a message was not queued for a subscriber.
