@@ -233,6 +233,12 @@ func TestDrainIsBoundedByDrainTimeout(t *testing.T) {
 			t.Fatalf("no backlog built up; last batch %d", r.backlog.Load())
 		}
 	}
+	// Then well over drain_timeout's worth behind them (at 20 ms a batch
+	// of 256, 20,000 messages take 1.5 s): a backlog of only a few
+	// thousand was once drained within the 300 ms.
+	for range 20_000 {
+		_, _ = pub.SendMessage(testTopic, body)
+	}
 	took := stopRun(t, cancel, done)
 	m := regexp.MustCompile(`drain_timeout passed.* published=(\d+) not_published=(\d+)`).FindStringSubmatch(logBuf.String())
 	if m == nil {
